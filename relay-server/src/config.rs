@@ -1,0 +1,52 @@
+//! Relay settings: every flag has a `CONVEY_RELAY_*` environment twin, so a container needs
+//! only environment variables.
+
+use std::{net::SocketAddr, time::Duration};
+
+/// Default listen address of a stand-alone relay.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:4790";
+/// Default seconds a lone side waits on a nameplate before it expires.
+pub const DEFAULT_NAMEPLATE_TTL_SECS: u64 = 3600;
+/// Default tracker announce interval, seconds.
+pub const DEFAULT_ANNOUNCE_INTERVAL_SECS: u64 = 30;
+/// Default cap on open nameplates.
+pub const DEFAULT_MAX_NAMEPLATES: usize = 10_000;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to listen on for HTTP and WebSocket (rendezvous, tracker, health).
+    #[arg(long, env = "CONVEY_RELAY_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Seconds a side may wait alone on a nameplate before it is told the code expired.
+    #[arg(long, env = "CONVEY_RELAY_NAMEPLATE_TTL", default_value_t = DEFAULT_NAMEPLATE_TTL_SECS)]
+    pub nameplate_ttl_secs: u64,
+
+    /// Tracker announce interval handed to peers, in seconds.
+    #[arg(long, env = "CONVEY_RELAY_ANNOUNCE_INTERVAL", default_value_t = DEFAULT_ANNOUNCE_INTERVAL_SECS)]
+    pub announce_interval_secs: u64,
+
+    /// Most nameplates open at once; further allocations are refused.
+    #[arg(long, env = "CONVEY_RELAY_MAX_NAMEPLATES", default_value_t = DEFAULT_MAX_NAMEPLATES)]
+    pub max_nameplates: usize,
+}
+
+impl Config {
+    /// A config listening on `addr` with every other setting at its default.
+    pub fn with_listen(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            nameplate_ttl_secs: DEFAULT_NAMEPLATE_TTL_SECS,
+            announce_interval_secs: DEFAULT_ANNOUNCE_INTERVAL_SECS,
+            max_nameplates: DEFAULT_MAX_NAMEPLATES,
+        }
+    }
+
+    pub fn nameplate_ttl(&self) -> Duration {
+        Duration::from_secs(self.nameplate_ttl_secs)
+    }
+
+    pub fn announce_interval(&self) -> Duration {
+        Duration::from_secs(self.announce_interval_secs.max(1))
+    }
+}

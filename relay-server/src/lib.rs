@@ -1,0 +1,14 @@
+//! The convey relay: pairs two peers on a nameplate, forwards their sealed messages, and
+//! runs the BitTorrent tracker for the swarms those peers register. It never sees the words
+//! of a code, the session key, file names or contents.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod config;
+mod http;
+mod rendezvous;
+mod server;
+mod state;
+mod tracker;
+
+pub use config::Config;
+pub use server::{Server, SpawnError};

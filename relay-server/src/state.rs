@@ -1,0 +1,29 @@
+//! Shared state handed to every request handler.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{Config, rendezvous::Mailboxes, tracker::Swarms};
+
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) mailboxes: Arc<Mailboxes>,
+    pub(crate) swarms: Arc<Swarms>,
+    pub(crate) nameplate_ttl: Duration,
+    pub(crate) announce_interval: Duration,
+    /// Cancelled at shutdown; every long-lived handler watches it.
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub(crate) fn new(config: &Config, shutdown: CancellationToken) -> Self {
+        Self {
+            mailboxes: Arc::new(Mailboxes::new(config.max_nameplates)),
+            swarms: Arc::new(Swarms::default()),
+            nameplate_ttl: config.nameplate_ttl(),
+            announce_interval: config.announce_interval(),
+            shutdown,
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The bundled BitTorrent HTTP tracker (BEP 3, compact peers per BEP 23, `peers6` per
+//! BEP 7). It serves only info-hashes a live sender session registered, so it is not an
+//! open tracker. Every reply carries `interval` and `peers`; errors are a bencoded
+//! `failure reason` with status 200, as clients expect.
+
+mod announce;
+mod swarm;
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::{
+    extract::{ConnectInfo, RawQuery, State},
+    http::header,
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use serde_bytes::ByteBuf;
+
+pub(crate) use swarm::Swarms;
+use swarm::{Announce, AnnounceOutcome};
+
+use crate::state::AppState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct InfoHash(pub(crate) [u8; 20]);
+
+impl InfoHash {
+    pub(crate) fn from_hex(s: &str) -> Option<Self> {
+        let mut out = [0u8; 20];
+        hex_decode(s, &mut out).then_some(Self(out))
+    }
+}
+
+fn hex_decode(s: &str, out: &mut [u8; 20]) -> bool {
+    if s.len() != 40 {
+        return false;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        match u8::from_str_radix(s.get(2 * i..2 * i + 2).unwrap_or("zz"), 16) {
+            Ok(b) => *o = b,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct PeerId(pub(crate) [u8; 20]);
+
+#[derive(Serialize)]
+struct Failure {
+    #[serde(rename = "failure reason")]
+    reason: String,
+    interval: u64,
+}
+
+#[derive(Serialize)]
+struct DictPeer {
+    ip: String,
+    port: u16,
+    #[serde(rename = "peer id")]
+    peer_id: ByteBuf,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Peers {
+    Compact(ByteBuf),
+    Dicts(Vec<DictPeer>),
+}
+
+#[derive(Serialize)]
+struct Success {
+    interval: u64,
+    #[serde(rename = "min interval")]
+    min_interval: u64,
+    complete: usize,
+    incomplete: usize,
+    peers: Peers,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peers6: Option<ByteBuf>,
+}
+
+fn bencoded<T: Serialize>(value: &T) -> Response {
+    match serde_bencode::to_bytes(value) {
+        Ok(body) => ([(header::CONTENT_TYPE, "text/plain")], body).into_response(),
+        Err(err) => {
+            tracing::error!(%err, "cannot bencode tracker reply");
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+pub(crate) async fn announce(
+    State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let interval = state.announce_interval.as_secs();
+    let fail = |reason: String| bencoded(&Failure { reason, interval });
+    let req = match announce::parse(query.as_deref().unwrap_or("")) {
+        Ok(r) => r,
+        Err(reason) => return fail(reason),
+    };
+    let ip = match remote.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    let a = Announce {
+        info_hash: req.info_hash,
+        peer_id: req.peer_id,
+        addr: SocketAddr::new(ip, req.port),
+        left: req.left,
+        stopped: req.event.as_deref() == Some("stopped"),
+        numwant: req.numwant,
+    };
+    match state.swarms.announce(&a, state.announce_interval * 3) {
+        Some(outcome) => bencoded(&success(outcome, req.compact, interval)),
+        None => fail("unregistered info_hash: this tracker only serves transfers in progress on this relay".into()),
+    }
+}
+
+fn success(outcome: AnnounceOutcome, compact: bool, interval: u64) -> Success {
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for (_, addr) in &outcome.peers {
+        match addr {
+            SocketAddr::V4(a) => {
+                v4.extend_from_slice(&a.ip().octets());
+                v4.extend_from_slice(&a.port().to_be_bytes());
+            }
+            SocketAddr::V6(a) => {
+                v6.extend_from_slice(&a.ip().octets());
+                v6.extend_from_slice(&a.port().to_be_bytes());
+            }
+        }
+    }
+    let peers = if compact {
+        Peers::Compact(ByteBuf::from(v4))
+    } else {
+        Peers::Dicts(
+            outcome
+                .peers
+                .iter()
+                .map(|(id, addr)| DictPeer { ip: addr.ip().to_string(), port: addr.port(), peer_id: ByteBuf::from(id.0.to_vec()) })
+                .collect(),
+        )
+    };
+    Success {
+        interval,
+        min_interval: interval,
+        complete: outcome.complete,
+        incomplete: outcome.incomplete,
+        peers,
+        peers6: (compact && !v6.is_empty()).then(|| ByteBuf::from(v6)),
+    }
+}

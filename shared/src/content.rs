@@ -1,0 +1,217 @@
+//! The content cipher: ChaCha20-Poly1305 over fixed-size chunks.
+//!
+//! Chunk `i` is sealed with nonce `i || last-flag`, so the ciphertext is a deterministic
+//! function of (key, plaintext), chunks can be sealed and opened independently and in any
+//! order (BitTorrent delivers blocks out of order), and a stream cut at a chunk boundary
+//! fails to authenticate because the last chunk carries the flag. A ciphertext chunk is
+//! exactly one BitTorrent block (16 KiB), so every block a peer writes is a whole chunk.
+
+use chacha20poly1305::{AeadInOut, ChaCha20Poly1305, KeyInit, Tag};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// Bytes of one ciphertext chunk: one BitTorrent block.
+pub const CIPHER_CHUNK: u64 = 16 * 1024;
+/// Poly1305 tag bytes per chunk.
+pub const TAG_LEN: u64 = 16;
+/// Bytes of plaintext in every chunk but the last.
+pub const PLAIN_CHUNK: u64 = CIPHER_CHUNK - TAG_LEN;
+
+/// The key that encrypts the content. Random per offer; travels only inside the sealed channel.
+#[derive(Clone)]
+pub struct ContentKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for ContentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContentKey(<redacted>)")
+    }
+}
+
+impl ContentKey {
+    pub fn generate() -> Self {
+        let mut k = Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(k.as_mut_slice());
+        Self(k)
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl Serialize for ContentKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.0.as_slice()))
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Zeroizing::new(String::deserialize(d)?);
+        let mut k = [0u8; 32];
+        hex::decode_to_slice(s.as_bytes(), &mut k).map_err(serde::de::Error::custom)?;
+        Ok(Self::from_bytes(k))
+    }
+}
+
+/// A chunk failed to authenticate: corrupted, forged, or from another key or position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("chunk {0} failed authentication")]
+pub struct ChunkError(pub u64);
+
+/// Layout and cipher for one plaintext stream of known length.
+#[derive(Clone)]
+pub struct ContentCipher {
+    aead: ChaCha20Poly1305,
+    plain_len: u64,
+}
+
+impl std::fmt::Debug for ContentCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContentCipher").field("plain_len", &self.plain_len).finish_non_exhaustive()
+    }
+}
+
+impl ContentCipher {
+    pub fn new(key: &ContentKey, plain_len: u64) -> Self {
+        Self {
+            aead: ChaCha20Poly1305::new(&(*key.0).into()),
+            plain_len,
+        }
+    }
+
+    pub fn plain_len(&self) -> u64 {
+        self.plain_len
+    }
+
+    /// Number of chunks; an empty stream still has one (empty, flagged-last) chunk.
+    pub fn chunk_count(&self) -> u64 {
+        self.plain_len.div_ceil(PLAIN_CHUNK).max(1)
+    }
+
+    pub fn cipher_len(&self) -> u64 {
+        self.plain_len + TAG_LEN * self.chunk_count()
+    }
+
+    /// Plaintext bytes in chunk `i`.
+    pub fn plain_chunk_len(&self, i: u64) -> u64 {
+        if i + 1 < self.chunk_count() {
+            PLAIN_CHUNK
+        } else {
+            self.plain_len - PLAIN_CHUNK * (self.chunk_count() - 1)
+        }
+    }
+
+    fn nonce(&self, i: u64) -> chacha20poly1305::Nonce {
+        let mut n = [0u8; 12];
+        n[..8].copy_from_slice(&i.to_be_bytes());
+        n[11] = u8::from(i + 1 == self.chunk_count());
+        n.into()
+    }
+
+    /// Seal chunk `i` in place: `buf` holds the chunk's plaintext followed by room for the
+    /// tag (`plain_chunk_len(i) + TAG_LEN` bytes) and ends up holding the ciphertext chunk.
+    pub fn seal_chunk(&self, i: u64, buf: &mut [u8]) {
+        let n = usize::try_from(self.plain_chunk_len(i)).expect("chunk fits in memory");
+        assert_eq!(buf.len(), n + TAG_LEN as usize, "seal_chunk buffer size");
+        let (data, tag) = buf.split_at_mut(n);
+        let t = self
+            .aead
+            .encrypt_inout_detached(&self.nonce(i), &[], data.into())
+            .expect("ChaCha20-Poly1305 encrypts any chunk of this size");
+        tag.copy_from_slice(&t);
+    }
+
+    /// Open ciphertext chunk `i` in place; on success the first `plain_chunk_len(i)` bytes
+    /// of `buf` hold the plaintext.
+    pub fn open_chunk(&self, i: u64, buf: &mut [u8]) -> Result<(), ChunkError> {
+        let n = usize::try_from(self.plain_chunk_len(i)).map_err(|_| ChunkError(i))?;
+        if i >= self.chunk_count() || buf.len() != n + TAG_LEN as usize {
+            return Err(ChunkError(i));
+        }
+        let (data, tag) = buf.split_at_mut(n);
+        let tag = Tag::try_from(&*tag).map_err(|_| ChunkError(i))?;
+        self.aead
+            .decrypt_inout_detached(&self.nonce(i), &[], data.into(), &tag)
+            .map_err(|_| ChunkError(i))
+    }
+}
+
+/// Torrent piece length for a ciphertext of `cipher_len` bytes: a power of two between
+/// 256 KiB and 16 MiB aiming at about 2,000 pieces, always a whole number of chunks.
+pub fn piece_length_for(cipher_len: u64) -> u64 {
+    const MIN: u64 = 256 * 1024;
+    const MAX: u64 = 16 * 1024 * 1024;
+    (cipher_len / 2048).next_power_of_two().clamp(MIN, MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seal_all(c: &ContentCipher, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 0..c.chunk_count() {
+            let start = (i * PLAIN_CHUNK) as usize;
+            let len = c.plain_chunk_len(i) as usize;
+            let mut buf = data[start..start + len].to_vec();
+            buf.resize(len + TAG_LEN as usize, 0);
+            c.seal_chunk(i, &mut buf);
+            out.extend_from_slice(&buf);
+        }
+        out
+    }
+
+    #[test]
+    fn sizes() {
+        let k = ContentKey::generate();
+        let empty = ContentCipher::new(&k, 0);
+        assert_eq!((empty.chunk_count(), empty.cipher_len()), (1, 16));
+        let one = ContentCipher::new(&k, PLAIN_CHUNK);
+        assert_eq!((one.chunk_count(), one.cipher_len()), (1, CIPHER_CHUNK));
+        let two = ContentCipher::new(&k, PLAIN_CHUNK + 1);
+        assert_eq!((two.chunk_count(), two.cipher_len(), two.plain_chunk_len(1)), (2, CIPHER_CHUNK + 17, 1));
+        assert_eq!(piece_length_for(1 << 30) % CIPHER_CHUNK, 0);
+        assert_eq!(piece_length_for(10), 256 * 1024);
+    }
+
+    #[test]
+    fn deterministic_roundtrip_and_tamper_detection() {
+        let k = ContentKey::from_bytes([7; 32]);
+        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let c = ContentCipher::new(&k, data.len() as u64);
+        let ct = seal_all(&c, &data);
+        assert_eq!(ct, seal_all(&c, &data), "same key and data, same ciphertext");
+        assert_eq!(ct.len() as u64, c.cipher_len());
+        let mut plain = Vec::new();
+        for (i, chunk) in ct.chunks(CIPHER_CHUNK as usize).enumerate() {
+            let mut b = chunk.to_vec();
+            c.open_chunk(i as u64, &mut b).unwrap();
+            plain.extend_from_slice(&b[..c.plain_chunk_len(i as u64) as usize]);
+        }
+        assert_eq!(plain, data);
+
+        let mut bad = ct[..CIPHER_CHUNK as usize].to_vec();
+        bad[5] ^= 1;
+        assert_eq!(c.open_chunk(0, &mut bad), Err(ChunkError(0)));
+        let mut moved = ct[..CIPHER_CHUNK as usize].to_vec();
+        assert!(c.open_chunk(1, &mut moved).is_err(), "a chunk only opens at its own index");
+    }
+
+    #[test]
+    fn truncation_is_detected() {
+        let k = ContentKey::from_bytes([1; 32]);
+        let data = vec![9u8; (PLAIN_CHUNK * 3) as usize];
+        let full = ContentCipher::new(&k, data.len() as u64);
+        let ct = seal_all(&full, &data);
+        // An attacker presents the first two chunks as a complete two-chunk stream.
+        let short = ContentCipher::new(&k, PLAIN_CHUNK * 2);
+        let mut second = ct[CIPHER_CHUNK as usize..2 * CIPHER_CHUNK as usize].to_vec();
+        assert!(short.open_chunk(1, &mut second).is_err());
+    }
+}
