@@ -1,1 +1,22 @@
-//! placeholder
+//! convey: send files with a short code, end-to-end encrypted, peer to peer over BitTorrent.
+//!
+//! The library runs whole transfers ([`send()`], [`receive()`]) and reports progress as
+//! [`Event`]s; it never prints. The `convey` binary is a thin shell around it.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod embedded;
+mod error;
+mod events;
+mod receive;
+mod relay_addr;
+mod rendezvous;
+mod send;
+mod session;
+pub mod transfer;
+
+pub use convey_shared::Code;
+pub use error::Error;
+pub use events::{Event, EventSink, ignore_events};
+pub use receive::{AcceptFn, OfferSummary, ReceiveOptions, ReceiveReport, receive};
+pub use relay_addr::{ParseRelayError, RelayAddr};
+pub use send::{SendOptions, SendReport, send};

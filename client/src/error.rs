@@ -1,0 +1,54 @@
+//! Everything that can end a transfer, each with its own exit code so scripts can react.
+
+use convey_shared::protocol::rendezvous::ErrorKind;
+
+/// Why a transfer did not complete.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("key confirmation failed: the code was wrong, or someone tried to guess it. Nothing was sent; start again with a new code")]
+    WrongCode,
+    #[error("{0}")]
+    Timeout(String),
+    #[error("the receiver declined the transfer{}", .0.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Declined(Option<String>),
+    #[error("transfer failed: {0}")]
+    Transfer(String),
+    #[error("the other side vanished before the transfer finished; run both commands again to retry")]
+    PeerGone,
+    #[error("cannot reach the relay at {relay}: {reason}. Check --relay / CONVEY_RELAY, or that `convey send` is still running")]
+    RelayUnreachable { relay: String, reason: String },
+    #[error("the relay refused: {message}")]
+    Relay { kind: ErrorKind, message: String },
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Io { context, source }
+    }
+
+    /// The documented process exit code for this error (see the README).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::WrongCode => 3,
+            Self::Timeout(_) => 4,
+            Self::Declined(_) => 5,
+            Self::Transfer(_) | Self::PeerGone => 6,
+            Self::RelayUnreachable { .. } | Self::Relay { .. } | Self::Protocol(_) => 7,
+            Self::Io { .. } | Self::Refused(_) => 8,
+        }
+    }
+}
+
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;

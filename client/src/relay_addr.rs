@@ -1,0 +1,103 @@
+//! Where the relay is: `HOST:PORT` or `http(s)://HOST:PORT[/prefix]`, turned into the
+//! rendezvous WebSocket URL and the tracker announce URL.
+
+use std::{fmt, str::FromStr};
+
+use convey_shared::protocol::{ANNOUNCE_PATH, RENDEZVOUS_PATH};
+
+/// A relay base address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayAddr {
+    secure: bool,
+    /// `host:port`, IPv6 hosts in brackets.
+    authority: String,
+    /// Path prefix without a trailing slash (for relays behind a reverse proxy).
+    prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid relay address {0:?}: use HOST:PORT or http(s)://HOST:PORT")]
+pub struct ParseRelayError(String);
+
+impl FromStr for RelayAddr {
+    type Err = ParseRelayError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParseRelayError(s.to_owned());
+        let (secure, rest) = if let Some(r) = s.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = s.strip_prefix("http://") {
+            (false, r)
+        } else if s.contains("://") {
+            return Err(err());
+        } else {
+            (false, s)
+        };
+        let (authority, prefix) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+        let has_port = authority
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) && (!host.contains(':') || host.ends_with(']')));
+        let authority = match (has_port, secure) {
+            (true, _) => authority.to_owned(),
+            (false, true) if !authority.is_empty() && !authority.contains(':') => format!("{authority}:443"),
+            (false, false) if rest.len() != s.len() && !authority.is_empty() && !authority.contains(':') => format!("{authority}:80"),
+            _ => return Err(err()),
+        };
+        if authority.chars().any(|c| c.is_whitespace() || c == '@') {
+            return Err(err());
+        }
+        Ok(Self { secure, authority, prefix: format!("/{}", prefix.trim_matches('/')).trim_end_matches('/').to_owned() })
+    }
+}
+
+impl RelayAddr {
+    pub fn from_socket(addr: std::net::SocketAddr) -> Self {
+        Self { secure: false, authority: addr.to_string(), prefix: String::new() }
+    }
+
+    pub fn rendezvous_url(&self) -> String {
+        let scheme = if self.secure { "wss" } else { "ws" };
+        format!("{scheme}://{}{}{RENDEZVOUS_PATH}", self.authority, self.prefix)
+    }
+
+    pub fn announce_url(&self) -> String {
+        let scheme = if self.secure { "https" } else { "http" };
+        format!("{scheme}://{}{}{ANNOUNCE_PATH}", self.authority, self.prefix)
+    }
+}
+
+impl fmt::Display for RelayAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.secure || !self.prefix.is_empty() {
+            let scheme = if self.secure { "https" } else { "http" };
+            write!(f, "{scheme}://{}{}", self.authority, self.prefix)
+        } else {
+            f.write_str(&self.authority)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms() {
+        let r: RelayAddr = "127.0.0.1:4790".parse().unwrap();
+        assert_eq!(r.rendezvous_url(), "ws://127.0.0.1:4790/v1/rendezvous");
+        assert_eq!(r.announce_url(), "http://127.0.0.1:4790/announce");
+        assert_eq!(r.to_string(), "127.0.0.1:4790");
+        let r: RelayAddr = "https://relay.example.org/convey/".parse().unwrap();
+        assert_eq!(r.rendezvous_url(), "wss://relay.example.org:443/convey/v1/rendezvous");
+        assert_eq!(r.to_string(), "https://relay.example.org:443/convey");
+        let r: RelayAddr = "http://[::1]:9000".parse().unwrap();
+        assert_eq!(r.announce_url(), "http://[::1]:9000/announce");
+    }
+
+    #[test]
+    fn refuses_nonsense() {
+        for s in ["", "relay", "ftp://x:1", "host:0", "host:99999", "http://", "a b:1"] {
+            assert!(s.parse::<RelayAddr>().is_err(), "{s}");
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The client side of the relay's rendezvous WebSocket: claim a nameplate, then swap opaque
+//! bodies with the other side.
+
+use std::{collections::VecDeque, time::Duration};
+
+use base64::{Engine, engine::general_purpose::STANDARD as B64};
+use convey_shared::{
+    Nameplate,
+    protocol::{
+        MAX_MESSAGE_BYTES, ProtocolVersion,
+        rendezvous::{ClientMsg, Mood, ServerMsg},
+    },
+};
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
+};
+
+use crate::{Error, RelayAddr, error::Result};
+
+/// How long connecting to the relay may take.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub(crate) struct Rendezvous {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    relay: String,
+    /// Messages that arrived while we waited for something else.
+    inbox: VecDeque<ServerMsg>,
+}
+
+impl Rendezvous {
+    pub(crate) async fn connect(relay: &RelayAddr) -> Result<Self> {
+        let unreachable = |reason: String| Error::RelayUnreachable { relay: relay.to_string(), reason };
+        let mut req = relay
+            .rendezvous_url()
+            .into_client_request()
+            .map_err(|e| unreachable(e.to_string()))?;
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(ProtocolVersion::V1.subprotocol()),
+        );
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE_BYTES + 4096));
+        let (ws, _) = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio_tungstenite::connect_async_with_config(req, Some(config), false),
+        )
+        .await
+        .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
+        .map_err(|e| unreachable(e.to_string()))?;
+        let mut rv = Self { ws, relay: relay.to_string(), inbox: VecDeque::new() };
+        match rv.next().await? {
+            ServerMsg::Welcome { .. } => Ok(rv),
+            other => Err(Error::Protocol(format!("expected a welcome from the relay, got {other:?}"))),
+        }
+    }
+
+    async fn send(&mut self, msg: &ClientMsg) -> Result<()> {
+        let text = serde_json::to_string(msg).expect("client messages always serialize");
+        self.ws.send(Message::Text(text.into())).await.map_err(|e| Error::RelayUnreachable {
+            relay: self.relay.clone(),
+            reason: format!("connection lost: {e}"),
+        })
+    }
+
+    /// The next message from the relay, inbox first. Relay errors become [`Error::Relay`].
+    async fn next(&mut self) -> Result<ServerMsg> {
+        if let Some(m) = self.inbox.pop_front() {
+            return Ok(m);
+        }
+        loop {
+            let lost = |reason: String| Error::RelayUnreachable { relay: self.relay.clone(), reason };
+            let frame = self.ws.next().await.ok_or_else(|| lost("the relay closed the connection".into()))?;
+            match frame.map_err(|e| lost(format!("connection lost: {e}")))? {
+                Message::Text(t) => {
+                    let msg: ServerMsg = serde_json::from_str(&t)
+                        .map_err(|e| Error::Protocol(format!("bad message from relay: {e}")))?;
+                    return match msg {
+                        ServerMsg::Error { kind, message } => Err(Error::Relay { kind, message }),
+                        m => Ok(m),
+                    };
+                }
+                Message::Close(_) => return Err(lost("the relay closed the connection".into())),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Let the relay pick a nameplate.
+    pub(crate) async fn allocate(&mut self) -> Result<Nameplate> {
+        self.send(&ClientMsg::Allocate).await?;
+        match self.next().await? {
+            ServerMsg::Claimed { nameplate, .. } => Ok(nameplate),
+            other => Err(Error::Protocol(format!("expected claimed, got {other:?}"))),
+        }
+    }
+
+    /// Claim `n`; returns whether the other side is already there.
+    pub(crate) async fn claim(&mut self, n: Nameplate) -> Result<bool> {
+        self.send(&ClientMsg::Claim { nameplate: n }).await?;
+        match self.next().await? {
+            ServerMsg::Claimed { peer_present, .. } => Ok(peer_present),
+            other => Err(Error::Protocol(format!("expected claimed, got {other:?}"))),
+        }
+    }
+
+    /// Wait until the other side claims our nameplate.
+    pub(crate) async fn wait_for_peer(&mut self) -> Result<()> {
+        loop {
+            match self.next().await? {
+                ServerMsg::PeerJoined => return Ok(()),
+                m @ ServerMsg::Message { .. } => self.inbox.push_back(m),
+                _ => {}
+            }
+        }
+    }
+
+    pub(crate) async fn send_body(&mut self, body: &[u8]) -> Result<()> {
+        self.send(&ClientMsg::Send { body: B64.encode(body) }).await
+    }
+
+    /// The next body from the other side; [`Error::PeerGone`] if it left.
+    pub(crate) async fn recv_body(&mut self) -> Result<Vec<u8>> {
+        loop {
+            match self.next().await? {
+                ServerMsg::Message { body } => {
+                    return B64
+                        .decode(body)
+                        .map_err(|e| Error::Protocol(format!("peer body is not base64: {e}")));
+                }
+                ServerMsg::PeerLeft { mood } => {
+                    return Err(match mood {
+                        Some(Mood::Scary) => Error::WrongCode,
+                        _ => Error::PeerGone,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Let the relay's tracker serve `info_hash` while this connection is open.
+    pub(crate) async fn register_swarm(&mut self, info_hash: &str) -> Result<()> {
+        self.send(&ClientMsg::RegisterSwarm { info_hash: info_hash.to_owned() }).await?;
+        let mut held = Vec::new();
+        let result = loop {
+            match self.next().await {
+                Ok(ServerMsg::SwarmRegistered { .. }) => break Ok(()),
+                Ok(m @ (ServerMsg::Message { .. } | ServerMsg::PeerLeft { .. })) => held.push(m),
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.inbox.extend(held);
+        result
+    }
+
+    /// Say goodbye; errors are irrelevant at this point.
+    pub(crate) async fn close(mut self, mood: Mood) {
+        let _ = self.send(&ClientMsg::Close { mood }).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;
+    }
+}

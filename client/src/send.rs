@@ -1,0 +1,205 @@
+//! The sending side: claim a code, run the PAKE, encrypt-and-hash in the background,
+//! seed the ciphertext, offer it, and wait until the receiver says it verified the file.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, atomic::AtomicBool},
+    time::{Duration, Instant},
+};
+
+use convey_shared::{
+    Code,
+    content::ContentCipher,
+    crypto::Side,
+    manifest::{FileEntry, Manifest},
+    protocol::{
+        peer::{ABILITY_BITTORRENT, Offer, PeerMsg},
+        rendezvous::Mood,
+    },
+};
+
+use crate::{
+    Error, Event, EventSink, RelayAddr,
+    error::Result,
+    rendezvous::Rendezvous,
+    session::{self, PeerLink},
+    transfer::{
+        bt,
+        prepare::{Prepared, prepare},
+        storage::SealingStorageFactory,
+    },
+};
+
+/// What to send, and where to meet the receiver.
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    pub relay: RelayAddr,
+    /// A pre-agreed code; `None` lets the relay pick the number and us the words.
+    pub code: Option<Code>,
+    pub path: PathBuf,
+}
+
+/// How a completed send went.
+#[derive(Debug, Clone)]
+pub struct SendReport {
+    pub code: Code,
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+/// Send one file. Returns once the receiver confirmed it has the file, verified.
+pub async fn send(opts: SendOptions, events: EventSink) -> Result<SendReport> {
+    let path = opts.path.clone();
+    let meta = std::fs::metadata(&path).map_err(Error::io(format!("cannot send {}", path.display())))?;
+    if !meta.is_file() {
+        return Err(Error::Refused(format!("{} is not a regular file", path.display())));
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Refused(format!("{} has no UTF-8 file name", path.display())))?
+        .to_owned();
+
+    let mut rv = Rendezvous::connect(&opts.relay).await?;
+    let (code, peer_present) = match opts.code {
+        Some(code) => {
+            let present = rv.claim(code.nameplate()).await?;
+            (code, present)
+        }
+        None => {
+            let nameplate = rv.allocate().await?;
+            (Code::generate(&mut rand::thread_rng(), nameplate), false)
+        }
+    };
+    events(Event::Code { code: code.to_string() });
+
+    // Encrypt and hash while the receiver types the code.
+    events(Event::Preparing { bytes: meta.len() });
+    let cancel = Arc::new(AtomicBool::new(false));
+    let prep = {
+        let (path, cancel) = (path.clone(), cancel.clone());
+        let key = convey_shared::content::ContentKey::generate();
+        tokio::task::spawn_blocking(move || prepare(&path, key, &cancel))
+    };
+    let linked = async {
+        if !peer_present {
+            events(Event::Waiting);
+            rv.wait_for_peer().await?;
+        }
+        session::establish(rv, &code, Side::Sender).await
+    }
+    .await;
+    let mut link = match linked {
+        Ok(link) => link,
+        Err(e) => {
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = prep.await;
+            return Err(e);
+        }
+    };
+    events(Event::Connected);
+    let prepared = match prep.await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return fail(link, e).await,
+        Err(e) => return fail(link, Error::Transfer(format!("preparing the file failed: {e}"))).await,
+    };
+
+    let folder = path.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| ".".into());
+    let torrent_session = match bt::start_session(&folder).await {
+        Ok(s) => s,
+        Err(e) => return fail(link, e).await,
+    };
+    let started = Instant::now();
+    let result = seed(&mut link, &opts.relay, &torrent_session, &prepared, &path, &folder, name, &events).await;
+    bt::shutdown(&torrent_session).await;
+    match result {
+        Ok(()) => {
+            link.close(Mood::Happy).await;
+            Ok(SendReport { code, bytes: prepared.size, elapsed: started.elapsed() })
+        }
+        Err(e) => fail(link, e).await,
+    }
+}
+
+async fn fail<T>(link: PeerLink, e: Error) -> Result<T> {
+    link.close(Mood::Errory).await;
+    Err(e)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn seed(
+    link: &mut PeerLink,
+    relay: &RelayAddr,
+    torrent_session: &Arc<librqbit::Session>,
+    prepared: &Prepared,
+    path: &std::path::Path,
+    folder: &std::path::Path,
+    name: String,
+    events: &EventSink,
+) -> Result<()> {
+    let storage = SealingStorageFactory::new(path, ContentCipher::new(&prepared.key, prepared.size));
+    let handle = bt::add(
+        torrent_session,
+        prepared.torrent_bytes(None),
+        storage.boxed_factory(),
+        relay.announce_url(),
+        Vec::new(),
+        folder,
+    )
+    .await?;
+    bt::wait_seeding(&handle).await?;
+    link.register_swarm(&prepared.info_hash_hex()).await?;
+    let port = torrent_session
+        .announce_port()
+        .ok_or_else(|| Error::Transfer("BitTorrent is not listening".into()))?;
+    let manifest = Manifest {
+        files: vec![FileEntry { path: name, size: prepared.size, sha256: prepared.sha256.clone() }],
+    };
+    let offer = Offer {
+        abilities: vec![ABILITY_BITTORRENT.to_owned()],
+        manifest,
+        content_key: prepared.key.clone(),
+        torrent: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, prepared.torrent_bytes(None)),
+        direct_hints: bt::direct_hints(port),
+    };
+    link.send(&PeerMsg::Offer(Box::new(offer))).await?;
+    match link.recv().await? {
+        PeerMsg::Answer { accept: true, .. } => {}
+        PeerMsg::Answer { accept: false, reason } => return Err(Error::Declined(reason)),
+        other => return Err(Error::Protocol(format!("expected an answer, got {other:?}"))),
+    }
+    events(Event::Transport { path: "direct".into() });
+
+    let cipher_total = prepared.info.length;
+    let done = link.recv();
+    tokio::pin!(done);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let reply = loop {
+        tokio::select! {
+            msg = &mut done => break msg?,
+            _ = tick.tick() => {
+                let up = handle.stats().uploaded_bytes.min(cipher_total);
+                events(Event::Progress { bytes: plain_estimate(up, cipher_total, prepared.size), total: prepared.size });
+            }
+        }
+    };
+    match reply {
+        PeerMsg::Done { ok: true, .. } => {
+            events(Event::Progress { bytes: prepared.size, total: prepared.size });
+            Ok(())
+        }
+        PeerMsg::Done { ok: false, message } => Err(Error::Transfer(format!(
+            "the receiver reported: {}",
+            message.unwrap_or_else(|| "unknown error".into())
+        ))),
+        other => Err(Error::Protocol(format!("expected done, got {other:?}"))),
+    }
+}
+
+/// Scale ciphertext bytes to plaintext bytes for progress display.
+pub(crate) fn plain_estimate(cipher_bytes: u64, cipher_total: u64, plain_total: u64) -> u64 {
+    if cipher_total == 0 {
+        return 0;
+    }
+    u64::try_from(u128::from(cipher_bytes) * u128::from(plain_total) / u128::from(cipher_total)).unwrap_or(plain_total)
+}

@@ -1,0 +1,138 @@
+//! librqbit configured for convey: one private torrent per session, trackers and direct
+//! hints only (no DHT, no LSD, no UPnP; PEX is off because the torrent is private).
+
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use librqbit::{
+    AddTorrent, AddTorrentOptions, ListenerMode, ListenerOptions, ManagedTorrent, Session, SessionOptions,
+    TorrentStatsState, storage::BoxStorageFactory,
+};
+
+use crate::{Error, error::Result};
+
+/// A transfer that has made no progress for this long has failed.
+pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most direct-address hints accepted from a peer.
+pub(crate) const MAX_HINTS: usize = 16;
+
+/// A librqbit session that listens on an ephemeral TCP port.
+pub(crate) async fn start_session(folder: &Path) -> Result<Arc<Session>> {
+    let opts = SessionOptions {
+        dht: None,
+        disable_local_service_discovery: true,
+        persistence: None,
+        fastresume: false,
+        listen: Some(ListenerOptions {
+            mode: ListenerMode::TcpOnly,
+            listen_addr: SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+            enable_upnp_port_forwarding: false,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Session::new_with_opts(folder.to_owned(), opts)
+        .await
+        .map_err(|e| Error::Transfer(format!("cannot start BitTorrent: {e:#}")))
+}
+
+/// Stop a session without librqbit's fixed one-second sleep: remove every torrent (which
+/// pauses it and releases our storage), then cancel the session's tasks.
+pub(crate) async fn shutdown(session: &Arc<Session>) {
+    let ids = session.with_torrents(|ts| ts.map(|(id, _)| id).collect::<Vec<_>>());
+    for id in ids {
+        if let Err(err) = session.delete(id.into(), false).await {
+            tracing::debug!(%err, "removing torrent at shutdown");
+        }
+    }
+    session.cancellation_token().cancel();
+}
+
+/// Add the torrent with our storage, announcing to `tracker` and dialling `peers`.
+pub(crate) async fn add(
+    session: &Arc<Session>,
+    torrent: Vec<u8>,
+    storage: BoxStorageFactory,
+    tracker: String,
+    peers: Vec<SocketAddr>,
+    folder: &Path,
+) -> Result<Arc<ManagedTorrent>> {
+    let opts = AddTorrentOptions {
+        storage_factory: Some(storage),
+        trackers: Some(vec![tracker]),
+        initial_peers: Some(peers),
+        overwrite: true,
+        output_folder: Some(folder.to_string_lossy().into_owned()),
+        ..Default::default()
+    };
+    session
+        .add_torrent(AddTorrent::from_bytes(torrent), Some(opts))
+        .await
+        .map_err(|e| Error::Transfer(format!("cannot add the torrent: {e:#}")))?
+        .into_handle()
+        .ok_or_else(|| Error::Transfer("the torrent was not started".into()))
+}
+
+/// Wait until the sender's initial check is done and it has every piece.
+pub(crate) async fn wait_seeding(handle: &ManagedTorrent) -> Result<()> {
+    handle
+        .wait_until_initialized()
+        .await
+        .map_err(|e| Error::Transfer(format!("cannot start seeding: {e:#}")))?;
+    let stats = handle.stats();
+    if !stats.finished {
+        return Err(Error::Transfer(
+            "the file changed while it was being prepared; send it again once it is no longer being written".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Poll until the download is complete, reporting ciphertext bytes to `progress`.
+/// Fails on a torrent error or when nothing arrives for [`STALL_TIMEOUT`].
+pub(crate) async fn wait_downloaded(handle: &ManagedTorrent, mut progress: impl FnMut(u64, u64)) -> Result<()> {
+    let mut last = (0, Instant::now());
+    loop {
+        let s = handle.stats();
+        if let Some(e) = &s.error {
+            return Err(Error::Transfer(format!("BitTorrent error: {e}")));
+        }
+        if matches!(s.state, TorrentStatsState::Error) {
+            return Err(Error::Transfer("BitTorrent stopped with an error".into()));
+        }
+        progress(s.progress_bytes, s.total_bytes);
+        if s.finished && matches!(s.state, TorrentStatsState::Live) {
+            return Ok(());
+        }
+        if s.progress_bytes != last.0 {
+            last = (s.progress_bytes, Instant::now());
+        } else if last.1.elapsed() > STALL_TIMEOUT {
+            return Err(Error::Transfer(format!(
+                "no data from the sender for {}s; check that both machines can reach each other",
+                STALL_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Addresses where this machine's BitTorrent listener may be reachable.
+pub(crate) fn direct_hints(port: u16) -> Vec<SocketAddr> {
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .filter(|ip| match ip {
+            IpAddr::V4(v4) => !v4.is_unspecified() && !v4.is_link_local(),
+            IpAddr::V6(v6) => !v6.is_unspecified() && !v6.is_unicast_link_local(),
+        })
+        .collect();
+    // Non-loopback first: they are what a peer on another machine can use.
+    ips.sort_by_key(|ip| ip.is_loopback());
+    ips.dedup();
+    ips.into_iter().take(MAX_HINTS).map(|ip| SocketAddr::new(ip, port)).collect()
+}

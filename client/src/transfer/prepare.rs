@@ -1,0 +1,136 @@
+//! One streaming pass over the file: SHA-256 of the plaintext, and the SHA-1 piece hashes of
+//! the ciphertext, which is computed chunk by chunk and thrown away. Memory stays constant.
+
+use std::{
+    fs::File,
+    io::{BufReader, Read},
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
+};
+
+use convey_shared::content::{CIPHER_CHUNK, ContentCipher, ContentKey, TAG_LEN, piece_length_for};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use sha1::{Digest, Sha1};
+use sha2::Sha256;
+
+use crate::{Error, error::Result};
+
+/// The opaque name the torrent carries instead of the real file name.
+pub const TORRENT_NAME: &str = "convey-payload";
+
+/// The torrent's `info` dictionary (BEP 3 single-file mode, BEP 27 private).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Info {
+    pub length: u64,
+    pub name: String,
+    #[serde(rename = "piece length")]
+    pub piece_length: u64,
+    pub pieces: ByteBuf,
+    pub private: u8,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Metainfo {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    announce: Option<String>,
+    info: Info,
+}
+
+/// A file ready to be offered.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub info: Info,
+    pub info_hash: [u8; 20],
+    pub size: u64,
+    pub sha256: String,
+    pub key: ContentKey,
+}
+
+impl Prepared {
+    pub fn info_hash_hex(&self) -> String {
+        hex::encode(self.info_hash)
+    }
+
+    /// The bencoded .torrent, optionally with an `announce` URL (for third-party clients).
+    pub fn torrent_bytes(&self, announce: Option<&str>) -> Vec<u8> {
+        let m = Metainfo { announce: announce.map(str::to_owned), info: self.info.clone() };
+        serde_bencode::to_bytes(&m).expect("torrent metainfo always bencodes")
+    }
+}
+
+/// Parse a .torrent received from the peer and return its info and info-hash.
+pub fn parse_torrent(bytes: &[u8]) -> Result<(Info, [u8; 20])> {
+    let m: Metainfo = serde_bencode::from_bytes(bytes)
+        .map_err(|e| Error::Protocol(format!("the sender's torrent is malformed: {e}")))?;
+    let hash = info_hash(&m.info);
+    Ok((m.info, hash))
+}
+
+fn info_hash(info: &Info) -> [u8; 20] {
+    let encoded = serde_bencode::to_bytes(info).expect("info dict always bencodes");
+    Sha1::digest(&encoded).into()
+}
+
+/// Read `path` once and describe its encryption under `key` as a torrent. Stops early with
+/// an error when `cancel` is set.
+pub fn prepare(path: &Path, key: ContentKey, cancel: &AtomicBool) -> Result<Prepared> {
+    let file = File::open(path).map_err(Error::io(format!("opening {}", path.display())))?;
+    let size = file.metadata().map_err(Error::io(format!("reading {}", path.display())))?.len();
+    let cipher = ContentCipher::new(&key, size);
+    let piece_length = piece_length_for(cipher.cipher_len());
+    let chunks_per_piece = piece_length / CIPHER_CHUNK;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut sha256 = Sha256::new();
+    let mut piece = Sha1::new();
+    let mut pieces = Vec::new();
+    let mut buf = vec![0u8; CIPHER_CHUNK as usize];
+    for i in 0..cipher.chunk_count() {
+        if i % 1024 == 0 && cancel.load(Ordering::Relaxed) {
+            return Err(Error::Transfer("cancelled".into()));
+        }
+        let n = usize::try_from(cipher.plain_chunk_len(i)).expect("chunk fits in memory");
+        reader.read_exact(&mut buf[..n]).map_err(Error::io(format!(
+            "reading {} (did it shrink while being sent?)",
+            path.display()
+        )))?;
+        sha256.update(&buf[..n]);
+        let sealed = &mut buf[..n + TAG_LEN as usize];
+        cipher.seal_chunk(i, sealed);
+        piece.update(&*sealed);
+        if (i + 1) % chunks_per_piece == 0 || i + 1 == cipher.chunk_count() {
+            pieces.extend_from_slice(&std::mem::take(&mut piece).finalize());
+        }
+    }
+    let info = Info {
+        length: cipher.cipher_len(),
+        name: TORRENT_NAME.to_owned(),
+        piece_length,
+        pieces: ByteBuf::from(pieces),
+        private: 1,
+    };
+    Ok(Prepared { info_hash: info_hash(&info), info, size, sha256: hex::encode(sha256.finalize()), key })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn torrent_roundtrips_and_is_deterministic() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&vec![42u8; 300_000]).unwrap();
+        let key = ContentKey::from_bytes([5; 32]);
+        let no = AtomicBool::new(false);
+        let a = prepare(f.path(), key.clone(), &no).unwrap();
+        let b = prepare(f.path(), key, &no).unwrap();
+        assert!(prepare(f.path(), a.key.clone(), &AtomicBool::new(true)).is_err());
+        assert_eq!(a.info_hash, b.info_hash);
+        assert_eq!(a.info.length, ContentCipher::new(&a.key, 300_000).cipher_len());
+        assert_eq!(a.info.pieces.len(), 40, "two 256 KiB pieces");
+        let (info, hash) = parse_torrent(&a.torrent_bytes(None)).unwrap();
+        assert_eq!((hash, info.name.as_str()), (a.info_hash, TORRENT_NAME));
+        assert_eq!(parse_torrent(&a.torrent_bytes(Some("http://x/announce"))).unwrap().1, a.info_hash);
+    }
+}

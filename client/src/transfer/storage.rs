@@ -1,0 +1,269 @@
+//! librqbit storage backends that hold plaintext on disk and speak ciphertext to BitTorrent.
+//!
+//! * [`SealingStorage`] (sender): every read encrypts the requested chunks from the original
+//!   file, so no encrypted copy is ever written.
+//! * [`OpeningStorage`] (receiver): every 16 KiB block written is one ciphertext chunk; it is
+//!   authenticated and decrypted straight into the partial output file. Reads (for librqbit's
+//!   piece hash check) re-encrypt, which is deterministic, so piece hashes still verify.
+
+use std::{
+    fs::File,
+    io::IoSlice,
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+};
+
+use anyhow::{Context, bail, ensure};
+use convey_shared::content::{CIPHER_CHUNK, ContentCipher, PLAIN_CHUNK, TAG_LEN};
+use librqbit::{
+    ManagedTorrentShared, TorrentMetadata,
+    storage::{BoxStorageFactory, StorageFactory, StorageFactoryExt, TorrentStorage},
+};
+
+const CHUNK: usize = CIPHER_CHUNK as usize;
+
+/// Read ciphertext bytes `[offset, offset + buf.len())`, producing each chunk with `chunk`.
+fn read_cipher(
+    cipher: &ContentCipher,
+    offset: u64,
+    buf: &mut [u8],
+    mut chunk: impl FnMut(u64, &mut [u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut pos = offset;
+    let mut out = buf;
+    let mut scratch = [0u8; CHUNK];
+    while !out.is_empty() {
+        let i = pos / CIPHER_CHUNK;
+        ensure!(i < cipher.chunk_count(), "read past the end of the ciphertext");
+        let ct_len = usize::try_from(cipher.plain_chunk_len(i) + TAG_LEN)?;
+        let within = usize::try_from(pos % CIPHER_CHUNK)?;
+        ensure!(within < ct_len, "read past the end of the ciphertext");
+        chunk(i, &mut scratch[..ct_len])?;
+        let n = (ct_len - within).min(out.len());
+        out[..n].copy_from_slice(&scratch[within..within + n]);
+        out = &mut out[n..];
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+/// Fill `buf` (plaintext length + tag room) with the sealed chunk `i` of `file`.
+fn seal_from_file(file: &File, cipher: &ContentCipher, i: u64, buf: &mut [u8]) -> anyhow::Result<()> {
+    let n = buf.len() - TAG_LEN as usize;
+    file.read_exact_at(&mut buf[..n], i * PLAIN_CHUNK)
+        .context("reading the plaintext")?;
+    cipher.seal_chunk(i, buf);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- sender
+
+/// Seeds an existing plaintext file as ciphertext.
+#[derive(Debug, Clone)]
+pub struct SealingStorageFactory {
+    path: PathBuf,
+    cipher: ContentCipher,
+}
+
+impl SealingStorageFactory {
+    pub fn new(path: &Path, cipher: ContentCipher) -> Self {
+        Self { path: path.to_owned(), cipher }
+    }
+
+    pub fn boxed_factory(self) -> BoxStorageFactory {
+        self.boxed()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SealingStorage {
+    file: Arc<File>,
+    cipher: ContentCipher,
+}
+
+impl StorageFactory for SealingStorageFactory {
+    type Storage = SealingStorage;
+
+    fn create(&self, _: &ManagedTorrentShared, _: &TorrentMetadata) -> anyhow::Result<SealingStorage> {
+        let file = File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
+        Ok(SealingStorage { file: Arc::new(file), cipher: self.cipher.clone() })
+    }
+
+    fn clone_box(&self) -> BoxStorageFactory {
+        self.clone().boxed()
+    }
+}
+
+impl TorrentStorage for SealingStorage {
+    fn init(&mut self, _: &ManagedTorrentShared, _: &TorrentMetadata) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn pread_exact(&self, _file_id: usize, offset: u64, buf: &mut [u8]) -> anyhow::Result<()> {
+        read_cipher(&self.cipher, offset, buf, |i, chunk| seal_from_file(&self.file, &self.cipher, i, chunk))
+    }
+
+    fn pwrite_all(&self, _: usize, _: u64, _: &[u8]) -> anyhow::Result<()> {
+        bail!("the sender's storage is read-only")
+    }
+
+    fn remove_file(&self, _: usize, _: &Path) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn remove_directory_if_empty(&self, _: &Path) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn ensure_file_length(&self, _: usize, _: u64) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn take(&self) -> anyhow::Result<Box<dyn TorrentStorage>> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+// ---------------------------------------------------------------- receiver
+
+/// Which chunks hold authenticated plaintext.
+#[derive(Debug)]
+struct ChunkSet {
+    bits: Vec<AtomicU64>,
+    any: AtomicBool,
+}
+
+impl ChunkSet {
+    fn new(n: u64) -> Self {
+        let words = usize::try_from(n.div_ceil(64)).expect("chunk bitmap fits in memory");
+        Self { bits: (0..words).map(|_| AtomicU64::new(0)).collect(), any: AtomicBool::new(false) }
+    }
+
+    fn set(&self, i: u64) {
+        self.bits[(i / 64) as usize].fetch_or(1 << (i % 64), Ordering::Release);
+        self.any.store(true, Ordering::Release);
+    }
+
+    fn get(&self, i: u64) -> bool {
+        self.bits[(i / 64) as usize].load(Ordering::Acquire) & (1 << (i % 64)) != 0
+    }
+}
+
+/// Receives ciphertext into a plaintext partial file.
+#[derive(Debug, Clone)]
+pub struct OpeningStorageFactory {
+    storage: OpeningStorage,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpeningStorage {
+    file: Arc<File>,
+    cipher: ContentCipher,
+    written: Arc<ChunkSet>,
+}
+
+impl OpeningStorageFactory {
+    /// Use `file` (already sized to the plaintext length) as the destination.
+    pub fn new(file: File, cipher: ContentCipher) -> Self {
+        let written = Arc::new(ChunkSet::new(cipher.chunk_count()));
+        Self { storage: OpeningStorage { file: Arc::new(file), cipher, written } }
+    }
+
+    pub fn boxed_factory(self) -> BoxStorageFactory {
+        self.boxed()
+    }
+}
+
+impl StorageFactory for OpeningStorageFactory {
+    type Storage = OpeningStorage;
+
+    fn create(&self, _: &ManagedTorrentShared, _: &TorrentMetadata) -> anyhow::Result<OpeningStorage> {
+        Ok(self.storage.clone())
+    }
+
+    fn clone_box(&self) -> BoxStorageFactory {
+        self.clone().boxed()
+    }
+}
+
+impl OpeningStorage {
+    fn write_cipher(&self, offset: u64, data: &[u8]) -> anyhow::Result<()> {
+        ensure!(offset % CIPHER_CHUNK == 0, "unaligned block write at {offset}");
+        let i = offset / CIPHER_CHUNK;
+        ensure!(i < self.cipher.chunk_count(), "block write past the end");
+        let ct_len = usize::try_from(self.cipher.plain_chunk_len(i) + TAG_LEN)?;
+        ensure!(data.len() == ct_len, "block of {} bytes where chunk {i} has {ct_len}", data.len());
+        let mut buf = [0u8; CHUNK];
+        buf[..ct_len].copy_from_slice(data);
+        if self.cipher.open_chunk(i, &mut buf[..ct_len]).is_err() {
+            // Forged or corrupted: keep nothing, so the piece hash check fails and
+            // librqbit fetches the piece again (and drops the peer that sent it).
+            tracing::debug!(chunk = i, "dropping a block that failed authentication");
+            return Ok(());
+        }
+        let n = ct_len - TAG_LEN as usize;
+        self.file
+            .write_all_at(&buf[..n], i * PLAIN_CHUNK)
+            .context("writing the received file")?;
+        self.written.set(i);
+        Ok(())
+    }
+}
+
+impl TorrentStorage for OpeningStorage {
+    fn init(&mut self, _: &ManagedTorrentShared, _: &TorrentMetadata) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn pread_exact(&self, _file_id: usize, offset: u64, buf: &mut [u8]) -> anyhow::Result<()> {
+        // Before anything arrived, say so: librqbit's initial check then skips the file.
+        ensure!(self.written.any.load(Ordering::Acquire), "nothing received yet");
+        read_cipher(&self.cipher, offset, buf, |i, chunk| {
+            if self.written.get(i) {
+                seal_from_file(&self.file, &self.cipher, i, chunk)
+            } else {
+                chunk.fill(0); // never matches a piece hash
+                Ok(())
+            }
+        })
+    }
+
+    fn pwrite_all(&self, _file_id: usize, offset: u64, buf: &[u8]) -> anyhow::Result<()> {
+        self.write_cipher(offset, buf)
+    }
+
+    fn pwrite_all_vectored(&self, _file_id: usize, offset: u64, bufs: [IoSlice<'_>; 2]) -> anyhow::Result<usize> {
+        let total = bufs[0].len() + bufs[1].len();
+        if bufs[1].is_empty() {
+            self.write_cipher(offset, &bufs[0])?;
+        } else {
+            ensure!(total <= CHUNK, "block larger than a chunk");
+            let mut joined = [0u8; CHUNK];
+            joined[..bufs[0].len()].copy_from_slice(&bufs[0]);
+            joined[bufs[0].len()..total].copy_from_slice(&bufs[1]);
+            self.write_cipher(offset, &joined[..total])?;
+        }
+        Ok(total)
+    }
+
+    fn remove_file(&self, _: usize, _: &Path) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn remove_directory_if_empty(&self, _: &Path) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn ensure_file_length(&self, _: usize, _: u64) -> anyhow::Result<()> {
+        // The partial file is sized to the plaintext, not the ciphertext librqbit sees.
+        Ok(())
+    }
+
+    fn take(&self) -> anyhow::Result<Box<dyn TorrentStorage>> {
+        Ok(Box::new(self.clone()))
+    }
+}
