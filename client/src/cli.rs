@@ -40,6 +40,9 @@ struct SendArgs {
     /// Use this pre-agreed code instead of a generated one (e.g. 7-pilot-planet).
     #[arg(long, env = "CONVEY_CODE", hide_env_values = true)]
     code: Option<Code>,
+    /// Cap the upload rate, in bytes per second (suffixes K, M, G; e.g. 20M).
+    #[arg(long, value_parser = parse_rate)]
+    limit_rate: Option<std::num::NonZeroU32>,
     /// The file to send.
     file: PathBuf,
 }
@@ -119,7 +122,7 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
         Event::Waiting => eprintln!("Waiting for the receiver…"),
         other => progress.show(&other),
     });
-    let opts = SendOptions { relay, code: args.code, path: args.file.clone() };
+    let opts = SendOptions { relay, code: args.code, path: args.file.clone(), upload_limit: args.limit_rate };
     let result = convey::send(opts, events).await;
     if let Some(e) = embedded {
         e.shutdown().await;
@@ -203,4 +206,23 @@ fn human_bytes(n: u64) -> String {
         u += 1;
     }
     if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+fn parse_rate(s: &str) -> Result<std::num::NonZeroU32, String> {
+    let (digits, mult) = match s.trim().to_ascii_uppercase().strip_suffix(['K', 'M', 'G']) {
+        Some(d) => {
+            let m = match s.trim().chars().last().map(|c| c.to_ascii_uppercase()) {
+                Some('K') => 1u64 << 10,
+                Some('M') => 1 << 20,
+                _ => 1 << 30,
+            };
+            (d.to_owned(), m)
+        }
+        None => (s.trim().to_owned(), 1),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a rate like 500K, 20M or 1G"))?;
+    n.checked_mul(mult)
+        .and_then(|v| u32::try_from(v).ok())
+        .and_then(std::num::NonZeroU32::new)
+        .ok_or_else(|| format!("{s:?} must be between 1 byte/s and 4G"))
 }

@@ -201,7 +201,7 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
     link.send(&PeerMsg::Answer { accept: true, reason: None }).await?;
     events(Event::Transport { path: "direct".into() });
 
-    let torrent_session = bt::start_session(&folder).await?;
+    let torrent_session = bt::start_session(&folder, None).await?;
     let storage = OpeningStorageFactory::new(file, plan.cipher.clone());
     let fetched = async {
         let handle = bt::add(

@@ -37,6 +37,8 @@ pub struct SendOptions {
     /// A pre-agreed code; `None` lets the relay pick the number and us the words.
     pub code: Option<Code>,
     pub path: PathBuf,
+    /// Upload cap in bytes per second.
+    pub upload_limit: Option<std::num::NonZeroU32>,
 }
 
 /// How a completed send went.
@@ -105,7 +107,7 @@ pub async fn send(opts: SendOptions, events: EventSink) -> Result<SendReport> {
     };
 
     let folder = path.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| ".".into());
-    let torrent_session = match bt::start_session(&folder).await {
+    let torrent_session = match bt::start_session(&folder, opts.upload_limit).await {
         Ok(s) => s,
         Err(e) => return fail(link, e).await,
     };
@@ -137,6 +139,8 @@ async fn seed(
     name: String,
     events: &EventSink,
 ) -> Result<()> {
+    // Register first, so the tracker already knows the swarm when librqbit announces.
+    link.register_swarm(&prepared.info_hash_hex()).await?;
     let storage = SealingStorageFactory::new(path, ContentCipher::new(&prepared.key, prepared.size));
     let handle = bt::add(
         torrent_session,
@@ -148,7 +152,6 @@ async fn seed(
     )
     .await?;
     bt::wait_seeding(&handle).await?;
-    link.register_swarm(&prepared.info_hash_hex()).await?;
     let port = torrent_session
         .announce_port()
         .ok_or_else(|| Error::Transfer("BitTorrent is not listening".into()))?;

@@ -1,1 +1,5 @@
+//! End-to-end tests: real relay, real librqbit sessions on loopback, real third-party clients.
 
+mod failures;
+mod interop;
+mod transfer;

@@ -1,1 +1,136 @@
-//! placeholder
+//! Test harness for convey's end-to-end tests: a real relay on 127.0.0.1:0, real client
+//! transfers in-process, random files, and digests.
+
+use std::{
+    fs::File,
+    io::{BufWriter, Read, Write},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use convey::{Code, Event, EventSink, ReceiveOptions, RelayAddr, SendOptions};
+use convey_relay::{Config, Server};
+use rand::{RngCore, SeedableRng, rngs::StdRng};
+use sha2::{Digest, Sha256};
+
+/// Log to the test output when `RUST_LOG` is set.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A relay listening on a free loopback port.
+#[derive(Debug)]
+pub struct TestRelay {
+    pub server: Server,
+    pub addr: RelayAddr,
+}
+
+impl TestRelay {
+    pub async fn spawn() -> Self {
+        let server = Server::spawn(Config::with_listen(SocketAddr::from(([127, 0, 0, 1], 0))))
+            .await
+            .expect("relay binds on loopback");
+        let addr = RelayAddr::from_socket(server.local_addr());
+        Self { server, addr }
+    }
+}
+
+/// Write `size` pseudo-random bytes (seeded) to `path`, streaming; returns the SHA-256 hex.
+pub fn random_file(path: &Path, size: u64, seed: u64) -> String {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = BufWriter::new(File::create(path).expect("create test file"));
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = usize::try_from(left.min(buf.len() as u64)).expect("fits");
+        rng.fill_bytes(&mut buf[..n]);
+        hash.update(&buf[..n]);
+        out.write_all(&buf[..n]).expect("write test file");
+        left -= n as u64;
+    }
+    out.flush().expect("flush test file");
+    hex::encode(hash.finalize())
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    let mut f = File::open(path).expect("open for hashing");
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).expect("read for hashing");
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Every entry in `dir` (names only), sorted.
+pub fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// An event sink that records everything, plus a watch channel for the sender's code.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    pub events: Arc<Mutex<Vec<Event>>>,
+    code_tx: Arc<tokio::sync::watch::Sender<Option<String>>>,
+    pub code_rx: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        Self { events: Arc::default(), code_tx: Arc::new(tx), code_rx: rx }
+    }
+}
+
+impl Recorder {
+    pub fn sink(&self) -> EventSink {
+        let me = self.clone();
+        Arc::new(move |ev| {
+            if let Event::Code { code } = &ev {
+                let _ = me.code_tx.send(Some(code.clone()));
+            }
+            me.events.lock().expect("recorder lock").push(ev);
+        })
+    }
+
+    /// Wait (bounded) for the sender's code.
+    pub async fn code(&self) -> Code {
+        let mut rx = self.code_rx.clone();
+        let code = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(Option::is_some))
+            .await
+            .expect("sender printed a code within 10s")
+            .expect("sender alive")
+            .clone()
+            .expect("code is set");
+        code.parse().expect("sender's code parses")
+    }
+}
+
+pub fn send_options(relay: &TestRelay, path: PathBuf) -> SendOptions {
+    SendOptions { relay: relay.addr.clone(), code: None, path, upload_limit: None }
+}
+
+pub fn receive_options(relay: &TestRelay, code: Code, out_dir: PathBuf) -> ReceiveOptions {
+    ReceiveOptions {
+        relay: relay.addr.clone(),
+        code,
+        out_dir,
+        overwrite: false,
+        wait: Duration::from_secs(10),
+        accept: Arc::new(|_| true),
+    }
+}

@@ -2,6 +2,7 @@
 //! hints only (no DHT, no LSD, no UPnP; PEX is off because the torrent is private).
 
 use std::{
+    num::NonZeroU32,
     net::{IpAddr, Ipv6Addr, SocketAddr},
     path::Path,
     sync::Arc,
@@ -9,19 +10,19 @@ use std::{
 };
 
 use librqbit::{
-    AddTorrent, AddTorrentOptions, ListenerMode, ListenerOptions, ManagedTorrent, Session, SessionOptions,
+    AddTorrent, limits::LimitsConfig, AddTorrentOptions, ListenerMode, ListenerOptions, ManagedTorrent, Session, SessionOptions,
     TorrentStatsState, storage::BoxStorageFactory,
 };
 
 use crate::{Error, error::Result};
 
 /// A transfer that has made no progress for this long has failed.
-pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most direct-address hints accepted from a peer.
-pub(crate) const MAX_HINTS: usize = 16;
+pub const MAX_HINTS: usize = 16;
 
 /// A librqbit session that listens on an ephemeral TCP port.
-pub(crate) async fn start_session(folder: &Path) -> Result<Arc<Session>> {
+pub async fn start_session(folder: &Path, upload_limit: Option<NonZeroU32>) -> Result<Arc<Session>> {
     let opts = SessionOptions {
         dht: None,
         disable_local_service_discovery: true,
@@ -33,6 +34,7 @@ pub(crate) async fn start_session(folder: &Path) -> Result<Arc<Session>> {
             enable_upnp_port_forwarding: false,
             ..Default::default()
         }),
+        ratelimits: LimitsConfig { upload_bps: upload_limit, download_bps: None },
         ..Default::default()
     };
     Session::new_with_opts(folder.to_owned(), opts)
@@ -42,7 +44,7 @@ pub(crate) async fn start_session(folder: &Path) -> Result<Arc<Session>> {
 
 /// Stop a session without librqbit's fixed one-second sleep: remove every torrent (which
 /// pauses it and releases our storage), then cancel the session's tasks.
-pub(crate) async fn shutdown(session: &Arc<Session>) {
+pub async fn shutdown(session: &Arc<Session>) {
     let ids = session.with_torrents(|ts| ts.map(|(id, _)| id).collect::<Vec<_>>());
     for id in ids {
         if let Err(err) = session.delete(id.into(), false).await {
@@ -53,7 +55,7 @@ pub(crate) async fn shutdown(session: &Arc<Session>) {
 }
 
 /// Add the torrent with our storage, announcing to `tracker` and dialling `peers`.
-pub(crate) async fn add(
+pub async fn add(
     session: &Arc<Session>,
     torrent: Vec<u8>,
     storage: BoxStorageFactory,
@@ -78,7 +80,7 @@ pub(crate) async fn add(
 }
 
 /// Wait until the sender's initial check is done and it has every piece.
-pub(crate) async fn wait_seeding(handle: &ManagedTorrent) -> Result<()> {
+pub async fn wait_seeding(handle: &ManagedTorrent) -> Result<()> {
     handle
         .wait_until_initialized()
         .await
@@ -94,7 +96,7 @@ pub(crate) async fn wait_seeding(handle: &ManagedTorrent) -> Result<()> {
 
 /// Poll until the download is complete, reporting ciphertext bytes to `progress`.
 /// Fails on a torrent error or when nothing arrives for [`STALL_TIMEOUT`].
-pub(crate) async fn wait_downloaded(handle: &ManagedTorrent, mut progress: impl FnMut(u64, u64)) -> Result<()> {
+pub async fn wait_downloaded(handle: &ManagedTorrent, mut progress: impl FnMut(u64, u64)) -> Result<()> {
     let mut last = (0, Instant::now());
     loop {
         let s = handle.stats();
@@ -121,7 +123,7 @@ pub(crate) async fn wait_downloaded(handle: &ManagedTorrent, mut progress: impl 
 }
 
 /// Addresses where this machine's BitTorrent listener may be reachable.
-pub(crate) fn direct_hints(port: u16) -> Vec<SocketAddr> {
+pub fn direct_hints(port: u16) -> Vec<SocketAddr> {
     let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
         .unwrap_or_default()
         .into_iter()
