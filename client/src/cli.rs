@@ -10,12 +10,17 @@ use std::{
 
 use clap::{Args, Parser, Subcommand};
 use convey::{
-    Code, Error, Event, EventSink, OfferSummary, ReceiveOptions, RelayAddr, SendOptions, embedded::EmbeddedRelay,
+    Code, Error, Event, EventSink, OfferSummary, ReceiveOptions, RelayAddr, SendOptions,
+    embedded::EmbeddedRelay,
 };
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(name = "convey", version, about = "Send files with a short code, end-to-end encrypted, peer to peer over BitTorrent")]
+#[command(
+    name = "convey",
+    version,
+    about = "Send files with a short code, end-to-end encrypted, peer to peer over BitTorrent"
+)]
 pub(crate) struct Cli {
     /// More logging on stderr (-v, -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -76,7 +81,10 @@ pub(crate) fn init_logging(verbose: u8) {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .init();
 }
 
 pub(crate) async fn run(cli: Cli) -> ExitCode {
@@ -109,7 +117,9 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
         },
         None => format!("convey receive --relay {relay} "),
     };
-    let on_default_port = embedded.as_ref().is_some_and(|e| e.port() == convey::embedded::DEFAULT_PORT);
+    let on_default_port = embedded
+        .as_ref()
+        .is_some_and(|e| e.port() == convey::embedded::DEFAULT_PORT);
     let progress = Progress::new("sent");
     let events: EventSink = Arc::new(move |ev| match ev {
         Event::Code { code } => {
@@ -122,7 +132,12 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
         Event::Waiting => eprintln!("Waiting for the receiver…"),
         other => progress.show(&other),
     });
-    let opts = SendOptions { relay, code: args.code, path: args.file.clone(), upload_limit: args.limit_rate };
+    let opts = SendOptions {
+        relay,
+        code: args.code,
+        path: args.file.clone(),
+        upload_limit: args.limit_rate,
+    };
     let result = convey::send(opts, events).await;
     if let Some(e) = embedded {
         e.shutdown().await;
@@ -146,7 +161,14 @@ async fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
         Event::Waiting => eprintln!("Waiting for the sender…"),
         other => progress.show(&other),
     });
-    let opts = ReceiveOptions { relay, code: args.code, out_dir: args.out, overwrite: args.overwrite, wait: args.wait, accept };
+    let opts = ReceiveOptions {
+        relay,
+        code: args.code,
+        out_dir: args.out,
+        overwrite: args.overwrite,
+        wait: args.wait,
+        accept,
+    };
     let report = convey::receive(opts, events).await?;
     let secs = report.elapsed.as_secs_f64();
     println!(
@@ -180,7 +202,10 @@ struct Progress {
 
 impl Progress {
     fn new(verb: &'static str) -> Self {
-        Self { verb, tty: std::io::stderr().is_terminal() }
+        Self {
+            verb,
+            tty: std::io::stderr().is_terminal(),
+        }
     }
 
     fn show(&self, ev: &Event) {
@@ -188,8 +213,17 @@ impl Progress {
             return;
         }
         if let Event::Progress { bytes, total } = ev {
-            let pct = if *total == 0 { 100.0 } else { *bytes as f64 * 100.0 / *total as f64 };
-            eprint!("\r{} {} of {} ({pct:.0}%)   ", self.verb, human_bytes(*bytes), human_bytes(*total));
+            let pct = if *total == 0 {
+                100.0
+            } else {
+                *bytes as f64 * 100.0 / *total as f64
+            };
+            eprint!(
+                "\r{} {} of {} ({pct:.0}%)   ",
+                self.verb,
+                human_bytes(*bytes),
+                human_bytes(*total)
+            );
             if bytes == total {
                 eprintln!();
             }
@@ -205,7 +239,11 @@ fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 fn parse_rate(s: &str) -> Result<std::num::NonZeroU32, String> {
@@ -220,7 +258,9 @@ fn parse_rate(s: &str) -> Result<std::num::NonZeroU32, String> {
         }
         None => (s.trim().to_owned(), 1),
     };
-    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a rate like 500K, 20M or 1G"))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a rate like 500K, 20M or 1G"))?;
     n.checked_mul(mult)
         .and_then(|v| u32::try_from(v).ok())
         .and_then(std::num::NonZeroU32::new)

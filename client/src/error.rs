@@ -6,7 +6,9 @@ use convey_shared::protocol::rendezvous::ErrorKind;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("key confirmation failed: the code was wrong, or someone tried to guess it. Nothing was sent; start again with a new code")]
+    #[error(
+        "key confirmation failed: the code was wrong, or someone tried to guess it. Nothing was sent; start again with a new code"
+    )]
     WrongCode,
     #[error("{0}")]
     Timeout(String),
@@ -16,7 +18,9 @@ pub enum Error {
     Transfer(String),
     #[error("the other side vanished before the transfer finished; run both commands again to retry")]
     PeerGone,
-    #[error("cannot reach the relay at {relay}: {reason}. Check --relay / CONVEY_RELAY, or that `convey send` is still running")]
+    #[error(
+        "cannot reach the relay at {relay}: {reason}. Check --relay / CONVEY_RELAY, or that `convey send` is still running"
+    )]
     RelayUnreachable { relay: String, reason: String },
     #[error("the relay refused: {message}")]
     Relay { kind: ErrorKind, message: String },

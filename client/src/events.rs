@@ -19,7 +19,11 @@ pub enum Event {
     /// The content is being encrypted and hashed (sender only).
     Preparing { bytes: u64 },
     /// What is offered.
-    Offer { files: usize, bytes: u64, names: Vec<String> },
+    Offer {
+        files: usize,
+        bytes: u64,
+        names: Vec<String>,
+    },
     /// The path the bytes take.
     Transport { path: String },
     /// Plaintext bytes moved so far.

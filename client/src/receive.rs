@@ -112,12 +112,26 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
         Ok(p) => p,
         Err(e) => return reject(link, e).await,
     };
-    let summary = OfferSummary { files: 1, bytes: plan.entry.size, names: vec![plan.entry.path.escape_debug().to_string()] };
-    events(Event::Offer { files: summary.files, bytes: summary.bytes, names: summary.names.clone() });
+    let summary = OfferSummary {
+        files: 1,
+        bytes: plan.entry.size,
+        names: vec![plan.entry.path.escape_debug().to_string()],
+    };
+    events(Event::Offer {
+        files: summary.files,
+        bytes: summary.bytes,
+        names: summary.names.clone(),
+    });
     let accept = opts.accept.clone();
-    let accepted = tokio::task::spawn_blocking(move || accept(&summary)).await.unwrap_or(false);
+    let accepted = tokio::task::spawn_blocking(move || accept(&summary))
+        .await
+        .unwrap_or(false);
     if !accepted {
-        link.send(&PeerMsg::Answer { accept: false, reason: Some("declined by the receiver".into()) }).await?;
+        link.send(&PeerMsg::Answer {
+            accept: false,
+            reason: Some("declined by the receiver".into()),
+        })
+        .await?;
         link.close(Mood::Happy).await;
         return Err(Error::Declined(None));
     }
@@ -126,14 +140,30 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
     let result = download(&mut link, &plan, &opts.relay, &events).await;
     match result {
         Ok(()) => {
-            link.send(&PeerMsg::Done { ok: true, message: None }).await?;
+            link.send(&PeerMsg::Done {
+                ok: true,
+                message: None,
+            })
+            .await?;
             link.close(Mood::Happy).await;
-            events(Event::Done { bytes: plan.entry.size, seconds: started.elapsed().as_secs_f64() });
-            Ok(ReceiveReport { path: plan.dest, bytes: plan.entry.size, elapsed: started.elapsed() })
+            events(Event::Done {
+                bytes: plan.entry.size,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+            Ok(ReceiveReport {
+                path: plan.dest,
+                bytes: plan.entry.size,
+                elapsed: started.elapsed(),
+            })
         }
         Err(e) => {
             let _ = std::fs::remove_file(&plan.partial);
-            let _ = link.send(&PeerMsg::Done { ok: false, message: Some(e.to_string()) }).await;
+            let _ = link
+                .send(&PeerMsg::Done {
+                    ok: false,
+                    message: Some(e.to_string()),
+                })
+                .await;
             link.close(Mood::Errory).await;
             Err(e)
         }
@@ -141,18 +171,24 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
 }
 
 async fn reject<T>(mut link: PeerLink, e: Error) -> Result<T> {
-    let _ = link.send(&PeerMsg::Answer { accept: false, reason: Some(e.to_string()) }).await;
+    let _ = link
+        .send(&PeerMsg::Answer {
+            accept: false,
+            reason: Some(e.to_string()),
+        })
+        .await;
     link.close(Mood::Errory).await;
     Err(e)
 }
 
 /// Validate everything the sender claimed before touching the disk.
 fn check_offer(offer: Offer, opts: &ReceiveOptions) -> Result<Plan> {
-    let [entry]: [FileEntry; 1] = offer
-        .manifest
-        .files
-        .try_into()
-        .map_err(|files: Vec<FileEntry>| Error::Protocol(format!("the offer lists {} files; this version receives exactly one", files.len())))?;
+    let [entry]: [FileEntry; 1] = offer.manifest.files.try_into().map_err(|files: Vec<FileEntry>| {
+        Error::Protocol(format!(
+            "the offer lists {} files; this version receives exactly one",
+            files.len()
+        ))
+    })?;
     let parts = sanitize_relative_path(&entry.path).map_err(|e| Error::Refused(e.to_string()))?;
     if entry.sha256.len() != 64 || !entry.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Error::Protocol("the offer's SHA-256 is malformed".into()));
@@ -170,7 +206,9 @@ fn check_offer(offer: Offer, opts: &ReceiveOptions) -> Result<Plan> {
         || info.pieces.len() as u64 != pieces * 20
         || info.private != 1
     {
-        return Err(Error::Protocol("the offer's torrent does not match its manifest".into()));
+        return Err(Error::Protocol(
+            "the offer's torrent does not match its manifest".into(),
+        ));
     }
     let dest = parts.iter().fold(opts.out_dir.clone(), |p, c| p.join(c));
     if dest.symlink_metadata().is_ok() && !opts.overwrite {
@@ -180,10 +218,20 @@ fn check_offer(offer: Offer, opts: &ReceiveOptions) -> Result<Plan> {
         )));
     }
     let parent = dest.parent().unwrap_or(&opts.out_dir).to_path_buf();
-    let partial = parent.join(format!(".{}.convey-part", parts.last().map(String::as_str).unwrap_or("file")));
+    let partial = parent.join(format!(
+        ".{}.convey-part",
+        parts.last().map(String::as_str).unwrap_or("file")
+    ));
     let mut hints = offer.direct_hints;
     hints.truncate(bt::MAX_HINTS);
-    Ok(Plan { entry, dest, partial, torrent, cipher, hints })
+    Ok(Plan {
+        entry,
+        dest,
+        partial,
+        torrent,
+        cipher,
+        hints,
+    })
 }
 
 async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &EventSink) -> Result<()> {
@@ -198,8 +246,14 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
         .map_err(Error::io(format!("creating {}", plan.partial.display())))?;
     file.set_len(plan.entry.size)
         .map_err(Error::io(format!("making room for {}", plan.partial.display())))?;
-    link.send(&PeerMsg::Answer { accept: true, reason: None }).await?;
-    events(Event::Transport { path: "direct".into() });
+    link.send(&PeerMsg::Answer {
+        accept: true,
+        reason: None,
+    })
+    .await?;
+    events(Event::Transport {
+        path: "direct".into(),
+    });
 
     let torrent_session = bt::start_session(&folder, None).await?;
     let storage = OpeningStorageFactory::new(file, plan.cipher.clone());
@@ -215,7 +269,10 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
         .await?;
         let (cipher_total, plain_total) = (plan.cipher.cipher_len(), plan.entry.size);
         let progress = |done: u64, _| {
-            events(Event::Progress { bytes: plain_estimate(done, cipher_total, plain_total), total: plain_total });
+            events(Event::Progress {
+                bytes: plain_estimate(done, cipher_total, plain_total),
+                total: plain_total,
+            });
         };
         tokio::select! {
             r = bt::wait_downloaded(&handle, progress) => r,
@@ -234,10 +291,14 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
         .await
         .map_err(|e| Error::Transfer(format!("verifying failed: {e}")))??;
     if !ok {
-        return Err(Error::Transfer("the received file does not match the sender's SHA-256; nothing was kept".into()));
+        return Err(Error::Transfer(
+            "the received file does not match the sender's SHA-256; nothing was kept".into(),
+        ));
     }
-    std::fs::rename(&plan.partial, &plan.dest)
-        .map_err(Error::io(format!("moving the file into place at {}", plan.dest.display())))?;
+    std::fs::rename(&plan.partial, &plan.dest).map_err(Error::io(format!(
+        "moving the file into place at {}",
+        plan.dest.display()
+    )))?;
     Ok(())
 }
 
@@ -246,12 +307,15 @@ fn verify_sha256(path: &Path, expected_hex: &str) -> Result<bool> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(Error::io(format!("reading {}", path.display())))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(Error::io(format!("reading {}", path.display())))?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
     }
-    f.sync_all().map_err(Error::io(format!("syncing {}", path.display())))?;
+    f.sync_all()
+        .map_err(Error::io(format!("syncing {}", path.display())))?;
     Ok(hex::encode(h.finalize()) == expected_hex.to_ascii_lowercase())
 }

@@ -34,25 +34,39 @@ impl FromStr for RelayAddr {
             (false, s)
         };
         let (authority, prefix) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-        let has_port = authority
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) && (!host.contains(':') || host.ends_with(']')));
+        let has_port = authority.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty()
+                && port.parse::<u16>().is_ok_and(|p| p != 0)
+                && (!host.contains(':') || host.ends_with(']'))
+        });
         let authority = match (has_port, secure) {
             (true, _) => authority.to_owned(),
             (false, true) if !authority.is_empty() && !authority.contains(':') => format!("{authority}:443"),
-            (false, false) if rest.len() != s.len() && !authority.is_empty() && !authority.contains(':') => format!("{authority}:80"),
+            (false, false) if rest.len() != s.len() && !authority.is_empty() && !authority.contains(':') => {
+                format!("{authority}:80")
+            }
             _ => return Err(err()),
         };
         if authority.chars().any(|c| c.is_whitespace() || c == '@') {
             return Err(err());
         }
-        Ok(Self { secure, authority, prefix: format!("/{}", prefix.trim_matches('/')).trim_end_matches('/').to_owned() })
+        Ok(Self {
+            secure,
+            authority,
+            prefix: format!("/{}", prefix.trim_matches('/'))
+                .trim_end_matches('/')
+                .to_owned(),
+        })
     }
 }
 
 impl RelayAddr {
     pub fn from_socket(addr: std::net::SocketAddr) -> Self {
-        Self { secure: false, authority: addr.to_string(), prefix: String::new() }
+        Self {
+            secure: false,
+            authority: addr.to_string(),
+            prefix: String::new(),
+        }
     }
 
     pub fn rendezvous_url(&self) -> String {
@@ -88,7 +102,10 @@ mod tests {
         assert_eq!(r.announce_url(), "http://127.0.0.1:4790/announce");
         assert_eq!(r.to_string(), "127.0.0.1:4790");
         let r: RelayAddr = "https://relay.example.org/convey/".parse().unwrap();
-        assert_eq!(r.rendezvous_url(), "wss://relay.example.org:443/convey/v1/rendezvous");
+        assert_eq!(
+            r.rendezvous_url(),
+            "wss://relay.example.org:443/convey/v1/rendezvous"
+        );
         assert_eq!(r.to_string(), "https://relay.example.org:443/convey");
         let r: RelayAddr = "http://[::1]:9000".parse().unwrap();
         assert_eq!(r.announce_url(), "http://[::1]:9000/announce");
@@ -96,7 +113,15 @@ mod tests {
 
     #[test]
     fn refuses_nonsense() {
-        for s in ["", "relay", "ftp://x:1", "host:0", "host:99999", "http://", "a b:1"] {
+        for s in [
+            "",
+            "relay",
+            "ftp://x:1",
+            "host:0",
+            "host:99999",
+            "http://",
+            "a b:1",
+        ] {
             assert!(s.parse::<RelayAddr>().is_err(), "{s}");
         }
     }

@@ -33,7 +33,10 @@ pub(crate) struct Rendezvous {
 
 impl Rendezvous {
     pub(crate) async fn connect(relay: &RelayAddr) -> Result<Self> {
-        let unreachable = |reason: String| Error::RelayUnreachable { relay: relay.to_string(), reason };
+        let unreachable = |reason: String| Error::RelayUnreachable {
+            relay: relay.to_string(),
+            reason,
+        };
         let mut req = relay
             .rendezvous_url()
             .into_client_request()
@@ -51,19 +54,28 @@ impl Rendezvous {
         .await
         .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
         .map_err(|e| unreachable(e.to_string()))?;
-        let mut rv = Self { ws, relay: relay.to_string(), inbox: VecDeque::new() };
+        let mut rv = Self {
+            ws,
+            relay: relay.to_string(),
+            inbox: VecDeque::new(),
+        };
         match rv.next().await? {
             ServerMsg::Welcome { .. } => Ok(rv),
-            other => Err(Error::Protocol(format!("expected a welcome from the relay, got {other:?}"))),
+            other => Err(Error::Protocol(format!(
+                "expected a welcome from the relay, got {other:?}"
+            ))),
         }
     }
 
     async fn send(&mut self, msg: &ClientMsg) -> Result<()> {
         let text = serde_json::to_string(msg).expect("client messages always serialize");
-        self.ws.send(Message::Text(text.into())).await.map_err(|e| Error::RelayUnreachable {
-            relay: self.relay.clone(),
-            reason: format!("connection lost: {e}"),
-        })
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .map_err(|e| Error::RelayUnreachable {
+                relay: self.relay.clone(),
+                reason: format!("connection lost: {e}"),
+            })
     }
 
     /// The next message from the relay, inbox first. Relay errors become [`Error::Relay`].
@@ -72,8 +84,15 @@ impl Rendezvous {
             return Ok(m);
         }
         loop {
-            let lost = |reason: String| Error::RelayUnreachable { relay: self.relay.clone(), reason };
-            let frame = self.ws.next().await.ok_or_else(|| lost("the relay closed the connection".into()))?;
+            let lost = |reason: String| Error::RelayUnreachable {
+                relay: self.relay.clone(),
+                reason,
+            };
+            let frame = self
+                .ws
+                .next()
+                .await
+                .ok_or_else(|| lost("the relay closed the connection".into()))?;
             match frame.map_err(|e| lost(format!("connection lost: {e}")))? {
                 Message::Text(t) => {
                     let msg: ServerMsg = serde_json::from_str(&t)
@@ -119,7 +138,10 @@ impl Rendezvous {
     }
 
     pub(crate) async fn send_body(&mut self, body: &[u8]) -> Result<()> {
-        self.send(&ClientMsg::Send { body: B64.encode(body) }).await
+        self.send(&ClientMsg::Send {
+            body: B64.encode(body),
+        })
+        .await
     }
 
     /// The next body from the other side; [`Error::PeerGone`] if it left.
@@ -144,7 +166,10 @@ impl Rendezvous {
 
     /// Let the relay's tracker serve `info_hash` while this connection is open.
     pub(crate) async fn register_swarm(&mut self, info_hash: &str) -> Result<()> {
-        self.send(&ClientMsg::RegisterSwarm { info_hash: info_hash.to_owned() }).await?;
+        self.send(&ClientMsg::RegisterSwarm {
+            info_hash: info_hash.to_owned(),
+        })
+        .await?;
         let mut held = Vec::new();
         let result = loop {
             match self.next().await {

@@ -54,7 +54,10 @@ pub async fn send(opts: SendOptions, events: EventSink) -> Result<SendReport> {
     let path = opts.path.clone();
     let meta = std::fs::metadata(&path).map_err(Error::io(format!("cannot send {}", path.display())))?;
     if !meta.is_file() {
-        return Err(Error::Refused(format!("{} is not a regular file", path.display())));
+        return Err(Error::Refused(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
     }
     let name = path
         .file_name()
@@ -73,7 +76,9 @@ pub async fn send(opts: SendOptions, events: EventSink) -> Result<SendReport> {
             (Code::generate(&mut rand::thread_rng(), nameplate), false)
         }
     };
-    events(Event::Code { code: code.to_string() });
+    events(Event::Code {
+        code: code.to_string(),
+    });
 
     // Encrypt and hash while the receiver types the code.
     events(Event::Preparing { bytes: meta.len() });
@@ -106,18 +111,35 @@ pub async fn send(opts: SendOptions, events: EventSink) -> Result<SendReport> {
         Err(e) => return fail(link, Error::Transfer(format!("preparing the file failed: {e}"))).await,
     };
 
-    let folder = path.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| ".".into());
+    let folder = path
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| ".".into());
     let torrent_session = match bt::start_session(&folder, opts.upload_limit).await {
         Ok(s) => s,
         Err(e) => return fail(link, e).await,
     };
     let started = Instant::now();
-    let result = seed(&mut link, &opts.relay, &torrent_session, &prepared, &path, &folder, name, &events).await;
+    let result = seed(
+        &mut link,
+        &opts.relay,
+        &torrent_session,
+        &prepared,
+        &path,
+        &folder,
+        name,
+        &events,
+    )
+    .await;
     bt::shutdown(&torrent_session).await;
     match result {
         Ok(()) => {
             link.close(Mood::Happy).await;
-            Ok(SendReport { code, bytes: prepared.size, elapsed: started.elapsed() })
+            Ok(SendReport {
+                code,
+                bytes: prepared.size,
+                elapsed: started.elapsed(),
+            })
         }
         Err(e) => fail(link, e).await,
     }
@@ -156,22 +178,34 @@ async fn seed(
         .announce_port()
         .ok_or_else(|| Error::Transfer("BitTorrent is not listening".into()))?;
     let manifest = Manifest {
-        files: vec![FileEntry { path: name, size: prepared.size, sha256: prepared.sha256.clone() }],
+        files: vec![FileEntry {
+            path: name,
+            size: prepared.size,
+            sha256: prepared.sha256.clone(),
+        }],
     };
     let offer = Offer {
         abilities: vec![ABILITY_BITTORRENT.to_owned()],
         manifest,
         content_key: prepared.key.clone(),
-        torrent: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, prepared.torrent_bytes(None)),
+        torrent: base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            prepared.torrent_bytes(None),
+        ),
         direct_hints: bt::direct_hints(port),
     };
     link.send(&PeerMsg::Offer(Box::new(offer))).await?;
     match link.recv().await? {
         PeerMsg::Answer { accept: true, .. } => {}
-        PeerMsg::Answer { accept: false, reason } => return Err(Error::Declined(reason)),
+        PeerMsg::Answer {
+            accept: false,
+            reason,
+        } => return Err(Error::Declined(reason)),
         other => return Err(Error::Protocol(format!("expected an answer, got {other:?}"))),
     }
-    events(Event::Transport { path: "direct".into() });
+    events(Event::Transport {
+        path: "direct".into(),
+    });
 
     let cipher_total = prepared.info.length;
     let done = link.recv();
@@ -188,7 +222,10 @@ async fn seed(
     };
     match reply {
         PeerMsg::Done { ok: true, .. } => {
-            events(Event::Progress { bytes: prepared.size, total: prepared.size });
+            events(Event::Progress {
+                bytes: prepared.size,
+                total: prepared.size,
+            });
             Ok(())
         }
         PeerMsg::Done { ok: false, message } => Err(Error::Transfer(format!(
@@ -204,5 +241,6 @@ pub(crate) fn plain_estimate(cipher_bytes: u64, cipher_total: u64, plain_total: 
     if cipher_total == 0 {
         return 0;
     }
-    u64::try_from(u128::from(cipher_bytes) * u128::from(plain_total) / u128::from(cipher_total)).unwrap_or(plain_total)
+    u64::try_from(u128::from(cipher_bytes) * u128::from(plain_total) / u128::from(cipher_total))
+        .unwrap_or(plain_total)
 }

@@ -6,7 +6,10 @@ use convey_relay::{Config, Server};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(version, about = "convey relay: rendezvous and BitTorrent tracker for convey transfers")]
+#[command(
+    version,
+    about = "convey relay: rendezvous and BitTorrent tracker for convey transfers"
+)]
 struct Cli {
     #[command(flatten)]
     config: Config,

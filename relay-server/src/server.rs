@@ -32,10 +32,14 @@ impl Server {
     pub async fn spawn(config: Config) -> Result<Self, SpawnError> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|source| SpawnError::Bind { addr: config.listen, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| SpawnError::Bind { addr: config.listen, source })?;
+            .map_err(|source| SpawnError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| SpawnError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let cancel = CancellationToken::new();
         let state = AppState::new(&config, cancel.child_token());
         let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();

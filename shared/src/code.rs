@@ -103,7 +103,10 @@ impl FromStr for Code {
             return Err(ParseCodeError::BadNameplate);
         }
         let words: Vec<String> = rest.split('-').map(str::to_lowercase).collect();
-        if words.iter().any(|w| w.is_empty() || w.chars().any(char::is_whitespace)) {
+        if words
+            .iter()
+            .any(|w| w.is_empty() || w.chars().any(char::is_whitespace))
+        {
             return Err(ParseCodeError::Malformed);
         }
         let code = Self {
@@ -159,11 +162,23 @@ mod tests {
         assert_eq!("purple-otter".parse::<Code>(), Err(ParseCodeError::Malformed));
         assert_eq!("7".parse::<Code>(), Err(ParseCodeError::Malformed));
         assert_eq!("7--otter".parse::<Code>(), Err(ParseCodeError::Malformed));
-        assert_eq!("0-purple-otter".parse::<Code>(), Err(ParseCodeError::BadNameplate));
-        assert!(matches!("7-pilot".parse::<Code>(), Err(ParseCodeError::TooWeak { bits: 11 })));
-        assert!(matches!("7-otter".parse::<Code>(), Err(ParseCodeError::TooWeak { bits: 10 })));
+        assert_eq!(
+            "0-purple-otter".parse::<Code>(),
+            Err(ParseCodeError::BadNameplate)
+        );
+        assert!(matches!(
+            "7-pilot".parse::<Code>(),
+            Err(ParseCodeError::TooWeak { bits: 11 })
+        ));
+        assert!(matches!(
+            "7-otter".parse::<Code>(),
+            Err(ParseCodeError::TooWeak { bits: 10 })
+        ));
         assert_eq!("7-pilot-planet".parse::<Code>().unwrap().estimated_bits(), 22);
-        assert!(matches!("7-abc".parse::<Code>(), Err(ParseCodeError::TooWeak { .. })));
+        assert!(matches!(
+            "7-abc".parse::<Code>(),
+            Err(ParseCodeError::TooWeak { .. })
+        ));
         assert!("7-correcthorsebatterystaple".parse::<Code>().is_ok());
     }
 }

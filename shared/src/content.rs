@@ -73,7 +73,9 @@ pub struct ContentCipher {
 
 impl std::fmt::Debug for ContentCipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ContentCipher").field("plain_len", &self.plain_len).finish_non_exhaustive()
+        f.debug_struct("ContentCipher")
+            .field("plain_len", &self.plain_len)
+            .finish_non_exhaustive()
     }
 }
 
@@ -175,7 +177,10 @@ mod tests {
         let one = ContentCipher::new(&k, PLAIN_CHUNK);
         assert_eq!((one.chunk_count(), one.cipher_len()), (1, CIPHER_CHUNK));
         let two = ContentCipher::new(&k, PLAIN_CHUNK + 1);
-        assert_eq!((two.chunk_count(), two.cipher_len(), two.plain_chunk_len(1)), (2, CIPHER_CHUNK + 17, 1));
+        assert_eq!(
+            (two.chunk_count(), two.cipher_len(), two.plain_chunk_len(1)),
+            (2, CIPHER_CHUNK + 17, 1)
+        );
         assert_eq!(piece_length_for(1 << 30) % CIPHER_CHUNK, 0);
         assert_eq!(piece_length_for(10), 256 * 1024);
     }
@@ -200,7 +205,10 @@ mod tests {
         bad[5] ^= 1;
         assert_eq!(c.open_chunk(0, &mut bad), Err(ChunkError(0)));
         let mut moved = ct[..CIPHER_CHUNK as usize].to_vec();
-        assert!(c.open_chunk(1, &mut moved).is_err(), "a chunk only opens at its own index");
+        assert!(
+            c.open_chunk(1, &mut moved).is_err(),
+            "a chunk only opens at its own index"
+        );
     }
 
     #[test]

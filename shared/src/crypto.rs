@@ -132,7 +132,13 @@ impl Channel {
         let n = nonce(self.sent);
         self.sent += 1;
         self.seal
-            .encrypt(&n, Payload { msg: plaintext, aad: b"convey-v1/channel" })
+            .encrypt(
+                &n,
+                Payload {
+                    msg: plaintext,
+                    aad: b"convey-v1/channel",
+                },
+            )
             .expect("ChaCha20-Poly1305 encryption cannot fail for in-memory messages")
     }
 
@@ -140,7 +146,13 @@ impl Channel {
         let n = nonce(self.received);
         let out = self
             .open
-            .decrypt(&n, Payload { msg: sealed, aad: b"convey-v1/channel" })
+            .decrypt(
+                &n,
+                Payload {
+                    msg: sealed,
+                    aad: b"convey-v1/channel",
+                },
+            )
             .map_err(|_| OpenError)?;
         self.received += 1;
         Ok(out)
@@ -166,7 +178,10 @@ mod tests {
 
     #[test]
     fn channel_roundtrip_rejects_replay_and_reflection() {
-        let (mut s, mut r) = (Channel::new(&key(3), Side::Sender), Channel::new(&key(3), Side::Receiver));
+        let (mut s, mut r) = (
+            Channel::new(&key(3), Side::Sender),
+            Channel::new(&key(3), Side::Receiver),
+        );
         let m1 = s.seal(b"hello");
         let m2 = s.seal(b"world");
         assert_eq!(r.open(&m1).unwrap(), b"hello");

@@ -42,7 +42,10 @@ pub struct UnsafePath {
 /// output folder: no absolute paths, no `.`/`..`, no separators or control characters
 /// inside a component, no Windows drive or reserved tricks, bounded length and depth.
 pub fn sanitize_relative_path(name: &str) -> Result<Vec<String>, UnsafePath> {
-    let bad = |why| UnsafePath { name: name.escape_debug().to_string(), why };
+    let bad = |why| UnsafePath {
+        name: name.escape_debug().to_string(),
+        why,
+    };
     if name.is_empty() {
         return Err(bad("empty name"));
     }
@@ -77,14 +80,28 @@ mod tests {
     #[test]
     fn accepts_ordinary_names() {
         assert_eq!(sanitize_relative_path("a/b.txt").unwrap(), vec!["a", "b.txt"]);
-        assert_eq!(sanitize_relative_path("résumé ✓.pdf").unwrap(), vec!["résumé ✓.pdf"]);
+        assert_eq!(
+            sanitize_relative_path("résumé ✓.pdf").unwrap(),
+            vec!["résumé ✓.pdf"]
+        );
     }
 
     #[test]
     fn refuses_hostile_names() {
         for name in [
-            "", "/etc/passwd", "../x", "a/../../x", "a//b", ".", "a/./b", "C:\\x", "a\\..\\b",
-            "evil\u{1b}[2Jname", "nul\0byte", "x/", &"a".repeat(300),
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            ".",
+            "a/./b",
+            "C:\\x",
+            "a\\..\\b",
+            "evil\u{1b}[2Jname",
+            "nul\0byte",
+            "x/",
+            &"a".repeat(300),
         ] {
             assert!(sanitize_relative_path(name).is_err(), "{name:?} must be refused");
         }

@@ -22,11 +22,21 @@ async fn wrong_code_fails_cleanly_on_both_sides() {
     assert_ne!(real, wrong);
 
     let started = Instant::now();
-    let r = convey::receive(receive_options(&relay, wrong, out.clone()), convey::ignore_events()).await;
+    let r = convey::receive(
+        receive_options(&relay, wrong, out.clone()),
+        convey::ignore_events(),
+    )
+    .await;
     assert!(matches!(r, Err(Error::WrongCode)), "receiver: {r:?}");
-    let s = tokio::time::timeout(Duration::from_secs(10), sender).await.expect("sender stops").expect("task");
+    let s = tokio::time::timeout(Duration::from_secs(10), sender)
+        .await
+        .expect("sender stops")
+        .expect("task");
     assert!(matches!(s, Err(Error::WrongCode)), "sender: {s:?}");
-    assert!(started.elapsed() < Duration::from_secs(5), "both sides stop within seconds");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "both sides stop within seconds"
+    );
     assert_eq!(Error::WrongCode.exit_code(), 3);
     assert!(dir_entries(&out).is_empty(), "nothing written");
 
@@ -42,10 +52,16 @@ async fn wrong_code_fails_cleanly_on_both_sides() {
 async fn receiver_without_sender_times_out_clearly() {
     let relay = TestRelay::spawn().await;
     let out = tempfile::tempdir().expect("tempdir");
-    let mut opts = receive_options(&relay, "42-pilot-planet".parse().expect("code"), out.path().to_owned());
+    let mut opts = receive_options(
+        &relay,
+        "42-pilot-planet".parse().expect("code"),
+        out.path().to_owned(),
+    );
     opts.wait = Duration::from_secs(1);
     let started = Instant::now();
-    let err = convey::receive(opts, convey::ignore_events()).await.expect_err("must time out");
+    let err = convey::receive(opts, convey::ignore_events())
+        .await
+        .expect_err("must time out");
     assert!(matches!(err, Error::Timeout(_)), "{err:?}");
     assert!(err.to_string().contains("no sender appeared"), "{err}");
     assert_eq!(err.exit_code(), 4);
@@ -57,13 +73,24 @@ async fn receiver_without_sender_times_out_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_relay_is_reported() {
     // Bind and drop to get a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     let relay: convey::RelayAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("f");
     random_file(&src, 10, 1);
-    let opts = convey::SendOptions { relay, code: None, path: src, upload_limit: None };
-    let err = convey::send(opts, convey::ignore_events()).await.expect_err("no relay");
+    let opts = convey::SendOptions {
+        relay,
+        code: None,
+        path: src,
+        upload_limit: None,
+    };
+    let err = convey::send(opts, convey::ignore_events())
+        .await
+        .expect_err("no relay");
     assert!(matches!(err, Error::RelayUnreachable { .. }), "{err:?}");
     assert_eq!(err.exit_code(), 7);
 }
@@ -80,10 +107,17 @@ async fn a_third_party_on_a_paired_code_is_refused() {
     let sender = tokio::spawn(convey::send(opts, rec.sink()));
     let code = rec.code().await;
     let out1 = dir.path().join("o1");
-    let receiver = tokio::spawn(convey::receive(receive_options(&relay, code.clone(), out1), convey::ignore_events()));
+    let receiver = tokio::spawn(convey::receive(
+        receive_options(&relay, code.clone(), out1),
+        convey::ignore_events(),
+    ));
     // Wait until the two sides are paired, then try to join as a third.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let third = convey::receive(receive_options(&relay, code, dir.path().join("o2")), convey::ignore_events()).await;
+    let third = convey::receive(
+        receive_options(&relay, code, dir.path().join("o2")),
+        convey::ignore_events(),
+    )
+    .await;
     match third {
         Err(Error::Relay { message, .. }) => assert!(message.contains("already in use"), "{message}"),
         other => panic!("third party must be refused, got {other:?}"),

@@ -2,12 +2,7 @@
 //! the sender through the bundled tracker and downloads the ciphertext, byte for byte what
 //! convey's cipher produces. A stranger with the info-hash gets ciphertext only.
 
-use std::{
-    path::Path,
-    process::Stdio,
-    sync::atomic::AtomicBool,
-    time::Duration,
-};
+use std::{path::Path, process::Stdio, sync::atomic::AtomicBool, time::Duration};
 
 use convey::transfer::{bt, prepare::prepare, storage::SealingStorageFactory};
 use convey_shared::content::{ContentCipher, ContentKey, PLAIN_CHUNK, TAG_LEN};
@@ -20,8 +15,11 @@ use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::H
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn ws(relay: &TestRelay) -> Ws {
-    let mut req = format!("ws://{}/v1/rendezvous", relay.server.local_addr()).into_client_request().expect("url");
-    req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("convey-v1"));
+    let mut req = format!("ws://{}/v1/rendezvous", relay.server.local_addr())
+        .into_client_request()
+        .expect("url");
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("convey-v1"));
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("ws connect");
     let welcome = next_json(&mut ws).await;
     assert_eq!(welcome["type"], "welcome");
@@ -63,14 +61,22 @@ fn ciphertext_sha256(path: &Path, key: &ContentKey) -> String {
 
 async fn http_get(addr: std::net::SocketAddr, path_and_query: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.expect("write");
+    s.write_all(format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.expect("reply").expect("read");
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("reply")
+        .expect("read");
     String::from_utf8_lossy(&out).into_owned()
 }
 
 fn require_aria2c() {
-    let ok = std::process::Command::new("aria2c").arg("--version").stdout(Stdio::null()).status();
+    let ok = std::process::Command::new("aria2c")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status();
     assert!(
         matches!(ok, Ok(s) if s.success()),
         "aria2c is required for the interop test (apt-get install aria2; .ci/run installs it)"
@@ -92,37 +98,76 @@ async fn aria2c_downloads_the_ciphertext_via_the_bundled_tracker() {
     let (mut a, mut b) = (ws(&relay).await, ws(&relay).await);
     send_json(&mut a, serde_json::json!({"type": "allocate"})).await;
     let claimed = next_json(&mut a).await;
-    send_json(&mut b, serde_json::json!({"type": "claim", "nameplate": claimed["nameplate"]})).await;
+    send_json(
+        &mut b,
+        serde_json::json!({"type": "claim", "nameplate": claimed["nameplate"]}),
+    )
+    .await;
     assert_eq!(next_json(&mut b).await["peer_present"], true);
     assert_eq!(next_json(&mut a).await["type"], "peer-joined");
-    send_json(&mut a, serde_json::json!({"type": "register-swarm", "info_hash": prepared.info_hash_hex()})).await;
+    send_json(
+        &mut a,
+        serde_json::json!({"type": "register-swarm", "info_hash": prepared.info_hash_hex()}),
+    )
+    .await;
     assert_eq!(next_json(&mut a).await["type"], "swarm-registered");
 
     let session = bt::start_session(dir.path(), None).await.expect("session");
     let storage = SealingStorageFactory::new(&src, ContentCipher::new(&key, prepared.size));
-    let handle = bt::add(&session, prepared.torrent_bytes(None), storage.boxed_factory(), relay.addr.announce_url(), vec![], dir.path())
-        .await
-        .expect("seed");
+    let handle = bt::add(
+        &session,
+        prepared.torrent_bytes(None),
+        storage.boxed_factory(),
+        relay.addr.announce_url(),
+        vec![],
+        dir.path(),
+    )
+    .await
+    .expect("seed");
     bt::wait_seeding(&handle).await.expect("seeding");
 
     let torrent = dir.path().join("stranger.torrent");
-    std::fs::write(&torrent, prepared.torrent_bytes(Some(&relay.addr.announce_url()))).expect("write torrent");
+    std::fs::write(&torrent, prepared.torrent_bytes(Some(&relay.addr.announce_url())))
+        .expect("write torrent");
     let out = dir.path().join("aria2");
     let mut child = tokio::process::Command::new("aria2c")
-        .args(["--seed-time=0", "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false"])
-        .args(["--enable-peer-exchange=false", "--summary-interval=0", "--console-log-level=warn"])
-        .args(["--file-allocation=none", "--bt-stop-timeout=60", "--disable-ipv6=true"])
+        .args([
+            "--seed-time=0",
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+        ])
+        .args([
+            "--enable-peer-exchange=false",
+            "--summary-interval=0",
+            "--console-log-level=warn",
+        ])
+        .args([
+            "--file-allocation=none",
+            "--bt-stop-timeout=60",
+            "--disable-ipv6=true",
+        ])
         .arg(format!("--dir={}", out.display()))
         .arg(&torrent)
         .kill_on_drop(true)
         .spawn()
         .expect("spawn aria2c");
-    let status = tokio::time::timeout(Duration::from_secs(90), child.wait()).await.expect("aria2c finished in 90s").expect("wait");
+    let status = tokio::time::timeout(Duration::from_secs(90), child.wait())
+        .await
+        .expect("aria2c finished in 90s")
+        .expect("wait");
     assert!(status.success(), "aria2c failed: {status}");
 
     let got = out.join("convey-payload");
-    assert_eq!(std::fs::metadata(&got).expect("aria2c output").len(), prepared.info.length);
-    assert_eq!(sha256_file(&got), ciphertext_sha256(&src, &key), "aria2c got exactly the ciphertext");
+    assert_eq!(
+        std::fs::metadata(&got).expect("aria2c output").len(),
+        prepared.info.length
+    );
+    assert_eq!(
+        sha256_file(&got),
+        ciphertext_sha256(&src, &key),
+        "aria2c got exactly the ciphertext"
+    );
     assert_ne!(sha256_file(&got), prepared.sha256, "and not the plaintext");
 
     bt::shutdown(&session).await;
@@ -136,11 +181,21 @@ async fn tracker_refuses_an_unregistered_info_hash() {
     let q = "/announce?info_hash=%01%02%03%04%05%06%07%08%09%0A%0B%0C%0D%0E%0F%10%11%12%13%14\
              &peer_id=-XX0001-abcdefghijkl&port=6881&uploaded=0&downloaded=0&left=0&compact=1";
     let reply = http_get(relay.server.local_addr(), q).await;
-    assert!(reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"), "{reply}");
-    assert!(reply.contains("failure reason") && reply.contains("unregistered info_hash"), "{reply}");
+    assert!(
+        reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"),
+        "{reply}"
+    );
+    assert!(
+        reply.contains("failure reason") && reply.contains("unregistered info_hash"),
+        "{reply}"
+    );
     // Malformed requests get a reason too, and the server keeps serving.
     let reply = http_get(relay.server.local_addr(), "/announce?info_hash=short").await;
     assert!(reply.contains("failure reason"), "{reply}");
-    assert!(http_get(relay.server.local_addr(), "/healthz").await.ends_with("ok\n"));
+    assert!(
+        http_get(relay.server.local_addr(), "/healthz")
+            .await
+            .ends_with("ok\n")
+    );
     relay.server.shutdown().await;
 }

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use convey::Event;
-use convey_tests::{Recorder, TestRelay, dir_entries, random_file, receive_options, send_options, sha256_file};
+use convey_tests::{
+    Recorder, TestRelay, dir_entries, random_file, receive_options, send_options, sha256_file,
+};
 
 async fn roundtrip(size: u64) {
     convey_tests::init_tracing();
@@ -19,7 +21,10 @@ async fn roundtrip(size: u64) {
     let code = rec.code().await;
     let got = tokio::time::timeout(
         Duration::from_secs(120),
-        convey::receive(receive_options(&relay, code, out.clone()), convey::ignore_events()),
+        convey::receive(
+            receive_options(&relay, code, out.clone()),
+            convey::ignore_events(),
+        ),
     )
     .await
     .expect("receive finished in time")
@@ -29,9 +34,16 @@ async fn roundtrip(size: u64) {
     assert_eq!(got.path, out.join("payload.bin"));
     assert_eq!((got.bytes, sent.bytes), (size, size));
     assert_eq!(sha256_file(&got.path), digest, "byte-identical");
-    assert_eq!(dir_entries(&out), vec!["payload.bin"], "no partial files left behind");
+    assert_eq!(
+        dir_entries(&out),
+        vec!["payload.bin"],
+        "no partial files left behind"
+    );
     let events = rec.events.lock().expect("lock").clone();
-    assert!(matches!(events.first(), Some(Event::Code { .. })), "the code comes first: {events:?}");
+    assert!(
+        matches!(events.first(), Some(Event::Code { .. })),
+        "the code comes first: {events:?}"
+    );
     relay.server.shutdown().await;
 }
 

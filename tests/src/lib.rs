@@ -75,7 +75,11 @@ pub fn sha256_file(path: &Path) -> String {
 /// Every entry in `dir` (names only), sorted.
 pub fn dir_entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -92,7 +96,11 @@ pub struct Recorder {
 impl Default for Recorder {
     fn default() -> Self {
         let (tx, rx) = tokio::sync::watch::channel(None);
-        Self { events: Arc::default(), code_tx: Arc::new(tx), code_rx: rx }
+        Self {
+            events: Arc::default(),
+            code_tx: Arc::new(tx),
+            code_rx: rx,
+        }
     }
 }
 
@@ -121,7 +129,12 @@ impl Recorder {
 }
 
 pub fn send_options(relay: &TestRelay, path: PathBuf) -> SendOptions {
-    SendOptions { relay: relay.addr.clone(), code: None, path, upload_limit: None }
+    SendOptions {
+        relay: relay.addr.clone(),
+        code: None,
+        path,
+        upload_limit: None,
+    }
 }
 
 pub fn receive_options(relay: &TestRelay, code: Code, out_dir: PathBuf) -> ReceiveOptions {

@@ -2,16 +2,16 @@
 //! hints only (no DHT, no LSD, no UPnP; PEX is off because the torrent is private).
 
 use std::{
-    num::NonZeroU32,
     net::{IpAddr, Ipv6Addr, SocketAddr},
+    num::NonZeroU32,
     path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use librqbit::{
-    AddTorrent, limits::LimitsConfig, AddTorrentOptions, ListenerMode, ListenerOptions, ManagedTorrent, Session, SessionOptions,
-    TorrentStatsState, storage::BoxStorageFactory,
+    AddTorrent, AddTorrentOptions, ListenerMode, ListenerOptions, ManagedTorrent, Session, SessionOptions,
+    TorrentStatsState, limits::LimitsConfig, storage::BoxStorageFactory,
 };
 
 use crate::{Error, error::Result};
@@ -34,7 +34,10 @@ pub async fn start_session(folder: &Path, upload_limit: Option<NonZeroU32>) -> R
             enable_upnp_port_forwarding: false,
             ..Default::default()
         }),
-        ratelimits: LimitsConfig { upload_bps: upload_limit, download_bps: None },
+        ratelimits: LimitsConfig {
+            upload_bps: upload_limit,
+            download_bps: None,
+        },
         ..Default::default()
     };
     Session::new_with_opts(folder.to_owned(), opts)
@@ -88,7 +91,8 @@ pub async fn wait_seeding(handle: &ManagedTorrent) -> Result<()> {
     let stats = handle.stats();
     if !stats.finished {
         return Err(Error::Transfer(
-            "the file changed while it was being prepared; send it again once it is no longer being written".into(),
+            "the file changed while it was being prepared; send it again once it is no longer being written"
+                .into(),
         ));
     }
     Ok(())
@@ -136,5 +140,8 @@ pub fn direct_hints(port: u16) -> Vec<SocketAddr> {
     // Non-loopback first: they are what a peer on another machine can use.
     ips.sort_by_key(|ip| ip.is_loopback());
     ips.dedup();
-    ips.into_iter().take(MAX_HINTS).map(|ip| SocketAddr::new(ip, port)).collect()
+    ips.into_iter()
+        .take(MAX_HINTS)
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect()
 }

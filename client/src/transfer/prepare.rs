@@ -54,7 +54,10 @@ impl Prepared {
 
     /// The bencoded .torrent, optionally with an `announce` URL (for third-party clients).
     pub fn torrent_bytes(&self, announce: Option<&str>) -> Vec<u8> {
-        let m = Metainfo { announce: announce.map(str::to_owned), info: self.info.clone() };
+        let m = Metainfo {
+            announce: announce.map(str::to_owned),
+            info: self.info.clone(),
+        };
         serde_bencode::to_bytes(&m).expect("torrent metainfo always bencodes")
     }
 }
@@ -76,7 +79,10 @@ fn info_hash(info: &Info) -> [u8; 20] {
 /// an error when `cancel` is set.
 pub fn prepare(path: &Path, key: ContentKey, cancel: &AtomicBool) -> Result<Prepared> {
     let file = File::open(path).map_err(Error::io(format!("opening {}", path.display())))?;
-    let size = file.metadata().map_err(Error::io(format!("reading {}", path.display())))?.len();
+    let size = file
+        .metadata()
+        .map_err(Error::io(format!("reading {}", path.display())))?
+        .len();
     let cipher = ContentCipher::new(&key, size);
     let piece_length = piece_length_for(cipher.cipher_len());
     let chunks_per_piece = piece_length / CIPHER_CHUNK;
@@ -109,7 +115,13 @@ pub fn prepare(path: &Path, key: ContentKey, cancel: &AtomicBool) -> Result<Prep
         pieces: ByteBuf::from(pieces),
         private: 1,
     };
-    Ok(Prepared { info_hash: info_hash(&info), info, size, sha256: hex::encode(sha256.finalize()), key })
+    Ok(Prepared {
+        info_hash: info_hash(&info),
+        info,
+        size,
+        sha256: hex::encode(sha256.finalize()),
+        key,
+    })
 }
 
 #[cfg(test)]
@@ -131,6 +143,11 @@ mod tests {
         assert_eq!(a.info.pieces.len(), 40, "two 256 KiB pieces");
         let (info, hash) = parse_torrent(&a.torrent_bytes(None)).unwrap();
         assert_eq!((hash, info.name.as_str()), (a.info_hash, TORRENT_NAME));
-        assert_eq!(parse_torrent(&a.torrent_bytes(Some("http://x/announce"))).unwrap().1, a.info_hash);
+        assert_eq!(
+            parse_torrent(&a.torrent_bytes(Some("http://x/announce")))
+                .unwrap()
+                .1,
+            a.info_hash
+        );
     }
 }

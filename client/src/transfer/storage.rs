@@ -71,7 +71,10 @@ pub struct SealingStorageFactory {
 
 impl SealingStorageFactory {
     pub fn new(path: &Path, cipher: ContentCipher) -> Self {
-        Self { path: path.to_owned(), cipher }
+        Self {
+            path: path.to_owned(),
+            cipher,
+        }
     }
 
     pub fn boxed_factory(self) -> BoxStorageFactory {
@@ -90,7 +93,10 @@ impl StorageFactory for SealingStorageFactory {
 
     fn create(&self, _: &ManagedTorrentShared, _: &TorrentMetadata) -> anyhow::Result<SealingStorage> {
         let file = File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
-        Ok(SealingStorage { file: Arc::new(file), cipher: self.cipher.clone() })
+        Ok(SealingStorage {
+            file: Arc::new(file),
+            cipher: self.cipher.clone(),
+        })
     }
 
     fn clone_box(&self) -> BoxStorageFactory {
@@ -104,7 +110,9 @@ impl TorrentStorage for SealingStorage {
     }
 
     fn pread_exact(&self, _file_id: usize, offset: u64, buf: &mut [u8]) -> anyhow::Result<()> {
-        read_cipher(&self.cipher, offset, buf, |i, chunk| seal_from_file(&self.file, &self.cipher, i, chunk))
+        read_cipher(&self.cipher, offset, buf, |i, chunk| {
+            seal_from_file(&self.file, &self.cipher, i, chunk)
+        })
     }
 
     fn pwrite_all(&self, _: usize, _: u64, _: &[u8]) -> anyhow::Result<()> {
@@ -140,7 +148,10 @@ struct ChunkSet {
 impl ChunkSet {
     fn new(n: u64) -> Self {
         let words = usize::try_from(n.div_ceil(64)).expect("chunk bitmap fits in memory");
-        Self { bits: (0..words).map(|_| AtomicU64::new(0)).collect(), any: AtomicBool::new(false) }
+        Self {
+            bits: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            any: AtomicBool::new(false),
+        }
     }
 
     fn set(&self, i: u64) {
@@ -170,7 +181,13 @@ impl OpeningStorageFactory {
     /// Use `file` (already sized to the plaintext length) as the destination.
     pub fn new(file: File, cipher: ContentCipher) -> Self {
         let written = Arc::new(ChunkSet::new(cipher.chunk_count()));
-        Self { storage: OpeningStorage { file: Arc::new(file), cipher, written } }
+        Self {
+            storage: OpeningStorage {
+                file: Arc::new(file),
+                cipher,
+                written,
+            },
+        }
     }
 
     pub fn boxed_factory(self) -> BoxStorageFactory {
@@ -192,11 +209,15 @@ impl StorageFactory for OpeningStorageFactory {
 
 impl OpeningStorage {
     fn write_cipher(&self, offset: u64, data: &[u8]) -> anyhow::Result<()> {
-        ensure!(offset % CIPHER_CHUNK == 0, "unaligned block write at {offset}");
+        ensure!(offset.is_multiple_of(CIPHER_CHUNK), "unaligned block write at {offset}");
         let i = offset / CIPHER_CHUNK;
         ensure!(i < self.cipher.chunk_count(), "block write past the end");
         let ct_len = usize::try_from(self.cipher.plain_chunk_len(i) + TAG_LEN)?;
-        ensure!(data.len() == ct_len, "block of {} bytes where chunk {i} has {ct_len}", data.len());
+        ensure!(
+            data.len() == ct_len,
+            "block of {} bytes where chunk {i} has {ct_len}",
+            data.len()
+        );
         let mut buf = [0u8; CHUNK];
         buf[..ct_len].copy_from_slice(data);
         if self.cipher.open_chunk(i, &mut buf[..ct_len]).is_err() {
@@ -236,7 +257,12 @@ impl TorrentStorage for OpeningStorage {
         self.write_cipher(offset, buf)
     }
 
-    fn pwrite_all_vectored(&self, _file_id: usize, offset: u64, bufs: [IoSlice<'_>; 2]) -> anyhow::Result<usize> {
+    fn pwrite_all_vectored(
+        &self,
+        _file_id: usize,
+        offset: u64,
+        bufs: [IoSlice<'_>; 2],
+    ) -> anyhow::Result<usize> {
         let total = bufs[0].len() + bufs[1].len();
         if bufs[1].is_empty() {
             self.write_cipher(offset, &bufs[0])?;

@@ -65,7 +65,11 @@ impl Mailboxes {
     }
 
     /// Claim the lowest free nameplate (short codes) for `conn`.
-    pub(crate) fn allocate(&self, conn: ConnId, tx: mpsc::Sender<ServerMsg>) -> Result<Nameplate, MailboxError> {
+    pub(crate) fn allocate(
+        &self,
+        conn: ConnId,
+        tx: mpsc::Sender<ServerMsg>,
+    ) -> Result<Nameplate, MailboxError> {
         let mut slots = self.lock();
         if slots.len() >= self.max {
             return Err(MailboxError::Exhausted);
@@ -74,13 +78,24 @@ impl Mailboxes {
             .map(Nameplate)
             .find(|n| !slots.contains_key(n))
             .expect("fewer than u32::MAX slots are open");
-        slots.insert(n, Slot { sides: vec![Member { conn, tx }], ..Slot::default() });
+        slots.insert(
+            n,
+            Slot {
+                sides: vec![Member { conn, tx }],
+                ..Slot::default()
+            },
+        );
         Ok(n)
     }
 
     /// Claim `n`; returns whether the other side was already there. Wakes that side up and
     /// hands the newcomer whatever it was sent before arriving.
-    pub(crate) fn claim(&self, n: Nameplate, conn: ConnId, tx: mpsc::Sender<ServerMsg>) -> Result<bool, MailboxError> {
+    pub(crate) fn claim(
+        &self,
+        n: Nameplate,
+        conn: ConnId,
+        tx: mpsc::Sender<ServerMsg>,
+    ) -> Result<bool, MailboxError> {
         let mut slots = self.lock();
         if !slots.contains_key(&n) && slots.len() >= self.max {
             return Err(MailboxError::Exhausted);
@@ -163,14 +178,30 @@ mod tests {
         mb.send(n, 1, "early".into()).unwrap();
         assert!(mb.claim(n, 2, t2).unwrap());
         assert_eq!(r1.try_recv().unwrap(), ServerMsg::PeerJoined);
-        assert_eq!(r2.try_recv().unwrap(), ServerMsg::Message { body: "early".into() });
+        assert_eq!(
+            r2.try_recv().unwrap(),
+            ServerMsg::Message { body: "early".into() }
+        );
         assert_eq!(mb.claim(n, 3, chan().0), Err(MailboxError::InUse));
         mb.leave(n, 1, Some(Mood::Scary));
-        assert_eq!(r2.try_recv().unwrap(), ServerMsg::PeerLeft { mood: Some(Mood::Scary) });
-        assert_eq!(mb.claim(n, 4, chan().0), Err(MailboxError::InUse), "burned until empty");
+        assert_eq!(
+            r2.try_recv().unwrap(),
+            ServerMsg::PeerLeft {
+                mood: Some(Mood::Scary)
+            }
+        );
+        assert_eq!(
+            mb.claim(n, 4, chan().0),
+            Err(MailboxError::InUse),
+            "burned until empty"
+        );
         mb.leave(n, 2, None);
         assert_eq!(mb.open_count(), 0);
-        assert_eq!(mb.allocate(5, chan().0).unwrap(), Nameplate(1), "reusable once free");
+        assert_eq!(
+            mb.allocate(5, chan().0).unwrap(),
+            Nameplate(1),
+            "reusable once free"
+        );
     }
 
     #[test]

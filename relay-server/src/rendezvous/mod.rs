@@ -79,7 +79,16 @@ enum Flow {
 impl Connection {
     fn new(id: ConnId, state: AppState) -> Self {
         let (tx, rx) = mpsc::channel(2 * convey_shared::protocol::MAX_QUEUED_MESSAGES);
-        Self { id, state, nameplate: None, paired: false, swarms: Vec::new(), mood: None, tx, rx }
+        Self {
+            id,
+            state,
+            nameplate: None,
+            paired: false,
+            swarms: Vec::new(),
+            mood: None,
+            tx,
+            rx,
+        }
     }
 
     async fn run(mut self, socket: WebSocket) {
@@ -154,7 +163,10 @@ impl Connection {
                 Ok(n) => {
                     debug!(nameplate = %n, "allocated");
                     self.nameplate = Some(n);
-                    out.push(ServerMsg::Claimed { nameplate: n, peer_present: false });
+                    out.push(ServerMsg::Claimed {
+                        nameplate: n,
+                        peer_present: false,
+                    });
                 }
                 Err(e) => return refuse(e, out),
             },
@@ -164,7 +176,10 @@ impl Connection {
                         debug!(%nameplate, peer_present, "claimed");
                         self.nameplate = Some(nameplate);
                         self.paired = peer_present;
-                        out.push(ServerMsg::Claimed { nameplate, peer_present });
+                        out.push(ServerMsg::Claimed {
+                            nameplate,
+                            peer_present,
+                        });
                     }
                     Err(e) => return refuse(e, out),
                 }
@@ -174,22 +189,30 @@ impl Connection {
                     return refuse(e, out);
                 }
             }
-            (ClientMsg::RegisterSwarm { info_hash }, Some(_)) if self.paired => match InfoHash::from_hex(&info_hash) {
-                Some(h) => {
-                    if !self.swarms.contains(&h) {
-                        self.state.swarms.register(h);
-                        self.swarms.push(h);
+            (ClientMsg::RegisterSwarm { info_hash }, Some(_)) if self.paired => {
+                match InfoHash::from_hex(&info_hash) {
+                    Some(h) => {
+                        if !self.swarms.contains(&h) {
+                            self.state.swarms.register(h);
+                            self.swarms.push(h);
+                        }
+                        out.push(ServerMsg::SwarmRegistered { info_hash });
                     }
-                    out.push(ServerMsg::SwarmRegistered { info_hash });
+                    None => out.push(error(
+                        ErrorKind::BadRequest,
+                        "info_hash must be 40 hex characters",
+                    )),
                 }
-                None => out.push(error(ErrorKind::BadRequest, "info_hash must be 40 hex characters")),
-            },
+            }
             (ClientMsg::Close { mood }, _) => {
                 self.mood = Some(mood);
                 return Flow::Close;
             }
             (ClientMsg::Unknown, _) => out.push(error(ErrorKind::BadRequest, "unknown message type")),
-            (msg, _) => out.push(error(ErrorKind::BadRequest, &format!("{msg:?} is not allowed now"))),
+            (msg, _) => out.push(error(
+                ErrorKind::BadRequest,
+                &format!("{msg:?} is not allowed now"),
+            )),
         }
         Flow::Continue
     }
@@ -206,7 +229,10 @@ impl Connection {
 }
 
 fn error(kind: ErrorKind, message: &str) -> ServerMsg {
-    ServerMsg::Error { kind, message: message.to_owned() }
+    ServerMsg::Error {
+        kind,
+        message: message.to_owned(),
+    }
 }
 
 fn refuse(e: MailboxError, out: &mut Vec<ServerMsg>) -> Flow {

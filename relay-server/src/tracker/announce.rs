@@ -35,14 +35,24 @@ pub(crate) fn parse(query: &str) -> Result<AnnounceRequest, String> {
     }
     let fixed20 = |name: &str| -> Result<[u8; 20], String> {
         let v = params.get(name).ok_or_else(|| format!("missing {name}"))?;
-        v.as_slice().try_into().map_err(|_| format!("{name} must be 20 bytes, got {}", v.len()))
+        v.as_slice()
+            .try_into()
+            .map_err(|_| format!("{name} must be 20 bytes, got {}", v.len()))
     };
     let text = |name: &str| params.get(name).map(|v| String::from_utf8_lossy(v).into_owned());
     let number = |name: &str| -> Result<Option<u64>, String> {
-        text(name).map(|t| t.parse::<u64>().map_err(|_| format!("{name} must be a whole number"))).transpose()
+        text(name)
+            .map(|t| {
+                t.parse::<u64>()
+                    .map_err(|_| format!("{name} must be a whole number"))
+            })
+            .transpose()
     };
     let port = number("port")?.ok_or("missing port")?;
-    let port = u16::try_from(port).ok().filter(|p| *p != 0).ok_or("port must be between 1 and 65535")?;
+    let port = u16::try_from(port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or("port must be between 1 and 65535")?;
     let numwant = match number("numwant")? {
         None => DEFAULT_NUMWANT,
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX).min(MAX_NUMWANT),
@@ -66,10 +76,15 @@ mod tests {
 
     #[test]
     fn parses_a_typical_announce() {
-        let q = format!("info_hash={HASH}&peer_id=-qB4650-abcdefghijkl&port=6881&uploaded=0&downloaded=0&left=5&compact=1&event=started&numwant=9999");
+        let q = format!(
+            "info_hash={HASH}&peer_id=-qB4650-abcdefghijkl&port=6881&uploaded=0&downloaded=0&left=5&compact=1&event=started&numwant=9999"
+        );
         let r = parse(&q).unwrap();
         assert_eq!(r.info_hash.0[19], 0xff);
-        assert_eq!((r.port, r.left, r.compact, r.numwant), (6881, 5, true, MAX_NUMWANT));
+        assert_eq!(
+            (r.port, r.left, r.compact, r.numwant),
+            (6881, 5, true, MAX_NUMWANT)
+        );
         assert_eq!(r.event.as_deref(), Some("started"));
     }
 

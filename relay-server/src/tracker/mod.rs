@@ -116,7 +116,9 @@ pub(crate) async fn announce(
     };
     match state.swarms.announce(&a, state.announce_interval * 3) {
         Some(outcome) => bencoded(&success(outcome, req.compact, interval)),
-        None => fail("unregistered info_hash: this tracker only serves transfers in progress on this relay".into()),
+        None => fail(
+            "unregistered info_hash: this tracker only serves transfers in progress on this relay".into(),
+        ),
     }
 }
 
@@ -141,7 +143,11 @@ fn success(outcome: AnnounceOutcome, compact: bool, interval: u64) -> Success {
             outcome
                 .peers
                 .iter()
-                .map(|(id, addr)| DictPeer { ip: addr.ip().to_string(), port: addr.port(), peer_id: ByteBuf::from(id.0.to_vec()) })
+                .map(|(id, addr)| DictPeer {
+                    ip: addr.ip().to_string(),
+                    port: addr.port(),
+                    peer_id: ByteBuf::from(id.0.to_vec()),
+                })
                 .collect(),
         )
     };

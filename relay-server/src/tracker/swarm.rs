@@ -73,11 +73,20 @@ impl Swarms {
         let mut swarms = self.lock();
         let swarm = swarms.get_mut(&a.info_hash)?;
         let now = Instant::now();
-        swarm.peers.retain(|_, p| now.duration_since(p.seen) < stale_after);
+        swarm
+            .peers
+            .retain(|_, p| now.duration_since(p.seen) < stale_after);
         if a.stopped {
             swarm.peers.remove(&a.peer_id);
         } else {
-            swarm.peers.insert(a.peer_id, Peer { addr: a.addr, seeding: a.left == 0, seen: now });
+            swarm.peers.insert(
+                a.peer_id,
+                Peer {
+                    addr: a.addr,
+                    seeding: a.left == 0,
+                    seen: now,
+                },
+            );
         }
         let complete = swarm.peers.values().filter(|p| p.seeding).count();
         Some(AnnounceOutcome {
@@ -117,7 +126,10 @@ mod tests {
         s.register(InfoHash([1; 20]));
         assert!(s.announce(&ann(1, 1000, false), ttl).unwrap().peers.is_empty());
         let out = s.announce(&ann(2, 2000, false), ttl).unwrap();
-        assert_eq!(out.peers, vec![(PeerId([1; 20]), SocketAddr::from(([127, 0, 0, 1], 1000)))]);
+        assert_eq!(
+            out.peers,
+            vec![(PeerId([1; 20]), SocketAddr::from(([127, 0, 0, 1], 1000)))]
+        );
         assert_eq!((out.complete, out.incomplete), (1, 1));
         s.announce(&ann(1, 1000, true), ttl).unwrap();
         assert!(s.announce(&ann(2, 2000, false), ttl).unwrap().peers.is_empty());

@@ -38,17 +38,31 @@ pub enum Mood {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ServerMsg {
-    Welcome { motd: Option<String> },
+    Welcome {
+        motd: Option<String>,
+    },
     /// The nameplate is ours; `peer_present` says whether the other side is already there.
-    Claimed { nameplate: Nameplate, peer_present: bool },
+    Claimed {
+        nameplate: Nameplate,
+        peer_present: bool,
+    },
     PeerJoined,
     /// A body from the other side.
-    Message { body: String },
+    Message {
+        body: String,
+    },
     /// The other side closed or vanished.
-    PeerLeft { mood: Option<Mood> },
-    SwarmRegistered { info_hash: String },
+    PeerLeft {
+        mood: Option<Mood>,
+    },
+    SwarmRegistered {
+        info_hash: String,
+    },
     /// A request was refused; `kind` is machine-readable, `message` is for humans.
-    Error { kind: ErrorKind, message: String },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
     #[serde(other)]
     Unknown,
 }
@@ -75,10 +89,21 @@ mod tests {
 
     #[test]
     fn wire_shape_is_stable() {
-        let m = ClientMsg::Claim { nameplate: Nameplate(7) };
-        assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"type":"claim","nameplate":7}"#);
+        let m = ClientMsg::Claim {
+            nameplate: Nameplate(7),
+        };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"claim","nameplate":7}"#
+        );
         let s: ServerMsg = serde_json::from_str(r#"{"type":"error","kind":"in-use","message":"x"}"#).unwrap();
-        assert_eq!(s, ServerMsg::Error { kind: ErrorKind::InUse, message: "x".into() });
+        assert_eq!(
+            s,
+            ServerMsg::Error {
+                kind: ErrorKind::InUse,
+                message: "x".into()
+            }
+        );
     }
 
     #[test]

@@ -1,0 +1,245 @@
+//! Black-box tests of the `convey` binary: real processes, a real relay on loopback.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use convey_relay::{Config, Server};
+
+const BIN: &str = env!("CARGO_BIN_EXE_convey");
+
+fn write_random(path: &Path, size: usize) {
+    let mut data = vec![0u8; size];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(path, data).expect("write source");
+}
+
+/// Start `convey send`, returning the child and the first lines it printed.
+fn spawn_sender(args: &[&str], lines_wanted: usize) -> (Child, Vec<String>) {
+    let mut child = Command::new(BIN)
+        .arg("send")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn convey send");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut reader = BufReader::new(stdout);
+    let mut lines = Vec::new();
+    while lines.len() < lines_wanted {
+        let mut l = String::new();
+        if reader.read_line(&mut l).expect("read sender output") == 0 {
+            break;
+        }
+        lines.push(l.trim_end().to_owned());
+    }
+    // Keep draining so the sender never blocks on a full pipe.
+    std::thread::spawn(move || for _ in reader.lines() {});
+    (child, lines)
+}
+
+fn code_of(lines: &[String]) -> String {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix("Code: "))
+        .expect("sender prints `Code: ...` first")
+        .to_owned()
+}
+
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn relay() -> Server {
+    Server::spawn(Config::with_listen(SocketAddr::from(([127, 0, 0, 1], 0))))
+        .await
+        .expect("relay")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_and_receive_through_the_binary() {
+    let relay = relay().await;
+    let addr = relay.local_addr().to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("report ✓.bin");
+    write_random(&src, 3_000_000);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+
+    let (mut sender, lines) = spawn_sender(&["--relay", &addr, src.to_str().expect("utf8")], 2);
+    let code = code_of(&lines);
+    assert!(
+        lines[1].contains(&format!("convey receive --relay {addr} {code}")),
+        "{lines:?}"
+    );
+    let recv = Command::new(BIN)
+        .args(["receive", "--yes", "--relay", &addr, "--out"])
+        .arg(&out)
+        .env("CONVEY_CODE", &code) // the code need not appear in the process list
+        .output()
+        .expect("run receive");
+    assert!(
+        recv.status.success(),
+        "receive failed: {}",
+        String::from_utf8_lossy(&recv.stderr)
+    );
+    assert!(String::from_utf8_lossy(&recv.stdout).starts_with("Received "));
+    assert!(wait_with_timeout(&mut sender, Duration::from_secs(20)).success());
+    assert_eq!(
+        std::fs::read(out.join("report ✓.bin")).expect("received"),
+        std::fs::read(&src).expect("src")
+    );
+    relay.shutdown().await;
+}
+
+#[test]
+fn embedded_relay_needs_no_setup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("hello.txt");
+    std::fs::write(&src, b"hello from the embedded relay\n").expect("write");
+    let (mut sender, lines) = spawn_sender(&[src.to_str().expect("utf8")], 2);
+    let code = code_of(&lines);
+    // The second line is the one command the receiver must type.
+    let cmd = lines[1]
+        .split_once("run:")
+        .expect("receive line")
+        .1
+        .trim()
+        .to_owned();
+    let args: Vec<&str> = cmd.split_whitespace().collect();
+    assert_eq!(&args[..2], ["convey", "receive"], "{cmd}");
+    assert_eq!(args.last(), Some(&code.as_str()));
+    let out = dir.path().join("out");
+    let recv = Command::new(BIN)
+        .args(&args[1..])
+        .args(["--yes", "--out"])
+        .arg(&out)
+        .output()
+        .expect("run receive");
+    assert!(recv.status.success(), "{}", String::from_utf8_lossy(&recv.stderr));
+    assert!(wait_with_timeout(&mut sender, Duration::from_secs(20)).success());
+    assert_eq!(
+        std::fs::read(out.join("hello.txt")).expect("received"),
+        b"hello from the embedded relay\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_sender_mid_transfer_leaves_no_complete_looking_file() {
+    let relay = relay().await;
+    let addr = relay.local_addr().to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("big.bin");
+    write_random(&src, 32 << 20);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+
+    // 4 MiB/s makes the transfer take ~8 s, so the kill lands mid-way.
+    let (mut sender, lines) = spawn_sender(
+        &[
+            "--relay",
+            &addr,
+            "--limit-rate",
+            "4M",
+            src.to_str().expect("utf8"),
+        ],
+        1,
+    );
+    let code = code_of(&lines);
+    let mut receiver = Command::new(BIN)
+        .args(["receive", "--yes", "--relay", &addr, "--out"])
+        .arg(&out)
+        .arg(&code)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn receive");
+    let partial = out.join(".big.bin.convey-part");
+    let start = Instant::now();
+    while !partial.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "receiver never started writing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    sender.kill().expect("kill -9 the sender");
+    let _ = sender.wait();
+
+    let status = wait_with_timeout(&mut receiver, Duration::from_secs(90));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut receiver.stderr.take().expect("stderr"), &mut err).expect("stderr");
+    assert_eq!(status.code(), Some(6), "transfer-failed exit code; stderr: {err}");
+    assert!(
+        err.contains("vanished") || err.contains("transfer failed"),
+        "{err}"
+    );
+    assert!(!out.join("big.bin").exists(), "no file posing as complete");
+    assert!(!partial.exists(), "partial data cleaned up");
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_and_non_interactive_decline_have_distinct_exit_codes() {
+    let bad = Command::new(BIN)
+        .args(["receive", "not-a-code"])
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(2), "bad usage");
+    let weak = Command::new(BIN)
+        .args(["send", "--code", "5-abc", "Cargo.toml"])
+        .output()
+        .expect("run");
+    assert_eq!(weak.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("too weak"));
+
+    let relay = relay().await;
+    let addr = relay.local_addr().to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("f.txt");
+    std::fs::write(&src, b"x").expect("write");
+    let (mut sender, lines) = spawn_sender(&["--relay", &addr, src.to_str().expect("utf8")], 1);
+    let code = code_of(&lines);
+    // No --yes and no terminal: decline with a hint, exit 5; the sender learns it too.
+    let recv = Command::new(BIN)
+        .args(["receive", "--relay", &addr, "--out"])
+        .arg(dir.path().join("out"))
+        .arg(&code)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(
+        recv.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&recv.stderr)
+    );
+    assert!(String::from_utf8_lossy(&recv.stderr).contains("--yes"));
+    assert_eq!(
+        wait_with_timeout(&mut sender, Duration::from_secs(20)).code(),
+        Some(5)
+    );
+    assert!(!dir.path().join("out").join("f.txt").exists());
+    relay.shutdown().await;
+}
