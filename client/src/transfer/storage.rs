@@ -209,7 +209,10 @@ impl StorageFactory for OpeningStorageFactory {
 
 impl OpeningStorage {
     fn write_cipher(&self, offset: u64, data: &[u8]) -> anyhow::Result<()> {
-        ensure!(offset.is_multiple_of(CIPHER_CHUNK), "unaligned block write at {offset}");
+        ensure!(
+            offset.is_multiple_of(CIPHER_CHUNK),
+            "unaligned block write at {offset}"
+        );
         let i = offset / CIPHER_CHUNK;
         ensure!(i < self.cipher.chunk_count(), "block write past the end");
         let ct_len = usize::try_from(self.cipher.plain_chunk_len(i) + TAG_LEN)?;
