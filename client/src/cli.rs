@@ -76,8 +76,10 @@ struct ReceiveArgs {
 
 pub(crate) fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
-        1 => "convey=debug,convey_relay=debug,warn",
+        // librqbit reports routine peer churn (and its own shutdown) as warnings and errors;
+        // what matters to the user reaches them as convey's own one-line error.
+        0 => "off,convey=warn,convey_relay=warn",
+        1 => "warn,convey=debug,convey_relay=debug",
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

@@ -255,6 +255,7 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
         path: "direct".into(),
     });
 
+    let download_started = Instant::now();
     let torrent_session = bt::start_session(&folder, None).await?;
     let storage = OpeningStorageFactory::new(file, plan.cipher.clone());
     let fetched = async {
@@ -285,6 +286,8 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
     .await;
     bt::shutdown(&torrent_session).await;
     fetched?;
+    let verify_started = Instant::now();
+    tracing::debug!(elapsed = ?verify_started.duration_since(download_started), "download complete");
 
     let (partial, expected) = (plan.partial.clone(), plan.entry.sha256.clone());
     let ok = tokio::task::spawn_blocking(move || verify_sha256(&partial, &expected))
@@ -295,6 +298,7 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
             "the received file does not match the sender's SHA-256; nothing was kept".into(),
         ));
     }
+    tracing::debug!(elapsed = ?verify_started.elapsed(), "SHA-256 verified and synced");
     std::fs::rename(&plan.partial, &plan.dest).map_err(Error::io(format!(
         "moving the file into place at {}",
         plan.dest.display()
