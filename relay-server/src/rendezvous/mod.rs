@@ -97,11 +97,8 @@ impl Connection {
         let deadline = tokio::time::sleep(self.state.nameplate_ttl);
         tokio::pin!(deadline);
         'conn: loop {
-            for msg in out.drain(..) {
-                let text = serde_json::to_string(&msg).expect("server messages always serialize");
-                if sink.send(Message::Text(text.into())).await.is_err() {
-                    break 'conn;
-                }
+            if !flush(&mut sink, &mut out).await {
+                break 'conn;
             }
             tokio::select! {
                 _ = self.state.shutdown.cancelled() => break,
@@ -143,18 +140,10 @@ impl Connection {
         self.cleanup();
     }
 
-    async fn flush_and_close(
-        &self,
-        sink: &mut futures::stream::SplitSink<WebSocket, Message>,
-        out: &mut Vec<ServerMsg>,
-    ) {
-        for msg in out.drain(..) {
-            let text = serde_json::to_string(&msg).expect("server messages always serialize");
-            if sink.send(Message::Text(text.into())).await.is_err() {
-                return;
-            }
+    async fn flush_and_close(&self, sink: &mut Sink, out: &mut Vec<ServerMsg>) {
+        if flush(sink, out).await {
+            let _ = sink.send(Message::Close(None)).await;
         }
-        let _ = sink.send(Message::Close(None)).await;
     }
 
     fn handle(&mut self, msg: ClientMsg, out: &mut Vec<ServerMsg>) -> Flow {
@@ -226,6 +215,19 @@ impl Connection {
         }
         debug!(mood = ?self.mood, "connection closed");
     }
+}
+
+type Sink = futures::stream::SplitSink<WebSocket, Message>;
+
+/// Send every queued message; `false` once the socket is gone.
+async fn flush(sink: &mut Sink, out: &mut Vec<ServerMsg>) -> bool {
+    for msg in out.drain(..) {
+        let text = serde_json::to_string(&msg).expect("server messages always serialize");
+        if sink.send(Message::Text(text.into())).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 fn error(kind: ErrorKind, message: &str) -> ServerMsg {
