@@ -7,12 +7,13 @@
 //!   piece hash check) re-encrypt, which is deterministic, so piece hashes still verify.
 
 use std::{
+    collections::HashMap,
     fs::File,
     io::IoSlice,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
@@ -175,7 +176,13 @@ pub struct OpeningStorage {
     file: Arc<File>,
     cipher: ContentCipher,
     written: Arc<ChunkSet>,
+    /// Ciphertext of chunks written but not yet read back by librqbit's piece check, so the
+    /// check does not have to re-encrypt them. Bounded; past the bound reads re-encrypt.
+    unchecked: Arc<Mutex<HashMap<u64, Box<[u8]>>>>,
 }
+
+/// Most chunks kept in [`OpeningStorage::unchecked`] (32 MiB).
+const MAX_UNCHECKED: usize = 2048;
 
 impl OpeningStorageFactory {
     /// Use `file` (already sized to the plaintext length) as the destination.
@@ -186,6 +193,7 @@ impl OpeningStorageFactory {
                 file: Arc::new(file),
                 cipher,
                 written,
+                unchecked: Arc::default(),
             },
         }
     }
@@ -234,6 +242,10 @@ impl OpeningStorage {
             .write_all_at(&buf[..n], i * PLAIN_CHUNK)
             .context("writing the received file")?;
         self.written.set(i);
+        let mut unchecked = self.unchecked.lock().unwrap_or_else(|e| e.into_inner());
+        if unchecked.len() < MAX_UNCHECKED {
+            unchecked.insert(i, data.into());
+        }
         Ok(())
     }
 }
@@ -247,7 +259,15 @@ impl TorrentStorage for OpeningStorage {
         // Before anything arrived, say so: librqbit's initial check then skips the file.
         ensure!(self.written.any.load(Ordering::Acquire), "nothing received yet");
         read_cipher(&self.cipher, offset, buf, |i, chunk| {
-            if self.written.get(i) {
+            let kept = self
+                .unchecked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&i);
+            if let Some(ct) = kept.filter(|ct| ct.len() == chunk.len()) {
+                chunk.copy_from_slice(&ct);
+                Ok(())
+            } else if self.written.get(i) {
                 seal_from_file(&self.file, &self.cipher, i, chunk)
             } else {
                 chunk.fill(0); // never matches a piece hash
