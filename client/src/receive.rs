@@ -27,7 +27,6 @@ use crate::{
     Error, Event, EventSink, RelayAddr,
     error::Result,
     rendezvous::Rendezvous,
-    send::plain_estimate,
     session::{self, PeerLink},
     transfer::{bt, prepare::parse_torrent, storage::OpeningStorageFactory},
 };
@@ -268,11 +267,10 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
             &folder,
         )
         .await?;
-        let (cipher_total, plain_total) = (plan.cipher.cipher_len(), plan.entry.size);
         let progress = |done: u64, _| {
             events(Event::Progress {
-                bytes: plain_estimate(done, cipher_total, plain_total),
-                total: plain_total,
+                bytes: plan.cipher.plain_progress(done),
+                total: plan.entry.size,
             });
         };
         tokio::select! {

@@ -163,10 +163,12 @@ async fn seed(
 ) -> Result<()> {
     // Register first, so the tracker already knows the swarm when librqbit announces.
     link.register_swarm(&prepared.info_hash_hex()).await?;
-    let storage = SealingStorageFactory::new(path, ContentCipher::new(&prepared.key, prepared.size));
+    let cipher = ContentCipher::new(&prepared.key, prepared.size);
+    let torrent = prepared.torrent_bytes(None);
+    let storage = SealingStorageFactory::new(path, cipher.clone());
     let handle = bt::add(
         torrent_session,
-        prepared.torrent_bytes(None),
+        torrent.clone(),
         storage.boxed_factory(),
         relay.announce_url(),
         Vec::new(),
@@ -188,10 +190,7 @@ async fn seed(
         abilities: vec![ABILITY_BITTORRENT.to_owned()],
         manifest,
         content_key: prepared.key.clone(),
-        torrent: base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            prepared.torrent_bytes(None),
-        ),
+        torrent: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, torrent),
         direct_hints: bt::direct_hints(port),
     };
     link.send(&PeerMsg::Offer(Box::new(offer))).await?;
@@ -207,7 +206,6 @@ async fn seed(
         path: "direct".into(),
     });
 
-    let cipher_total = prepared.info.length;
     let done = link.recv();
     tokio::pin!(done);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -215,8 +213,8 @@ async fn seed(
         tokio::select! {
             msg = &mut done => break msg?,
             _ = tick.tick() => {
-                let up = handle.stats().uploaded_bytes.min(cipher_total);
-                events(Event::Progress { bytes: plain_estimate(up, cipher_total, prepared.size), total: prepared.size });
+                let up = handle.stats().uploaded_bytes;
+                events(Event::Progress { bytes: cipher.plain_progress(up), total: prepared.size });
             }
         }
     };
@@ -234,13 +232,4 @@ async fn seed(
         ))),
         other => Err(Error::Protocol(format!("expected done, got {other:?}"))),
     }
-}
-
-/// Scale ciphertext bytes to plaintext bytes for progress display.
-pub(crate) fn plain_estimate(cipher_bytes: u64, cipher_total: u64, plain_total: u64) -> u64 {
-    if cipher_total == 0 {
-        return 0;
-    }
-    u64::try_from(u128::from(cipher_bytes) * u128::from(plain_total) / u128::from(cipher_total))
-        .unwrap_or(plain_total)
 }

@@ -100,6 +100,13 @@ impl ContentCipher {
         self.plain_len + TAG_LEN * self.chunk_count()
     }
 
+    /// Plaintext bytes that `cipher_bytes` of ciphertext stand for, for progress display.
+    pub fn plain_progress(&self, cipher_bytes: u64) -> u64 {
+        let scaled = u128::from(cipher_bytes.min(self.cipher_len())) * u128::from(self.plain_len)
+            / u128::from(self.cipher_len());
+        u64::try_from(scaled).unwrap_or(self.plain_len)
+    }
+
     /// Plaintext bytes in chunk `i`.
     pub fn plain_chunk_len(&self, i: u64) -> u64 {
         if i + 1 < self.chunk_count() {
@@ -183,6 +190,11 @@ mod tests {
         );
         assert_eq!(piece_length_for(1 << 30) % CIPHER_CHUNK, 0);
         assert_eq!(piece_length_for(10), 256 * 1024);
+        assert_eq!(
+            (empty.plain_progress(16), two.plain_progress(two.cipher_len())),
+            (0, PLAIN_CHUNK + 1)
+        );
+        assert_eq!(two.plain_progress(u64::MAX), PLAIN_CHUNK + 1);
     }
 
     #[test]
