@@ -37,8 +37,16 @@ class Watch:
         self.t = threading.Thread(target=self.run, daemon=True)
         self.t.start()
 
+    def alive(self):
+        # Not Popen.poll(): that would reap the child and lose its rusage for wait4().
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
     def run(self):
-        while self.proc.poll() is None:
+        while self.alive():
             v = write_bytes(self.proc.pid)
             if v is not None:
                 self.last = v
