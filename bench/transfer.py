@@ -3,7 +3,7 @@
 wall time, MB/s, time until the code is printed, peak RSS, CPU seconds and extra disk
 written by each side.
 
-Usage: python3 bench/transfer.py [--size-mib 1024] [--runs 1]
+Usage: python3 bench/transfer.py [--size-mib 1024] [--runs 1] [--typing-delay 5]
 Everything stays on 127.0.0.1 and in a temporary folder that is removed afterwards.
 """
 import argparse, os, re, shutil, socket, subprocess, sys, tempfile, threading, time
@@ -65,7 +65,7 @@ def reap(proc, limit):
     raise SystemExit(f"process {proc.args} did not finish in {limit}s")
 
 
-def run_once(size, work, relay_addr):
+def run_once(size, work, relay_addr, typing_delay):
     src = os.path.join(work, "payload.bin")
     out = os.path.join(work, "out")
     shutil.rmtree(out, ignore_errors=True)
@@ -81,6 +81,7 @@ def run_once(size, work, relay_addr):
     if not m:
         raise SystemExit(f"sender printed {line!r}")
     threading.Thread(target=lambda: sender.stdout.read(), daemon=True).start()
+    time.sleep(typing_delay)  # the person on the other side typing the code
     t_recv = time.time()
     receiver = subprocess.Popen([convey, "receive", "--yes", "--relay", relay_addr, "--out", out, m.group(1)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=work)
@@ -114,6 +115,8 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--typing-delay", type=float, default=0.0,
+                    help="seconds between the code appearing and the receiver starting")
     a = ap.parse_args()
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "--locked", "-p", "convey", "-p", "convey-relay"],
@@ -139,9 +142,9 @@ def main():
                 time.sleep(0.05)
         rru_before = None
         for i in range(a.runs):
-            r = run_once(size, work, f"127.0.0.1:{port}")
+            r = run_once(size, work, f"127.0.0.1:{port}", a.typing_delay)
             mb = size / 1e6
-            print(f"run {i + 1}: {a.size_mib} MiB on loopback")
+            print(f"run {i + 1}: {a.size_mib} MiB on loopback, receiver started {a.typing_delay:g} s after the code")
             print(f"  code printed after      {r['code_ms']:8.1f} ms   (target < 200 ms)")
             print(f"  receiver wall time      {r['wall_s']:8.2f} s    {mb / r['wall_s']:7.0f} MB/s  (receiver start -> verified file)")
             print(f"  transfer phase          {r['transfer_s']:8.2f} s    {mb / r['transfer_s']:7.0f} MB/s  (offer accepted -> verified file; target >= 500 MB/s)")

@@ -262,8 +262,11 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
             &torrent_session,
             plan.torrent.clone(),
             storage.boxed_factory(),
-            relay.announce_url(),
-            plan.hints.clone(),
+            bt::AddOptions {
+                tracker: relay.announce_url(),
+                peers: plan.hints.clone(),
+                paused: false,
+            },
             &folder,
         )
         .await?;

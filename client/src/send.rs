@@ -2,14 +2,17 @@
 //! seed the ciphertext, offer it, and wait until the receiver says it verified the file.
 
 use std::{
-    path::PathBuf,
-    sync::{Arc, atomic::AtomicBool},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use convey_shared::{
     Code,
-    content::ContentCipher,
+    content::{ContentCipher, ContentKey},
     crypto::Side,
     manifest::{FileEntry, Manifest},
     protocol::{
@@ -66,7 +69,7 @@ pub async fn send(opts: SendOptions, events: EventSink) -> Result<SendReport> {
         .to_owned();
 
     let mut rv = Rendezvous::connect(&opts.relay).await?;
-    let (code, peer_present) = match opts.code {
+    let (code, peer_present) = match opts.code.clone() {
         Some(code) => {
             let present = rv.claim(code.nameplate()).await?;
             (code, present)
@@ -80,64 +83,64 @@ pub async fn send(opts: SendOptions, events: EventSink) -> Result<SendReport> {
         code: code.to_string(),
     });
 
-    // Encrypt and hash while the receiver types the code.
+    // Encrypt, hash and start seeding (paused) while the receiver types the code.
     events(Event::Preparing { bytes: meta.len() });
     let cancel = Arc::new(AtomicBool::new(false));
-    let prep = {
-        let (path, cancel) = (path.clone(), cancel.clone());
-        let key = convey_shared::content::ContentKey::generate();
-        tokio::task::spawn_blocking(move || prepare(&path, key, &cancel))
-    };
+    let folder = path.parent().map(Path::to_path_buf).unwrap_or_else(|| ".".into());
+    let ready = get_ready(&path, &folder, &opts, cancel.clone());
+    tokio::pin!(ready);
     let linked = async {
         if !peer_present {
             events(Event::Waiting);
             rv.wait_for_peer().await?;
         }
         session::establish(rv, &code, Side::Sender).await
-    }
-    .await;
+    };
+    let code_for_report = code.clone();
+    tokio::pin!(linked);
+
+    let mut seeding = None;
+    let linked = loop {
+        tokio::select! {
+            r = &mut linked => break r,
+            r = &mut ready, if seeding.is_none() => match r {
+                Ok(s) => seeding = Some(s),
+                // The file cannot be sent: say so now, not after the receiver typed the code.
+                Err(e) => return Err(e),
+            },
+        }
+    };
     let mut link = match linked {
         Ok(link) => link,
         Err(e) => {
-            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-            let _ = prep.await;
+            cancel.store(true, Ordering::Relaxed);
+            if seeding.is_none() {
+                seeding = ready.await.ok();
+            }
+            if let Some(s) = seeding {
+                bt::shutdown(&s.session).await;
+            }
             return Err(e);
         }
     };
     events(Event::Connected);
-    let prepared = match prep.await {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => return fail(link, e).await,
-        Err(e) => return fail(link, Error::Transfer(format!("preparing the file failed: {e}"))).await,
+    let seeding = match seeding {
+        Some(s) => s,
+        None => match ready.await {
+            Ok(s) => s,
+            Err(e) => return fail(link, e).await,
+        },
     };
 
-    let folder = path
-        .parent()
-        .map(|p| p.to_path_buf())
-        .unwrap_or_else(|| ".".into());
-    let torrent_session = match bt::start_session(&folder, opts.upload_limit).await {
-        Ok(s) => s,
-        Err(e) => return fail(link, e).await,
-    };
     let started = Instant::now();
-    let result = seed(
-        &mut link,
-        &opts.relay,
-        &torrent_session,
-        &prepared,
-        &path,
-        &folder,
-        name,
-        &events,
-    )
-    .await;
-    bt::shutdown(&torrent_session).await;
+    let result = offer_and_wait(&mut link, &seeding, name, &events).await;
+    bt::shutdown(&seeding.session).await;
     match result {
         Ok(()) => {
             link.close(Mood::Happy).await;
             Ok(SendReport {
-                code,
-                bytes: prepared.size,
+                code: code_for_report,
+                bytes: seeding.prepared.size,
                 elapsed: started.elapsed(),
             })
         }
@@ -150,33 +153,81 @@ async fn fail<T>(link: PeerLink, e: Error) -> Result<T> {
     Err(e)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn seed(
+/// A prepared file, checked by librqbit and ready to seed (still paused).
+struct Seeding {
+    prepared: Prepared,
+    cipher: ContentCipher,
+    torrent: Vec<u8>,
+    session: Arc<librqbit::Session>,
+    handle: Arc<librqbit::ManagedTorrent>,
+}
+
+/// Hash and encrypt the file once, then let librqbit check it, without announcing it yet.
+async fn get_ready(
+    path: &Path,
+    folder: &Path,
+    opts: &SendOptions,
+    cancel: Arc<AtomicBool>,
+) -> Result<Seeding> {
+    let prepared = {
+        let path = path.to_owned();
+        let key = ContentKey::generate();
+        tokio::task::spawn_blocking(move || prepare(&path, key, &cancel))
+            .await
+            .map_err(|e| Error::Transfer(format!("preparing the file failed: {e}")))??
+    };
+    let cipher = ContentCipher::new(&prepared.key, prepared.size);
+    let torrent = prepared.torrent_bytes(None);
+    let session = bt::start_session(folder, opts.upload_limit).await?;
+    let storage = SealingStorageFactory::new(path, cipher.clone());
+    let added = bt::add(
+        &session,
+        torrent.clone(),
+        storage.boxed_factory(),
+        bt::AddOptions {
+            tracker: opts.relay.announce_url(),
+            peers: Vec::new(),
+            paused: true,
+        },
+        folder,
+    )
+    .await;
+    let checked = match added {
+        Ok(handle) => bt::wait_seeding(&handle).await.map(|()| handle),
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok(handle) => Ok(Seeding {
+            prepared,
+            cipher,
+            torrent,
+            session,
+            handle,
+        }),
+        Err(e) => {
+            bt::shutdown(&session).await;
+            Err(e)
+        }
+    }
+}
+
+async fn offer_and_wait(
     link: &mut PeerLink,
-    relay: &RelayAddr,
-    torrent_session: &Arc<librqbit::Session>,
-    prepared: &Prepared,
-    path: &std::path::Path,
-    folder: &std::path::Path,
+    seeding: &Seeding,
     name: String,
     events: &EventSink,
 ) -> Result<()> {
+    let Seeding {
+        prepared,
+        cipher,
+        torrent,
+        session,
+        handle,
+    } = seeding;
     // Register first, so the tracker already knows the swarm when librqbit announces.
     link.register_swarm(&prepared.info_hash_hex()).await?;
-    let cipher = ContentCipher::new(&prepared.key, prepared.size);
-    let torrent = prepared.torrent_bytes(None);
-    let storage = SealingStorageFactory::new(path, cipher.clone());
-    let handle = bt::add(
-        torrent_session,
-        torrent.clone(),
-        storage.boxed_factory(),
-        relay.announce_url(),
-        Vec::new(),
-        folder,
-    )
-    .await?;
-    bt::wait_seeding(&handle).await?;
-    let port = torrent_session
+    bt::start(session, handle).await?;
+    let port = session
         .announce_port()
         .ok_or_else(|| Error::Transfer("BitTorrent is not listening".into()))?;
     let manifest = Manifest {

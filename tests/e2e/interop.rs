@@ -114,12 +114,16 @@ async fn aria2c_downloads_the_ciphertext_via_the_bundled_tracker() {
 
     let session = bt::start_session(dir.path(), None).await.expect("session");
     let storage = SealingStorageFactory::new(&src, ContentCipher::new(&key, prepared.size));
+    let opts = bt::AddOptions {
+        tracker: relay.addr.announce_url(),
+        peers: vec![],
+        paused: false,
+    };
     let handle = bt::add(
         &session,
         prepared.torrent_bytes(None),
         storage.boxed_factory(),
-        relay.addr.announce_url(),
-        vec![],
+        opts,
         dir.path(),
     )
     .await

@@ -57,19 +57,30 @@ pub async fn shutdown(session: &Arc<Session>) {
     session.cancellation_token().cancel();
 }
 
-/// Add the torrent with our storage, announcing to `tracker` and dialling `peers`.
+/// How to add a torrent.
+#[derive(Debug, Clone)]
+pub struct AddOptions {
+    /// The relay's announce URL.
+    pub tracker: String,
+    /// Addresses to dial straight away.
+    pub peers: Vec<SocketAddr>,
+    /// Check the data but neither announce nor connect until [`start`].
+    pub paused: bool,
+}
+
+/// Add the torrent with our storage.
 pub async fn add(
     session: &Arc<Session>,
     torrent: Vec<u8>,
     storage: BoxStorageFactory,
-    tracker: String,
-    peers: Vec<SocketAddr>,
+    opts: AddOptions,
     folder: &Path,
 ) -> Result<Arc<ManagedTorrent>> {
     let opts = AddTorrentOptions {
         storage_factory: Some(storage),
-        trackers: Some(vec![tracker]),
-        initial_peers: Some(peers),
+        trackers: Some(vec![opts.tracker]),
+        initial_peers: Some(opts.peers),
+        paused: opts.paused,
         overwrite: true,
         output_folder: Some(folder.to_string_lossy().into_owned()),
         ..Default::default()
@@ -80,6 +91,14 @@ pub async fn add(
         .map_err(|e| Error::Transfer(format!("cannot add the torrent: {e:#}")))?
         .into_handle()
         .ok_or_else(|| Error::Transfer("the torrent was not started".into()))
+}
+
+/// Start announcing and serving a torrent added with `paused: true`.
+pub async fn start(session: &Arc<Session>, handle: &Arc<ManagedTorrent>) -> Result<()> {
+    session
+        .unpause(handle)
+        .await
+        .map_err(|e| Error::Transfer(format!("cannot start seeding: {e:#}")))
 }
 
 /// Wait until the sender's initial check is done and it has every piece.
