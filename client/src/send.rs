@@ -169,6 +169,7 @@ async fn get_ready(
     opts: &SendOptions,
     cancel: Arc<AtomicBool>,
 ) -> Result<Seeding> {
+    let began = Instant::now();
     let prepared = {
         let path = path.to_owned();
         let key = ContentKey::generate();
@@ -176,6 +177,7 @@ async fn get_ready(
             .await
             .map_err(|e| Error::Transfer(format!("preparing the file failed: {e}")))??
     };
+    tracing::debug!(elapsed = ?began.elapsed(), "hashed and encrypted");
     let cipher = ContentCipher::new(&prepared.key, prepared.size);
     let torrent = prepared.torrent_bytes(None);
     let session = bt::start_session(folder, opts.upload_limit).await?;
@@ -196,6 +198,7 @@ async fn get_ready(
         Ok(handle) => bt::wait_seeding(&handle).await.map(|()| handle),
         Err(e) => Err(e),
     };
+    tracing::debug!(elapsed = ?began.elapsed(), "checked by librqbit");
     match checked {
         Ok(handle) => Ok(Seeding {
             prepared,

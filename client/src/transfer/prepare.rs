@@ -5,7 +5,10 @@ use std::{
     fs::File,
     io::{BufReader, Read},
     path::Path,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use convey_shared::content::{CIPHER_CHUNK, ContentCipher, ContentKey, TAG_LEN, piece_length_for};
@@ -62,6 +65,37 @@ impl Prepared {
     }
 }
 
+/// Threads that seal and hash pieces while the caller reads the file.
+const SEAL_WORKERS: usize = 2;
+
+/// Worker: seal each piece's chunks and record the piece's SHA-1, until the reader is done.
+fn seal_pieces(
+    cipher: &ContentCipher,
+    chunks_per_piece: u64,
+    jobs: &Mutex<std::sync::mpsc::Receiver<(u64, Vec<u8>)>>,
+    hashes: &Mutex<Vec<[u8; 20]>>,
+) {
+    let mut sealed = Vec::new();
+    loop {
+        let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok((p, plain)) = job else { return };
+        sealed.clear();
+        let first = p * chunks_per_piece;
+        let last = (first + chunks_per_piece).min(cipher.chunk_count());
+        let mut at = 0;
+        for i in first..last {
+            let n = usize::try_from(cipher.plain_chunk_len(i)).expect("chunk fits in memory");
+            let start = sealed.len();
+            sealed.extend_from_slice(&plain[at..at + n]);
+            sealed.resize(start + n + TAG_LEN as usize, 0);
+            cipher.seal_chunk(i, &mut sealed[start..]);
+            at += n;
+        }
+        let digest: [u8; 20] = Sha1::digest(&sealed).into();
+        hashes.lock().unwrap_or_else(|e| e.into_inner())[usize::try_from(p).expect("index fits")] = digest;
+    }
+}
+
 /// Parse a .torrent received from the peer and return its info and info-hash.
 pub fn parse_torrent(bytes: &[u8]) -> Result<(Info, [u8; 20])> {
     let m: Metainfo = serde_bencode::from_bytes(bytes)
@@ -86,28 +120,46 @@ pub fn prepare(path: &Path, key: ContentKey, cancel: &AtomicBool) -> Result<Prep
     let cipher = ContentCipher::new(&key, size);
     let piece_length = piece_length_for(cipher.cipher_len());
     let chunks_per_piece = piece_length / CIPHER_CHUNK;
+    let piece_count = cipher.chunk_count().div_ceil(chunks_per_piece);
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut sha256 = Sha256::new();
-    let mut piece = Sha1::new();
-    let mut pieces = Vec::new();
-    let mut buf = vec![0u8; CIPHER_CHUNK as usize];
-    for i in 0..cipher.chunk_count() {
-        if i % 1024 == 0 && cancel.load(Ordering::Relaxed) {
-            return Err(Error::Transfer("cancelled".into()));
+    let piece_hashes = Mutex::new(vec![
+        [0u8; 20];
+        usize::try_from(piece_count).expect("piece table fits")
+    ]);
+
+    // This thread reads and computes the SHA-256; worker threads seal and SHA-1 whole pieces.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(1);
+    let rx = Mutex::new(rx);
+    std::thread::scope(|scope| -> Result<()> {
+        // Owned by this closure: dropping it when the reader is done stops the workers.
+        let tx = tx;
+        for _ in 0..SEAL_WORKERS {
+            scope.spawn(|| seal_pieces(&cipher, chunks_per_piece, &rx, &piece_hashes));
         }
-        let n = usize::try_from(cipher.plain_chunk_len(i)).expect("chunk fits in memory");
-        reader.read_exact(&mut buf[..n]).map_err(Error::io(format!(
-            "reading {} (did it shrink while being sent?)",
-            path.display()
-        )))?;
-        sha256.update(&buf[..n]);
-        let sealed = &mut buf[..n + TAG_LEN as usize];
-        cipher.seal_chunk(i, sealed);
-        piece.update(&*sealed);
-        if (i + 1) % chunks_per_piece == 0 || i + 1 == cipher.chunk_count() {
-            pieces.extend_from_slice(&std::mem::take(&mut piece).finalize());
+        for p in 0..piece_count {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Transfer("cancelled".into()));
+            }
+            let first = p * chunks_per_piece;
+            let last = (first + chunks_per_piece).min(cipher.chunk_count());
+            let plain: u64 = (first..last).map(|i| cipher.plain_chunk_len(i)).sum();
+            let mut buf = vec![0u8; usize::try_from(plain).expect("piece fits in memory")];
+            reader.read_exact(&mut buf).map_err(Error::io(format!(
+                "reading {} (did it shrink while being sent?)",
+                path.display()
+            )))?;
+            sha256.update(&buf);
+            if tx.send((p, buf)).is_err() {
+                break;
+            }
         }
-    }
+        Ok(())
+    })?;
+    let pieces: Vec<u8> = piece_hashes
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .concat();
     let info = Info {
         length: cipher.cipher_len(),
         name: TORRENT_NAME.to_owned(),
@@ -149,5 +201,33 @@ mod tests {
                 .1,
             a.info_hash
         );
+    }
+
+    #[test]
+    fn piece_hashes_and_digest_match_a_sequential_computation() {
+        // Enough pieces for both workers to interleave, and a short last chunk and piece.
+        let data: Vec<u8> = (0..3_000_123u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&data).unwrap();
+        let key = ContentKey::from_bytes([9; 32]);
+        let p = prepare(f.path(), key.clone(), &AtomicBool::new(false)).unwrap();
+
+        let c = ContentCipher::new(&key, data.len() as u64);
+        let mut ciphertext = Vec::new();
+        for i in 0..c.chunk_count() {
+            let start = (i * convey_shared::content::PLAIN_CHUNK) as usize;
+            let n = c.plain_chunk_len(i) as usize;
+            let mut chunk = data[start..start + n].to_vec();
+            chunk.resize(n + TAG_LEN as usize, 0);
+            c.seal_chunk(i, &mut chunk);
+            ciphertext.extend_from_slice(&chunk);
+        }
+        let expected: Vec<u8> = ciphertext
+            .chunks(p.info.piece_length as usize)
+            .flat_map(|piece| <[u8; 20]>::from(Sha1::digest(piece)))
+            .collect();
+        assert!(expected.len() > 20 * 8, "several pieces");
+        assert_eq!(p.info.pieces.as_ref(), expected.as_slice());
+        assert_eq!(p.sha256, hex::encode(Sha256::digest(&data)));
     }
 }
