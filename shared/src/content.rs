@@ -116,6 +116,22 @@ impl ContentCipher {
         }
     }
 
+    /// The whole ciphertext of a small in-memory plaintext (`data.len()` must equal
+    /// `plain_len`). For reference computations; transfers stream chunk by chunk instead.
+    pub fn seal_in_memory(&self, data: &[u8]) -> Vec<u8> {
+        assert_eq!(data.len() as u64, self.plain_len, "seal_in_memory length");
+        let mut out = Vec::with_capacity(usize::try_from(self.cipher_len()).unwrap_or(0));
+        for i in 0..self.chunk_count() {
+            let start = usize::try_from(i * PLAIN_CHUNK).expect("in-memory data");
+            let len = usize::try_from(self.plain_chunk_len(i)).expect("in-memory data");
+            let at = out.len();
+            out.extend_from_slice(&data[start..start + len]);
+            out.resize(at + len + TAG_LEN as usize, 0);
+            self.seal_chunk(i, &mut out[at..]);
+        }
+        out
+    }
+
     fn nonce(&self, i: u64) -> chacha20poly1305::Nonce {
         let mut n = [0u8; 12];
         n[..8].copy_from_slice(&i.to_be_bytes());
@@ -163,19 +179,6 @@ pub fn piece_length_for(cipher_len: u64) -> u64 {
 mod tests {
     use super::*;
 
-    fn seal_all(c: &ContentCipher, data: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for i in 0..c.chunk_count() {
-            let start = (i * PLAIN_CHUNK) as usize;
-            let len = c.plain_chunk_len(i) as usize;
-            let mut buf = data[start..start + len].to_vec();
-            buf.resize(len + TAG_LEN as usize, 0);
-            c.seal_chunk(i, &mut buf);
-            out.extend_from_slice(&buf);
-        }
-        out
-    }
-
     #[test]
     fn sizes() {
         let k = ContentKey::generate();
@@ -202,8 +205,8 @@ mod tests {
         let k = ContentKey::from_bytes([7; 32]);
         let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
         let c = ContentCipher::new(&k, data.len() as u64);
-        let ct = seal_all(&c, &data);
-        assert_eq!(ct, seal_all(&c, &data), "same key and data, same ciphertext");
+        let ct = c.seal_in_memory(&data);
+        assert_eq!(ct, c.seal_in_memory(&data), "same key and data, same ciphertext");
         assert_eq!(ct.len() as u64, c.cipher_len());
         let mut plain = Vec::new();
         for (i, chunk) in ct.chunks(CIPHER_CHUNK as usize).enumerate() {
@@ -228,7 +231,7 @@ mod tests {
         let k = ContentKey::from_bytes([1; 32]);
         let data = vec![9u8; (PLAIN_CHUNK * 3) as usize];
         let full = ContentCipher::new(&k, data.len() as u64);
-        let ct = seal_all(&full, &data);
+        let ct = full.seal_in_memory(&data);
         // An attacker presents the first two chunks as a complete two-chunk stream.
         let short = ContentCipher::new(&k, PLAIN_CHUNK * 2);
         let mut second = ct[CIPHER_CHUNK as usize..2 * CIPHER_CHUNK as usize].to_vec();

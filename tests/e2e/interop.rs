@@ -5,7 +5,7 @@
 use std::{path::Path, process::Stdio, sync::atomic::AtomicBool, time::Duration};
 
 use convey::transfer::{bt, prepare::prepare, storage::SealingStorageFactory};
-use convey_shared::content::{ContentCipher, ContentKey, PLAIN_CHUNK, TAG_LEN};
+use convey_shared::content::{ContentCipher, ContentKey};
 use convey_tests::{TestRelay, random_file, sha256_file};
 use futures::{SinkExt, StreamExt};
 use sha2::{Digest, Sha256};
@@ -46,17 +46,8 @@ async fn send_json(ws: &mut Ws, v: serde_json::Value) {
 /// SHA-256 of the ciphertext of `path` under `key`, computed independently of librqbit.
 fn ciphertext_sha256(path: &Path, key: &ContentKey) -> String {
     let data = std::fs::read(path).expect("read source");
-    let c = ContentCipher::new(key, data.len() as u64);
-    let mut h = Sha256::new();
-    for i in 0..c.chunk_count() {
-        let start = (i * PLAIN_CHUNK) as usize;
-        let n = c.plain_chunk_len(i) as usize;
-        let mut buf = data[start..start + n].to_vec();
-        buf.resize(n + TAG_LEN as usize, 0);
-        c.seal_chunk(i, &mut buf);
-        h.update(&buf);
-    }
-    hex::encode(h.finalize())
+    let ct = ContentCipher::new(key, data.len() as u64).seal_in_memory(&data);
+    hex::encode(Sha256::digest(&ct))
 }
 
 async fn http_get(addr: std::net::SocketAddr, path_and_query: &str) -> String {

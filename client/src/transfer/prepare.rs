@@ -212,16 +212,7 @@ mod tests {
         let key = ContentKey::from_bytes([9; 32]);
         let p = prepare(f.path(), key.clone(), &AtomicBool::new(false)).unwrap();
 
-        let c = ContentCipher::new(&key, data.len() as u64);
-        let mut ciphertext = Vec::new();
-        for i in 0..c.chunk_count() {
-            let start = (i * convey_shared::content::PLAIN_CHUNK) as usize;
-            let n = c.plain_chunk_len(i) as usize;
-            let mut chunk = data[start..start + n].to_vec();
-            chunk.resize(n + TAG_LEN as usize, 0);
-            c.seal_chunk(i, &mut chunk);
-            ciphertext.extend_from_slice(&chunk);
-        }
+        let ciphertext = ContentCipher::new(&key, data.len() as u64).seal_in_memory(&data);
         let expected: Vec<u8> = ciphertext
             .chunks(p.info.piece_length as usize)
             .flat_map(|piece| <[u8; 20]>::from(Sha1::digest(piece)))
