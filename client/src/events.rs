@@ -18,18 +18,28 @@ pub enum Event {
     Connected,
     /// The content is being encrypted and hashed (sender only).
     Preparing { bytes: u64 },
-    /// What is offered.
+    /// What is offered (receiver only). `kind` is `files`, `text` or `stream`; `names` are
+    /// the first top-level names, escaped; `bytes` is `null` for a stream.
     Offer {
+        kind: String,
         files: usize,
-        bytes: u64,
+        bytes: Option<u64>,
         names: Vec<String>,
     },
-    /// The path the bytes take.
+    /// The path the bytes take: `direct` (BitTorrent or TCP between the peers) or
+    /// `relay-message` (a text inside the encrypted offer).
     Transport { path: String },
-    /// Plaintext bytes moved so far.
-    Progress { bytes: u64, total: u64 },
-    /// Finished: bytes moved and seconds from offer accepted to verified.
-    Done { bytes: u64, seconds: f64 },
+    /// Plaintext bytes moved so far; `total` is `null` for a stream.
+    Progress { bytes: u64, total: Option<u64> },
+    /// A resumed transfer found this many bytes already received and verified (receiver).
+    Resumed { bytes: u64 },
+    /// Finished: plaintext bytes, seconds since the offer was accepted, and (receiver of
+    /// files) the ciphertext bytes that actually crossed the network in this run.
+    Done {
+        bytes: u64,
+        seconds: f64,
+        fetched: Option<u64>,
+    },
 }
 
 /// Where events go.

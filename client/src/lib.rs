@@ -4,19 +4,22 @@
 //! [`Event`]s; it never prints. The `convey` binary is a thin shell around it.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod display;
 pub mod embedded;
 mod error;
 mod events;
 mod receive;
 mod relay_addr;
 mod rendezvous;
+mod seed;
 mod send;
 mod session;
 pub mod transfer;
 
 pub use convey_shared::Code;
+pub use display::safe as display_safe;
 pub use error::Error;
 pub use events::{Event, EventSink, ignore_events};
-pub use receive::{AcceptFn, OfferSummary, ReceiveOptions, ReceiveReport, receive};
+pub use receive::{AcceptFn, OfferSummary, ReceiveOptions, ReceiveReport, Received, receive};
 pub use relay_addr::{ParseRelayError, RelayAddr};
-pub use send::{SendOptions, SendReport, send};
+pub use send::{Payload, SendOptions, SendReport, send};

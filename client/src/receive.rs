@@ -1,11 +1,10 @@
 //! The receiving side: claim the code's nameplate, run the PAKE, check the offer (never
-//! trusting a name, size or torrent from the network), download into a hidden partial
-//! file, verify the SHA-256, and only then move the file into place.
+//! trusting a name, size or torrent from the network), ask, and fetch it: files into a
+//! staging folder that is verified before anything is moved into place, a text into the
+//! report, a stream to standard output.
 
 use std::{
-    fs::{File, OpenOptions},
-    io::Read,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -13,36 +12,42 @@ use std::{
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use convey_shared::{
     Code,
-    content::{CIPHER_CHUNK, ContentCipher},
+    content::{CIPHER_CHUNK, ContentCipher, ContentKey, StreamCipher},
     crypto::Side,
-    manifest::{FileEntry, sanitize_relative_path},
+    manifest::{CheckedManifest, Manifest},
     protocol::{
-        peer::{Offer, PeerMsg},
+        peer::{MAX_TEXT_BYTES, OfferBody, PeerMsg},
         rendezvous::Mood,
     },
 };
-use sha2::{Digest, Sha256};
 
 use crate::{
-    Error, Event, EventSink, RelayAddr,
+    Error, Event, EventSink, RelayAddr, display,
     error::Result,
     rendezvous::Rendezvous,
     session::{self, PeerLink},
-    transfer::{bt, prepare::parse_torrent, storage::OpeningStorageFactory},
+    transfer::{bt, prepare::parse_torrent, staging::Staging, storage::OpeningStorageFactory, stream},
 };
 
 /// Longest a key exchange with a present peer may take.
 const PAKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest piece length accepted from a sender.
 const MAX_PIECE_LENGTH: u64 = 64 * 1024 * 1024;
+/// Top-level names shown in an offer summary.
+const SHOWN_NAMES: usize = 5;
 
 /// What the user is asked to accept.
 #[derive(Debug, Clone)]
 pub struct OfferSummary {
+    /// `files` or `stream`.
+    pub kind: &'static str,
     pub files: usize,
-    pub bytes: u64,
-    /// Display-safe names (control characters escaped).
+    /// `None` for a stream.
+    pub bytes: Option<u64>,
+    /// The first top-level names, display-safe (folders end in `/`).
     pub names: Vec<String>,
+    /// Top-level names not shown.
+    pub more: usize,
 }
 
 /// Decides whether to accept an offer (a prompt, or `--yes`). Runs on a blocking thread.
@@ -69,21 +74,22 @@ impl std::fmt::Debug for ReceiveOptions {
     }
 }
 
+/// What arrived.
 #[derive(Debug, Clone)]
-pub struct ReceiveReport {
-    pub path: PathBuf,
-    pub bytes: u64,
-    pub elapsed: Duration,
+pub enum Received {
+    /// Files, now in place; `paths` are the top-level entries created under `--out`.
+    Files { paths: Vec<PathBuf>, count: usize },
+    /// A text message (unescaped: escape it before showing it on a terminal).
+    Text(String),
+    /// A stream, written to standard output.
+    Stream,
 }
 
-/// A checked offer, ready to download.
-struct Plan {
-    entry: FileEntry,
-    dest: PathBuf,
-    partial: PathBuf,
-    torrent: Vec<u8>,
-    cipher: ContentCipher,
-    hints: Vec<std::net::SocketAddr>,
+#[derive(Debug, Clone)]
+pub struct ReceiveReport {
+    pub received: Received,
+    pub bytes: u64,
+    pub elapsed: Duration,
 }
 
 pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveReport> {
@@ -93,8 +99,8 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
         events(Event::Waiting);
         tokio::time::timeout(opts.wait, rv.wait_for_peer()).await.map_err(|_| {
             Error::Timeout(format!(
-                "no sender appeared for code {nameplate}-… within {}s; check the code and that `convey send` is still running",
-                opts.wait.as_secs()
+                "no sender appeared for code {nameplate}-… within {}; check the code and that `convey send` is still running, or raise --wait",
+                humantime::format_duration(opts.wait)
             ))
         })??;
     }
@@ -107,64 +113,24 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
         PeerMsg::Offer(o) => *o,
         other => return reject(link, Error::Protocol(format!("expected an offer, got {other:?}"))).await,
     };
-    let plan = match check_offer(offer, &opts) {
-        Ok(p) => p,
-        Err(e) => return reject(link, e).await,
-    };
-    let summary = OfferSummary {
-        files: 1,
-        bytes: plan.entry.size,
-        names: vec![plan.entry.path.escape_debug().to_string()],
-    };
-    events(Event::Offer {
-        files: summary.files,
-        bytes: summary.bytes,
-        names: summary.names.clone(),
-    });
-    let accept = opts.accept.clone();
-    let accepted = tokio::task::spawn_blocking(move || accept(&summary))
-        .await
-        .unwrap_or(false);
-    if !accepted {
-        link.send(&PeerMsg::Answer {
-            accept: false,
-            reason: Some("declined by the receiver".into()),
-        })
-        .await?;
-        link.close(Mood::Happy).await;
-        return Err(Error::Declined(None));
-    }
-
-    let started = Instant::now();
-    let result = download(&mut link, &plan, &opts.relay, &events).await;
-    match result {
-        Ok(()) => {
-            link.send(&PeerMsg::Done {
-                ok: true,
-                message: None,
-            })
-            .await?;
-            link.close(Mood::Happy).await;
-            events(Event::Done {
-                bytes: plan.entry.size,
-                seconds: started.elapsed().as_secs_f64(),
-            });
-            Ok(ReceiveReport {
-                path: plan.dest,
-                bytes: plan.entry.size,
-                elapsed: started.elapsed(),
-            })
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&plan.partial);
-            let _ = link
-                .send(&PeerMsg::Done {
-                    ok: false,
-                    message: Some(e.to_string()),
-                })
-                .await;
-            link.close(Mood::Errory).await;
-            Err(e)
+    match offer.body {
+        OfferBody::Text { text } => receive_text(link, text, &events).await,
+        OfferBody::Stream {
+            content_key,
+            token,
+            direct_hints,
+        } => receive_stream(link, &content_key, &token, direct_hints, &opts, &events).await,
+        OfferBody::Files {
+            manifest,
+            content_key,
+            torrent,
+            direct_hints,
+        } => {
+            let plan = match check_files(manifest, &content_key, &torrent, direct_hints, &opts) {
+                Ok(p) => p,
+                Err(e) => return reject(link, e).await,
+            };
+            receive_files(link, plan, &opts, &events).await
         }
     }
 }
@@ -180,23 +146,149 @@ async fn reject<T>(mut link: PeerLink, e: Error) -> Result<T> {
     Err(e)
 }
 
-/// Validate everything the sender claimed before touching the disk.
-fn check_offer(offer: Offer, opts: &ReceiveOptions) -> Result<Plan> {
-    let [entry]: [FileEntry; 1] = offer.manifest.files.try_into().map_err(|files: Vec<FileEntry>| {
-        Error::Protocol(format!(
-            "the offer lists {} files; this version receives exactly one",
-            files.len()
-        ))
-    })?;
-    let parts = sanitize_relative_path(&entry.path).map_err(|e| Error::Refused(e.to_string()))?;
-    if entry.sha256.len() != 64 || !entry.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::Protocol("the offer's SHA-256 is malformed".into()));
+/// Show the offer and ask; on a no, tell the sender and stop.
+async fn ask(
+    link: &mut PeerLink,
+    summary: OfferSummary,
+    opts: &ReceiveOptions,
+    events: &EventSink,
+) -> Result<()> {
+    events(Event::Offer {
+        kind: summary.kind.into(),
+        files: summary.files,
+        bytes: summary.bytes,
+        names: summary.names.clone(),
+    });
+    let accept = opts.accept.clone();
+    let accepted = tokio::task::spawn_blocking(move || accept(&summary))
+        .await
+        .unwrap_or(false);
+    if !accepted {
+        link.send(&PeerMsg::Answer {
+            accept: false,
+            reason: Some("declined by the receiver".into()),
+        })
+        .await?;
+        return Err(Error::Declined(None));
     }
+    link.send(&PeerMsg::Answer {
+        accept: true,
+        reason: None,
+    })
+    .await
+}
+
+/// Tell the sender how it went, close the link, and pass the result on.
+async fn conclude<T>(mut link: PeerLink, result: Result<T>) -> Result<T> {
+    let (ok, message) = match &result {
+        Ok(_) => (true, None),
+        Err(Error::Declined(_)) => {
+            link.close(Mood::Happy).await;
+            return result;
+        }
+        Err(e) => (false, Some(e.to_string())),
+    };
+    let sent = link.send(&PeerMsg::Done { ok, message }).await;
+    link.close(if ok { Mood::Happy } else { Mood::Errory }).await;
+    match (result, sent) {
+        (Ok(v), Ok(())) => Ok(v),
+        (Ok(_), Err(e)) | (Err(e), _) => Err(e),
+    }
+}
+
+async fn receive_text(mut link: PeerLink, text: String, events: &EventSink) -> Result<ReceiveReport> {
+    if text.len() > MAX_TEXT_BYTES {
+        return reject(link, Error::Protocol("the offered text is too long".into())).await;
+    }
+    let answered = link
+        .send(&PeerMsg::Answer {
+            accept: true,
+            reason: None,
+        })
+        .await;
+    events(Event::Transport {
+        path: "relay-message".into(),
+    });
+    let bytes = text.len() as u64;
+    let result = answered.map(|()| ReceiveReport {
+        received: Received::Text(text),
+        bytes,
+        elapsed: Duration::ZERO,
+    });
+    conclude(link, result).await
+}
+
+async fn receive_stream(
+    mut link: PeerLink,
+    key: &ContentKey,
+    token: &str,
+    hints: Vec<std::net::SocketAddr>,
+    opts: &ReceiveOptions,
+    events: &EventSink,
+) -> Result<ReceiveReport> {
+    let mut tok = [0u8; stream::TOKEN_LEN];
+    if hex::decode_to_slice(token, &mut tok).is_err() {
+        return reject(
+            link,
+            Error::Protocol("the stream offer's token is malformed".into()),
+        )
+        .await;
+    }
+    let summary = OfferSummary {
+        kind: "stream",
+        files: 1,
+        bytes: None,
+        names: vec!["standard input of the sender".into()],
+        more: 0,
+    };
+    let started = Instant::now();
+    let result = async {
+        ask(&mut link, summary, opts, events).await?;
+        let hints: Vec<_> = hints.into_iter().take(bt::MAX_HINTS).collect();
+        let conn = stream::connect(&hints, &tok).await?;
+        events(Event::Transport {
+            path: "direct".into(),
+        });
+        let progress = |bytes| events(Event::Progress { bytes, total: None });
+        stream::receive(conn, &StreamCipher::new(key), tokio::io::stdout(), progress).await
+    }
+    .await;
+    let bytes = conclude(link, result).await?;
+    events(Event::Done {
+        bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        fetched: None,
+    });
+    Ok(ReceiveReport {
+        received: Received::Stream,
+        bytes,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// A checked files offer, ready to download.
+struct Plan {
+    content: CheckedManifest,
+    staging: Staging,
+    torrent: Vec<u8>,
+    cipher: ContentCipher,
+    hints: Vec<std::net::SocketAddr>,
+}
+
+/// Validate everything the sender claimed before touching the disk.
+fn check_files(
+    manifest: Manifest,
+    key: &ContentKey,
+    torrent: &str,
+    mut hints: Vec<std::net::SocketAddr>,
+    opts: &ReceiveOptions,
+) -> Result<Plan> {
+    let content = manifest.check().map_err(|e| Error::Refused(e.to_string()))?;
     let torrent = B64
-        .decode(&offer.torrent)
+        .decode(torrent)
         .map_err(|e| Error::Protocol(format!("the offer's torrent is not base64: {e}")))?;
-    let (info, _) = parse_torrent(&torrent)?;
-    let cipher = ContentCipher::new(&offer.content_key, entry.size);
+    let (info, info_hash) = parse_torrent(&torrent)?;
+    let cipher = ContentCipher::new(key, content.layout.total());
     let pieces = cipher.cipher_len().div_ceil(info.piece_length.max(1));
     if info.length != cipher.cipher_len()
         || info.piece_length == 0
@@ -209,54 +301,99 @@ fn check_offer(offer: Offer, opts: &ReceiveOptions) -> Result<Plan> {
             "the offer's torrent does not match its manifest".into(),
         ));
     }
-    let dest = parts.iter().fold(opts.out_dir.clone(), |p, c| p.join(c));
-    if dest.symlink_metadata().is_ok() && !opts.overwrite {
-        return Err(Error::Refused(format!(
-            "{} already exists; use --overwrite to replace it or --out to choose another folder",
-            dest.display()
-        )));
-    }
-    let parent = dest.parent().unwrap_or(&opts.out_dir).to_path_buf();
-    let partial = parent.join(format!(
-        ".{}.convey-part",
-        parts.last().map(String::as_str).unwrap_or("file")
-    ));
-    let mut hints = offer.direct_hints;
+    let staging = Staging::new(&opts.out_dir, &info_hash, &content);
     hints.truncate(bt::MAX_HINTS);
     Ok(Plan {
-        entry,
-        dest,
-        partial,
+        content,
+        staging,
         torrent,
         cipher,
         hints,
     })
 }
 
-async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &EventSink) -> Result<()> {
-    let folder = plan.partial.parent().unwrap_or(Path::new(".")).to_path_buf();
-    std::fs::create_dir_all(&folder).map_err(Error::io(format!("creating {}", folder.display())))?;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&plan.partial)
-        .map_err(Error::io(format!("creating {}", plan.partial.display())))?;
-    file.set_len(plan.entry.size)
-        .map_err(Error::io(format!("making room for {}", plan.partial.display())))?;
-    link.send(&PeerMsg::Answer {
-        accept: true,
-        reason: None,
+/// The first top-level names of an offer (folders with a trailing `/`), display-safe, and
+/// how many more there are.
+fn top_names(content: &CheckedManifest) -> (Vec<String>, usize) {
+    let mut seen = std::collections::HashSet::new();
+    let mut names = Vec::new();
+    let dirs = content.dir_parts.iter().map(|p| (p, true));
+    let files = content.file_parts.iter().map(|p| (p, p.len() > 1));
+    for (parts, is_dir) in dirs.chain(files) {
+        let Some(first) = parts.first() else { continue };
+        if seen.insert(first.as_str()) {
+            let shown = display::safe(first, false);
+            names.push(if is_dir { format!("{shown}/") } else { shown });
+        }
+    }
+    let more = names.len().saturating_sub(SHOWN_NAMES);
+    names.truncate(SHOWN_NAMES);
+    (names, more)
+}
+
+async fn receive_files(
+    mut link: PeerLink,
+    plan: Plan,
+    opts: &ReceiveOptions,
+    events: &EventSink,
+) -> Result<ReceiveReport> {
+    let total = plan.content.layout.total();
+    if let Err(e) = plan
+        .staging
+        .check_destinations(opts.overwrite)
+        .and_then(|()| plan.staging.check_space(total))
+    {
+        return reject(link, e).await;
+    }
+    let (names, more) = top_names(&plan.content);
+    let summary = OfferSummary {
+        kind: "files",
+        files: plan.content.manifest.files.len(),
+        bytes: Some(total),
+        names,
+        more,
+    };
+    let started = Instant::now();
+    let result = async {
+        ask(&mut link, summary, opts, events).await?;
+        download(&mut link, &plan, &opts.relay, events).await
+    }
+    .await;
+    let fetched = conclude(link, result).await?;
+    events(Event::Done {
+        bytes: total,
+        seconds: started.elapsed().as_secs_f64(),
+        fetched: Some(fetched),
+    });
+    let mut tops: Vec<PathBuf> = Vec::new();
+    for parts in plan.content.dir_parts.iter().chain(&plan.content.file_parts) {
+        let top = opts.out_dir.join(&parts[0]);
+        if !tops.contains(&top) {
+            tops.push(top);
+        }
+    }
+    Ok(ReceiveReport {
+        received: Received::Files {
+            paths: tops,
+            count: plan.content.manifest.files.len(),
+        },
+        bytes: total,
+        elapsed: started.elapsed(),
     })
-    .await?;
+}
+
+/// Fetch, verify and install. Returns the ciphertext bytes fetched over the network.
+async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &EventSink) -> Result<u64> {
+    let resume = plan.staging.exists();
+    let files = Arc::new(plan.staging.create(&plan.content)?);
     events(Event::Transport {
         path: "direct".into(),
     });
-
     let download_started = Instant::now();
+    let folder = plan.staging.root.clone();
     let torrent_session = bt::start_session(&folder, None).await?;
-    let storage = OpeningStorageFactory::new(file, plan.cipher.clone());
+    let storage = OpeningStorageFactory::new(files.clone(), plan.cipher.clone(), resume);
+    let total = plan.content.layout.total();
     let fetched = async {
         let handle = bt::add(
             &torrent_session,
@@ -270,10 +407,16 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
             &folder,
         )
         .await?;
+        if resume {
+            let had = bt::wait_checked(&handle).await?;
+            events(Event::Resumed {
+                bytes: plan.cipher.plain_progress(had),
+            });
+        }
         let progress = |done: u64, _| {
             events(Event::Progress {
                 bytes: plan.cipher.plain_progress(done),
-                total: plan.entry.size,
+                total: Some(total),
             });
         };
         tokio::select! {
@@ -286,41 +429,24 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
     }
     .await;
     bt::shutdown(&torrent_session).await;
-    fetched?;
+    files.close_all();
+    let fetched = fetched?;
     let verify_started = Instant::now();
     tracing::debug!(elapsed = ?verify_started.duration_since(download_started), "download complete");
 
-    let (partial, expected) = (plan.partial.clone(), plan.entry.sha256.clone());
-    let ok = tokio::task::spawn_blocking(move || verify_sha256(&partial, &expected))
-        .await
-        .map_err(|e| Error::Transfer(format!("verifying failed: {e}")))??;
-    if !ok {
-        return Err(Error::Transfer(
-            "the received file does not match the sender's SHA-256; nothing was kept".into(),
-        ));
-    }
-    tracing::debug!(elapsed = ?verify_started.elapsed(), "SHA-256 verified and synced");
-    std::fs::rename(&plan.partial, &plan.dest).map_err(Error::io(format!(
-        "moving the file into place at {}",
-        plan.dest.display()
-    )))?;
-    Ok(())
-}
-
-fn verify_sha256(path: &Path, expected_hex: &str) -> Result<bool> {
-    let mut f = File::open(path).map_err(Error::io(format!("reading {}", path.display())))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(Error::io(format!("reading {}", path.display())))?;
-        if n == 0 {
-            break;
+    let (staging, content) = (plan.staging.clone(), plan.content.clone());
+    tokio::task::spawn_blocking(move || {
+        if let Some(bad) = staging.verify(&content)? {
+            staging.discard();
+            return Err(Error::Transfer(format!(
+                "{} does not match the sender's SHA-256; nothing was kept",
+                display::safe(&bad, false)
+            )));
         }
-        h.update(&buf[..n]);
-    }
-    f.sync_all()
-        .map_err(Error::io(format!("syncing {}", path.display())))?;
-    Ok(hex::encode(h.finalize()) == expected_hex.to_ascii_lowercase())
+        staging.install(&content)
+    })
+    .await
+    .map_err(|e| Error::Transfer(format!("verifying failed: {e}")))??;
+    tracing::debug!(elapsed = ?verify_started.elapsed(), "verified, synced and moved into place");
+    Ok(fetched)
 }

@@ -133,10 +133,7 @@ impl ContentCipher {
     }
 
     fn nonce(&self, i: u64) -> chacha20poly1305::Nonce {
-        let mut n = [0u8; 12];
-        n[..8].copy_from_slice(&i.to_be_bytes());
-        n[11] = u8::from(i + 1 == self.chunk_count());
-        n.into()
+        chunk_nonce(i, i + 1 == self.chunk_count())
     }
 
     /// Seal chunk `i` in place: `buf` holds the chunk's plaintext followed by room for the
@@ -164,6 +161,61 @@ impl ContentCipher {
         self.aead
             .decrypt_inout_detached(&self.nonce(i), &[], data.into(), &tag)
             .map_err(|_| ChunkError(i))
+    }
+}
+
+/// Nonce of chunk `i`: its index, and whether it is the last chunk of the stream.
+fn chunk_nonce(i: u64, last: bool) -> chacha20poly1305::Nonce {
+    let mut n = [0u8; 12];
+    n[..8].copy_from_slice(&i.to_be_bytes());
+    n[11] = u8::from(last);
+    n.into()
+}
+
+/// The same chunk cipher for a stream whose length is unknown in advance (a pipe): the
+/// sender marks the last chunk when it reaches the end, and the nonce authenticates the mark.
+#[derive(Clone)]
+pub struct StreamCipher {
+    aead: ChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for StreamCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamCipher")
+    }
+}
+
+impl StreamCipher {
+    pub fn new(key: &ContentKey) -> Self {
+        Self {
+            aead: ChaCha20Poly1305::new(&(*key.0).into()),
+        }
+    }
+
+    /// Seal `plain` (at most [`PLAIN_CHUNK`] bytes) as chunk `i`; returns plaintext + tag.
+    pub fn seal(&self, i: u64, last: bool, plain: &[u8]) -> Vec<u8> {
+        assert!(plain.len() as u64 <= PLAIN_CHUNK, "stream chunk too large");
+        let mut buf = Vec::with_capacity(plain.len() + TAG_LEN as usize);
+        buf.extend_from_slice(plain);
+        let tag = self
+            .aead
+            .encrypt_inout_detached(&chunk_nonce(i, last), &[], buf.as_mut_slice().into())
+            .expect("ChaCha20-Poly1305 encrypts any chunk of this size");
+        buf.extend_from_slice(&tag);
+        buf
+    }
+
+    /// Open chunk `i` in place; returns the plaintext length.
+    pub fn open(&self, i: u64, last: bool, buf: &mut [u8]) -> Result<usize, ChunkError> {
+        if buf.len() < TAG_LEN as usize || buf.len() as u64 > CIPHER_CHUNK {
+            return Err(ChunkError(i));
+        }
+        let (data, tag) = buf.split_at_mut(buf.len() - TAG_LEN as usize);
+        let tag = Tag::try_from(&*tag).map_err(|_| ChunkError(i))?;
+        self.aead
+            .decrypt_inout_detached(&chunk_nonce(i, last), &[], data.into(), &tag)
+            .map_err(|_| ChunkError(i))?;
+        Ok(data.len())
     }
 }
 
@@ -224,6 +276,21 @@ mod tests {
             c.open_chunk(1, &mut moved).is_err(),
             "a chunk only opens at its own index"
         );
+    }
+
+    #[test]
+    fn stream_chunks_authenticate_their_index_and_end_mark() {
+        let s = StreamCipher::new(&ContentKey::from_bytes([3; 32]));
+        let mut c = s.seal(4, true, b"tail");
+        let mut wrong_mark = c.clone();
+        assert!(
+            s.open(4, false, &mut wrong_mark).is_err(),
+            "an end mark cannot be removed"
+        );
+        let mut wrong_index = c.clone();
+        assert!(s.open(5, true, &mut wrong_index).is_err());
+        assert_eq!(s.open(4, true, &mut c), Ok(4));
+        assert_eq!(&c[..4], b"tail");
     }
 
     #[test]

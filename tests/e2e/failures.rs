@@ -85,8 +85,9 @@ async fn dead_relay_is_reported() {
     let opts = convey::SendOptions {
         relay,
         code: None,
-        path: src,
+        payload: convey::Payload::Paths(vec![src]),
         upload_limit: None,
+        wait: None,
     };
     let err = convey::send(opts, convey::ignore_events())
         .await

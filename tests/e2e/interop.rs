@@ -2,10 +2,18 @@
 //! the sender through the bundled tracker and downloads the ciphertext, byte for byte what
 //! convey's cipher produces. A stranger with the info-hash gets ciphertext only.
 
-use std::{path::Path, process::Stdio, sync::atomic::AtomicBool, time::Duration};
+use std::{
+    path::Path,
+    process::Stdio,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
-use convey::transfer::{bt, prepare::prepare, storage::SealingStorageFactory};
-use convey_shared::content::{ContentCipher, ContentKey};
+use convey::transfer::{bt, files::FileSet, prepare::prepare, storage::SealingStorageFactory};
+use convey_shared::{
+    content::{ContentCipher, ContentKey},
+    layout::Layout,
+};
 use convey_tests::{TestRelay, random_file, sha256_file};
 use futures::{SinkExt, StreamExt};
 use sha2::{Digest, Sha256};
@@ -83,7 +91,12 @@ async fn aria2c_downloads_the_ciphertext_via_the_bundled_tracker() {
     let src = dir.path().join("plain.bin");
     random_file(&src, 8 << 20, 77);
     let key = ContentKey::generate();
-    let prepared = prepare(&src, key.clone(), &AtomicBool::new(false)).expect("prepare");
+    let content = Arc::new(FileSet::new(
+        vec![src.clone()],
+        Layout::new([8 << 20]).expect("layout"),
+        false,
+    ));
+    let prepared = prepare(&content, key.clone(), &AtomicBool::new(false)).expect("prepare");
 
     // A live, paired rendezvous session registers the swarm, as a real sender does.
     let (mut a, mut b) = (ws(&relay).await, ws(&relay).await);
@@ -104,7 +117,7 @@ async fn aria2c_downloads_the_ciphertext_via_the_bundled_tracker() {
     assert_eq!(next_json(&mut a).await["type"], "swarm-registered");
 
     let session = bt::start_session(dir.path(), None).await.expect("session");
-    let storage = SealingStorageFactory::new(&src, ContentCipher::new(&key, prepared.size));
+    let storage = SealingStorageFactory::new(content, ContentCipher::new(&key, prepared.size));
     let opts = bt::AddOptions {
         tracker: relay.addr.announce_url(),
         peers: vec![],
@@ -163,7 +176,7 @@ async fn aria2c_downloads_the_ciphertext_via_the_bundled_tracker() {
         ciphertext_sha256(&src, &key),
         "aria2c got exactly the ciphertext"
     );
-    assert_ne!(sha256_file(&got), prepared.sha256, "and not the plaintext");
+    assert_ne!(sha256_file(&got), prepared.sha256[0], "and not the plaintext");
 
     bt::shutdown(&session).await;
     let _ = (a.close(None).await, b.close(None).await);

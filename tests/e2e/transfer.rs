@@ -31,9 +31,15 @@ async fn roundtrip(size: u64) {
     .expect("receive succeeded");
     let sent = sender.await.expect("sender task").expect("send succeeded");
 
-    assert_eq!(got.path, out.join("payload.bin"));
+    let convey::Received::Files { paths, count } = &got.received else {
+        panic!("expected files, got {:?}", got.received)
+    };
+    assert_eq!(
+        (paths.as_slice(), *count),
+        ([out.join("payload.bin")].as_slice(), 1)
+    );
     assert_eq!((got.bytes, sent.bytes), (size, size));
-    assert_eq!(sha256_file(&got.path), digest, "byte-identical");
+    assert_eq!(sha256_file(&paths[0]), digest, "byte-identical");
     assert_eq!(
         dir_entries(&out),
         vec!["payload.bin"],

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use convey::{Code, Event, EventSink, ReceiveOptions, RelayAddr, SendOptions};
+use convey::{Code, Event, EventSink, Payload, ReceiveOptions, RelayAddr, SendOptions};
 use convey_relay::{Config, Server};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 use sha2::{Digest, Sha256};
@@ -132,8 +132,9 @@ pub fn send_options(relay: &TestRelay, path: PathBuf) -> SendOptions {
     SendOptions {
         relay: relay.addr.clone(),
         code: None,
-        path,
+        payload: Payload::Paths(vec![path]),
         upload_limit: None,
+        wait: Some(Duration::from_secs(60)),
     }
 }
 

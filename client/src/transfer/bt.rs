@@ -117,9 +117,19 @@ pub async fn wait_seeding(handle: &ManagedTorrent) -> Result<()> {
     Ok(())
 }
 
+/// Wait for the initial check of a resumed download; returns the ciphertext bytes it found.
+pub async fn wait_checked(handle: &ManagedTorrent) -> Result<u64> {
+    handle
+        .wait_until_initialized()
+        .await
+        .map_err(|e| Error::Transfer(format!("cannot check the partial download: {e:#}")))?;
+    Ok(handle.stats().progress_bytes)
+}
+
 /// Poll until the download is complete, reporting ciphertext bytes to `progress`.
-/// Fails on a torrent error or when nothing arrives for [`STALL_TIMEOUT`].
-pub async fn wait_downloaded(handle: &ManagedTorrent, mut progress: impl FnMut(u64, u64)) -> Result<()> {
+/// Fails on a torrent error or when nothing arrives for [`STALL_TIMEOUT`]. Returns the
+/// ciphertext bytes fetched from the network (less than the whole when resuming).
+pub async fn wait_downloaded(handle: &ManagedTorrent, mut progress: impl FnMut(u64, u64)) -> Result<u64> {
     let mut last = (0, Instant::now());
     loop {
         let s = handle.stats();
@@ -131,7 +141,7 @@ pub async fn wait_downloaded(handle: &ManagedTorrent, mut progress: impl FnMut(u
         }
         progress(s.progress_bytes, s.total_bytes);
         if s.finished && matches!(s.state, TorrentStatsState::Live) {
-            return Ok(());
+            return Ok(s.live.map_or(0, |l| l.snapshot.fetched_bytes));
         }
         if s.progress_bytes != last.0 {
             last = (s.progress_bytes, Instant::now());

@@ -1,14 +1,10 @@
-//! One streaming pass over the file: SHA-256 of the plaintext, and the SHA-1 piece hashes of
-//! the ciphertext, which is computed chunk by chunk and thrown away. Memory stays constant.
+//! One streaming pass over the content: SHA-256 of each file's plaintext, and the SHA-1
+//! piece hashes of the ciphertext, which is computed piece by piece and thrown away. Memory
+//! stays constant however large the files are.
 
-use std::{
-    fs::File,
-    io::{BufReader, Read},
-    path::Path,
-    sync::{
-        Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+use std::sync::{
+    Mutex,
+    atomic::{AtomicBool, Ordering},
 };
 
 use convey_shared::content::{CIPHER_CHUNK, ContentCipher, ContentKey, TAG_LEN, piece_length_for};
@@ -17,6 +13,7 @@ use serde_bytes::ByteBuf;
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
 
+use super::files::FileSet;
 use crate::{Error, error::Result};
 
 /// The opaque name the torrent carries instead of the real file name.
@@ -40,13 +37,14 @@ struct Metainfo {
     info: Info,
 }
 
-/// A file ready to be offered.
+/// Content ready to be offered.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub info: Info,
     pub info_hash: [u8; 20],
     pub size: u64,
-    pub sha256: String,
+    /// Lowercase hex SHA-256 of each file, in layout order.
+    pub sha256: Vec<String>,
     pub key: ContentKey,
 }
 
@@ -109,26 +107,49 @@ fn info_hash(info: &Info) -> [u8; 20] {
     Sha1::digest(&encoded).into()
 }
 
-/// Read `path` once and describe its encryption under `key` as a torrent. Stops early with
-/// an error when `cancel` is set.
-pub fn prepare(path: &Path, key: ContentKey, cancel: &AtomicBool) -> Result<Prepared> {
-    let file = File::open(path).map_err(Error::io(format!("opening {}", path.display())))?;
-    let size = file
-        .metadata()
-        .map_err(Error::io(format!("reading {}", path.display())))?
-        .len();
+/// SHA-256 of each file of a stream that is read in order.
+struct FileDigests {
+    done: Vec<String>,
+    current: Sha256,
+}
+
+impl FileDigests {
+    fn update(&mut self, file: usize, data: &[u8]) {
+        while self.done.len() < file {
+            self.done
+                .push(hex::encode(std::mem::take(&mut self.current).finalize()));
+        }
+        self.current.update(data);
+    }
+
+    fn finish(mut self, files: usize) -> Vec<String> {
+        while self.done.len() < files {
+            self.done
+                .push(hex::encode(std::mem::take(&mut self.current).finalize()));
+        }
+        self.done
+    }
+}
+
+/// Read the content once and describe its encryption under `key` as a torrent. Stops early
+/// with an error when `cancel` is set.
+pub fn prepare(content: &FileSet, key: ContentKey, cancel: &AtomicBool) -> Result<Prepared> {
+    let layout = content.layout();
+    let size = layout.total();
     let cipher = ContentCipher::new(&key, size);
     let piece_length = piece_length_for(cipher.cipher_len());
     let chunks_per_piece = piece_length / CIPHER_CHUNK;
     let piece_count = cipher.chunk_count().div_ceil(chunks_per_piece);
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut sha256 = Sha256::new();
+    let mut digests = FileDigests {
+        done: Vec::with_capacity(layout.file_count()),
+        current: Sha256::new(),
+    };
     let piece_hashes = Mutex::new(vec![
         [0u8; 20];
         usize::try_from(piece_count).expect("piece table fits")
     ]);
 
-    // This thread reads and computes the SHA-256; worker threads seal and SHA-1 whole pieces.
+    // This thread reads and computes the SHA-256s; worker threads seal and SHA-1 whole pieces.
     let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(1);
     let rx = Mutex::new(rx);
     std::thread::scope(|scope| -> Result<()> {
@@ -137,6 +158,7 @@ pub fn prepare(path: &Path, key: ContentKey, cancel: &AtomicBool) -> Result<Prep
         for _ in 0..SEAL_WORKERS {
             scope.spawn(|| seal_pieces(&cipher, chunks_per_piece, &rx, &piece_hashes));
         }
+        let mut offset = 0u64;
         for p in 0..piece_count {
             if cancel.load(Ordering::Relaxed) {
                 return Err(Error::Transfer("cancelled".into()));
@@ -145,11 +167,15 @@ pub fn prepare(path: &Path, key: ContentKey, cancel: &AtomicBool) -> Result<Prep
             let last = (first + chunks_per_piece).min(cipher.chunk_count());
             let plain: u64 = (first..last).map(|i| cipher.plain_chunk_len(i)).sum();
             let mut buf = vec![0u8; usize::try_from(plain).expect("piece fits in memory")];
-            reader.read_exact(&mut buf).map_err(Error::io(format!(
-                "reading {} (did it shrink while being sent?)",
-                path.display()
-            )))?;
-            sha256.update(&buf);
+            content.read_exact_at(offset, &mut buf).map_err(Error::io(
+                "reading the files to send (did one shrink while being sent?)",
+            ))?;
+            let mut at = 0;
+            for seg in layout.segments(offset, buf.len()) {
+                digests.update(seg.file, &buf[at..at + seg.len]);
+                at += seg.len;
+            }
+            offset += plain;
             if tx.send((p, buf)).is_err() {
                 break;
             }
@@ -171,7 +197,7 @@ pub fn prepare(path: &Path, key: ContentKey, cancel: &AtomicBool) -> Result<Prep
         info_hash: info_hash(&info),
         info,
         size,
-        sha256: hex::encode(sha256.finalize()),
+        sha256: digests.finish(layout.file_count()),
         key,
     })
 }
@@ -179,7 +205,12 @@ pub fn prepare(path: &Path, key: ContentKey, cancel: &AtomicBool) -> Result<Prep
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use convey_shared::layout::Layout;
+    use std::{io::Write, path::Path};
+
+    fn one_file(path: &Path, size: u64) -> FileSet {
+        FileSet::new(vec![path.to_owned()], Layout::new([size]).unwrap(), false)
+    }
 
     #[test]
     fn torrent_roundtrips_and_is_deterministic() {
@@ -187,9 +218,10 @@ mod tests {
         f.write_all(&vec![42u8; 300_000]).unwrap();
         let key = ContentKey::from_bytes([5; 32]);
         let no = AtomicBool::new(false);
-        let a = prepare(f.path(), key.clone(), &no).unwrap();
-        let b = prepare(f.path(), key, &no).unwrap();
-        assert!(prepare(f.path(), a.key.clone(), &AtomicBool::new(true)).is_err());
+        let set = one_file(f.path(), 300_000);
+        let a = prepare(&set, key.clone(), &no).unwrap();
+        let b = prepare(&set, key, &no).unwrap();
+        assert!(prepare(&set, a.key.clone(), &AtomicBool::new(true)).is_err());
         assert_eq!(a.info_hash, b.info_hash);
         assert_eq!(a.info.length, ContentCipher::new(&a.key, 300_000).cipher_len());
         assert_eq!(a.info.pieces.len(), 40, "two 256 KiB pieces");
@@ -210,7 +242,12 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(&data).unwrap();
         let key = ContentKey::from_bytes([9; 32]);
-        let p = prepare(f.path(), key.clone(), &AtomicBool::new(false)).unwrap();
+        let p = prepare(
+            &one_file(f.path(), data.len() as u64),
+            key.clone(),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
 
         let ciphertext = ContentCipher::new(&key, data.len() as u64).seal_in_memory(&data);
         let expected: Vec<u8> = ciphertext
@@ -219,6 +256,21 @@ mod tests {
             .collect();
         assert!(expected.len() > 20 * 8, "several pieces");
         assert_eq!(p.info.pieces.as_ref(), expected.as_slice());
-        assert_eq!(p.sha256, hex::encode(Sha256::digest(&data)));
+        assert_eq!(p.sha256, [hex::encode(Sha256::digest(&data))]);
+    }
+
+    #[test]
+    fn digests_each_file_of_a_folder() {
+        let d = tempfile::tempdir().unwrap();
+        let parts: [&[u8]; 4] = [b"", b"first", b"", &[7u8; 40_000]];
+        let paths: Vec<_> = (0..4).map(|i| d.path().join(i.to_string())).collect();
+        for (p, c) in paths.iter().zip(parts) {
+            std::fs::write(p, c).unwrap();
+        }
+        let set = FileSet::new(paths, Layout::new(parts.map(|c| c.len() as u64)).unwrap(), false);
+        let p = prepare(&set, ContentKey::from_bytes([1; 32]), &AtomicBool::new(false)).unwrap();
+        let want: Vec<String> = parts.iter().map(|c| hex::encode(Sha256::digest(c))).collect();
+        assert_eq!(p.sha256, want);
+        assert_eq!(p.size, 40_005);
     }
 }

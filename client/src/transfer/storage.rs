@@ -1,17 +1,16 @@
 //! librqbit storage backends that hold plaintext on disk and speak ciphertext to BitTorrent.
 //!
 //! * [`SealingStorage`] (sender): every read encrypts the requested chunks from the original
-//!   file, so no encrypted copy is ever written.
+//!   files, so no encrypted copy is ever written.
 //! * [`OpeningStorage`] (receiver): every 16 KiB block written is one ciphertext chunk; it is
-//!   authenticated and decrypted straight into the partial output file. Reads (for librqbit's
-//!   piece hash check) re-encrypt, which is deterministic, so piece hashes still verify.
+//!   authenticated and decrypted straight into the staging files. Reads (for librqbit's
+//!   piece hash check) re-encrypt, which is deterministic, so piece hashes still verify; that
+//!   is also how a resumed transfer finds the pieces it already has.
 
 use std::{
     collections::HashMap,
-    fs::File,
     io::IoSlice,
-    os::unix::fs::FileExt,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -24,6 +23,8 @@ use librqbit::{
     ManagedTorrentShared, TorrentMetadata,
     storage::{BoxStorageFactory, StorageFactory, StorageFactoryExt, TorrentStorage},
 };
+
+use super::files::FileSet;
 
 const CHUNK: usize = CIPHER_CHUNK as usize;
 
@@ -52,10 +53,11 @@ fn read_cipher(
     Ok(())
 }
 
-/// Fill `buf` (plaintext length + tag room) with the sealed chunk `i` of `file`.
-fn seal_from_file(file: &File, cipher: &ContentCipher, i: u64, buf: &mut [u8]) -> anyhow::Result<()> {
+/// Fill `buf` (plaintext length + tag room) with the sealed chunk `i` of `files`.
+fn seal_from_files(files: &FileSet, cipher: &ContentCipher, i: u64, buf: &mut [u8]) -> anyhow::Result<()> {
     let n = buf.len() - TAG_LEN as usize;
-    file.read_exact_at(&mut buf[..n], i * PLAIN_CHUNK)
+    files
+        .read_exact_at(i * PLAIN_CHUNK, &mut buf[..n])
         .context("reading the plaintext")?;
     cipher.seal_chunk(i, buf);
     Ok(())
@@ -63,18 +65,16 @@ fn seal_from_file(file: &File, cipher: &ContentCipher, i: u64, buf: &mut [u8]) -
 
 // ---------------------------------------------------------------- sender
 
-/// Seeds an existing plaintext file as ciphertext.
+/// Seeds existing plaintext files as ciphertext.
 #[derive(Debug, Clone)]
 pub struct SealingStorageFactory {
-    path: PathBuf,
-    cipher: ContentCipher,
+    storage: SealingStorage,
 }
 
 impl SealingStorageFactory {
-    pub fn new(path: &Path, cipher: ContentCipher) -> Self {
+    pub fn new(files: Arc<FileSet>, cipher: ContentCipher) -> Self {
         Self {
-            path: path.to_owned(),
-            cipher,
+            storage: SealingStorage { files, cipher },
         }
     }
 
@@ -85,7 +85,7 @@ impl SealingStorageFactory {
 
 #[derive(Debug, Clone)]
 pub struct SealingStorage {
-    file: Arc<File>,
+    files: Arc<FileSet>,
     cipher: ContentCipher,
 }
 
@@ -93,11 +93,7 @@ impl StorageFactory for SealingStorageFactory {
     type Storage = SealingStorage;
 
     fn create(&self, _: &ManagedTorrentShared, _: &TorrentMetadata) -> anyhow::Result<SealingStorage> {
-        let file = File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
-        Ok(SealingStorage {
-            file: Arc::new(file),
-            cipher: self.cipher.clone(),
-        })
+        Ok(self.storage.clone())
     }
 
     fn clone_box(&self) -> BoxStorageFactory {
@@ -112,7 +108,7 @@ impl TorrentStorage for SealingStorage {
 
     fn pread_exact(&self, _file_id: usize, offset: u64, buf: &mut [u8]) -> anyhow::Result<()> {
         read_cipher(&self.cipher, offset, buf, |i, chunk| {
-            seal_from_file(&self.file, &self.cipher, i, chunk)
+            seal_from_files(&self.files, &self.cipher, i, chunk)
         })
     }
 
@@ -147,11 +143,13 @@ struct ChunkSet {
 }
 
 impl ChunkSet {
-    fn new(n: u64) -> Self {
+    /// `n` chunks, all unwritten, or all possibly written (`full`, when resuming).
+    fn new(n: u64, full: bool) -> Self {
         let words = usize::try_from(n.div_ceil(64)).expect("chunk bitmap fits in memory");
+        let fill = if full { u64::MAX } else { 0 };
         Self {
-            bits: (0..words).map(|_| AtomicU64::new(0)).collect(),
-            any: AtomicBool::new(false),
+            bits: (0..words).map(|_| AtomicU64::new(fill)).collect(),
+            any: AtomicBool::new(full),
         }
     }
 
@@ -165,7 +163,7 @@ impl ChunkSet {
     }
 }
 
-/// Receives ciphertext into a plaintext partial file.
+/// Receives ciphertext into plaintext staging files.
 #[derive(Debug, Clone)]
 pub struct OpeningStorageFactory {
     storage: OpeningStorage,
@@ -173,7 +171,7 @@ pub struct OpeningStorageFactory {
 
 #[derive(Debug, Clone)]
 pub struct OpeningStorage {
-    file: Arc<File>,
+    files: Arc<FileSet>,
     cipher: ContentCipher,
     written: Arc<ChunkSet>,
     /// Ciphertext of chunks written but not yet read back by librqbit's piece check, so the
@@ -185,12 +183,13 @@ pub struct OpeningStorage {
 const MAX_UNCHECKED: usize = 2048;
 
 impl OpeningStorageFactory {
-    /// Use `file` (already sized to the plaintext length) as the destination.
-    pub fn new(file: File, cipher: ContentCipher) -> Self {
-        let written = Arc::new(ChunkSet::new(cipher.chunk_count()));
+    /// Write into `files` (already created at their sizes). With `resume`, they may hold
+    /// chunks from an earlier attempt, which librqbit's initial check then finds.
+    pub fn new(files: Arc<FileSet>, cipher: ContentCipher, resume: bool) -> Self {
+        let written = Arc::new(ChunkSet::new(cipher.chunk_count(), resume));
         Self {
             storage: OpeningStorage {
-                file: Arc::new(file),
+                files,
                 cipher,
                 written,
                 unchecked: Arc::default(),
@@ -238,9 +237,9 @@ impl OpeningStorage {
             return Ok(());
         }
         let n = ct_len - TAG_LEN as usize;
-        self.file
-            .write_all_at(&buf[..n], i * PLAIN_CHUNK)
-            .context("writing the received file")?;
+        self.files
+            .write_all_at(i * PLAIN_CHUNK, &buf[..n])
+            .context("writing the received files")?;
         self.written.set(i);
         let mut unchecked = self.unchecked.lock().unwrap_or_else(|e| e.into_inner());
         if unchecked.len() < MAX_UNCHECKED {
@@ -268,7 +267,7 @@ impl TorrentStorage for OpeningStorage {
                 chunk.copy_from_slice(&ct);
                 Ok(())
             } else if self.written.get(i) {
-                seal_from_file(&self.file, &self.cipher, i, chunk)
+                seal_from_files(&self.files, &self.cipher, i, chunk)
             } else {
                 chunk.fill(0); // never matches a piece hash
                 Ok(())
@@ -308,7 +307,7 @@ impl TorrentStorage for OpeningStorage {
     }
 
     fn ensure_file_length(&self, _: usize, _: u64) -> anyhow::Result<()> {
-        // The partial file is sized to the plaintext, not the ciphertext librqbit sees.
+        // The staging files are sized to the plaintext, not the ciphertext librqbit sees.
         Ok(())
     }
 

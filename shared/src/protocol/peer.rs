@@ -24,15 +24,40 @@ pub enum PeerMsg {
     Unknown,
 }
 
+/// The ability to receive a stream of unknown length.
+pub const ABILITY_STREAM: &str = "stream-v1";
+
+/// Longest text accepted in a text offer.
+pub const MAX_TEXT_BYTES: usize = 1 << 20;
+
 /// The sender's offer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Offer {
     pub abilities: Vec<String>,
-    pub manifest: Manifest,
-    /// The key that decrypts the content.
-    pub content_key: ContentKey,
-    /// The .torrent describing the ciphertext (base64 of the bencoded metainfo).
-    pub torrent: String,
-    /// Addresses where the sender's BitTorrent listener may be reached directly.
-    pub direct_hints: Vec<SocketAddr>,
+    pub body: OfferBody,
+}
+
+/// What is offered and how to fetch it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum OfferBody {
+    /// Files and folders, as one encrypted torrent.
+    Files {
+        manifest: Manifest,
+        /// The key that decrypts the content.
+        content_key: ContentKey,
+        /// The .torrent describing the ciphertext (base64 of the bencoded metainfo).
+        torrent: String,
+        /// Addresses where the sender's BitTorrent listener may be reached directly.
+        direct_hints: Vec<SocketAddr>,
+    },
+    /// A short text, carried in the offer itself.
+    Text { text: String },
+    /// A stream of unknown length (the sender's stdin), sent as sealed chunks over TCP.
+    Stream {
+        content_key: ContentKey,
+        /// Hex of 32 random bytes the receiver presents when it connects.
+        token: String,
+        direct_hints: Vec<SocketAddr>,
+    },
 }

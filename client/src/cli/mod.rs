@@ -1,0 +1,360 @@
+//! Command-line surface of `convey`: arguments, config file, prompts, and the exit code.
+
+use std::{
+    io::{IsTerminal, Write},
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use convey::{
+    Code, Error, Event, OfferSummary, Payload, ReceiveOptions, Received, RelayAddr, SendOptions,
+    embedded::EmbeddedRelay,
+};
+use tracing_subscriber::EnvFilter;
+
+mod config;
+mod output;
+
+use config::Config;
+use output::{Mode, Output, human_bytes};
+
+/// Exit code for bad usage, as clap uses.
+const USAGE: u8 = 2;
+/// Default for how long a receiver waits for the sender.
+const RECEIVE_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "convey",
+    version,
+    about = "Send files with a short code, end-to-end encrypted, peer to peer over BitTorrent"
+)]
+pub(crate) struct Cli {
+    /// More logging on stderr (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+    /// Print one JSON event per line instead of text (schema in the README).
+    #[arg(long, global = true, conflicts_with = "quiet")]
+    json: bool,
+    /// Print only the code (sender) and errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Config file [default: ~/.config/convey/config.toml, if it exists].
+    #[arg(long, global = true, env = "CONVEY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send files or folders (or `-` for standard input, or --text); prints the code.
+    Send(SendArgs),
+    /// Receive with the code the sender printed.
+    Receive(ReceiveArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Args)]
+struct SendArgs {
+    /// Relay address, HOST:PORT or http(s)://HOST:PORT. Without one, convey runs its own.
+    #[arg(long, env = "CONVEY_RELAY")]
+    relay: Option<RelayAddr>,
+    /// Use this pre-agreed code instead of a generated one (e.g. 7-pilot-planet).
+    #[arg(long, env = "CONVEY_CODE", hide_env_values = true)]
+    code: Option<Code>,
+    /// Cap the upload rate, in bytes per second (suffixes K, M, G; e.g. 20M).
+    #[arg(long, value_parser = parse_rate)]
+    limit_rate: Option<std::num::NonZeroU32>,
+    /// How long to wait for the receiver (e.g. 10m) [default: until interrupted].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    wait: Option<Duration>,
+    /// Send this text instead of files.
+    #[arg(long, conflicts_with = "paths")]
+    text: Option<String>,
+    /// Also show the code as a QR code.
+    #[arg(long)]
+    qr: bool,
+    /// Files and folders to send, or `-` for standard input.
+    #[arg(required_unless_present = "text")]
+    paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ReceiveArgs {
+    /// Relay address, HOST:PORT or http(s)://HOST:PORT [default: 127.0.0.1:4790].
+    #[arg(long, env = "CONVEY_RELAY")]
+    relay: Option<RelayAddr>,
+    /// Folder to save into [default: the current folder].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Accept the offer without asking.
+    #[arg(short, long)]
+    yes: bool,
+    /// Replace existing files of the same names.
+    #[arg(long)]
+    overwrite: bool,
+    /// How long to wait for the sender to show up (e.g. 30s, 5m) [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    wait: Option<Duration>,
+    /// The code the sender printed (or set CONVEY_CODE to keep it out of the process list).
+    #[arg(env = "CONVEY_CODE", hide_env_values = true)]
+    code: Code,
+}
+
+pub(crate) fn init_logging(verbose: u8) {
+    let default = match verbose {
+        // librqbit reports routine peer churn (and its own shutdown) as warnings and errors;
+        // what matters to the user reaches them as convey's own one-line error.
+        0 => "off,convey=warn,convey_relay=warn",
+        1 => "warn,convey=debug,convey_relay=debug",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .init();
+}
+
+pub(crate) async fn run(cli: Cli) -> ExitCode {
+    let mode = if cli.json {
+        Mode::Json
+    } else if cli.quiet {
+        Mode::Quiet
+    } else {
+        Mode::Human
+    };
+    let verb = match cli.command {
+        Command::Send(_) => "sent",
+        _ => "received",
+    };
+    let out = Output::new(mode, verb);
+    let result = match Config::load(cli.config) {
+        Err(e) => Err(e.context(UsageError)),
+        Ok(config) => match cli.command {
+            Command::Send(args) => send(args, &config, &out).await,
+            Command::Receive(args) => receive(args, &config, &out).await,
+            Command::Completions { shell } => {
+                clap_complete::generate(shell, &mut Cli::command(), "convey", &mut std::io::stdout());
+                Ok(())
+            }
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let code = match err.downcast_ref::<Error>() {
+                Some(e) => e.exit_code(),
+                None if err.is::<UsageError>() || err.chain().any(|c| c.is::<UsageError>()) => USAGE,
+                None => 1,
+            };
+            out.error(&format!("{err:#}"), code);
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Marks an error as bad usage (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("bad configuration")]
+struct UsageError;
+
+async fn send(args: SendArgs, config: &Config, out: &Arc<Output>) -> anyhow::Result<()> {
+    let payload = match (args.text, args.paths.as_slice()) {
+        (Some(text), _) => Payload::Text(text),
+        (None, [one]) if one.as_os_str() == "-" => Payload::Stdin,
+        (None, paths) if paths.iter().any(|p| p.as_os_str() == "-") => {
+            return Err(
+                anyhow::anyhow!("`-` (standard input) cannot be mixed with files").context(UsageError)
+            );
+        }
+        (None, paths) => Payload::Paths(paths.to_vec()),
+    };
+    let (embedded, relay) = match args.relay.or(config.relay()?) {
+        Some(r) => (None, r),
+        None => {
+            let e = EmbeddedRelay::start().await?;
+            let local = e.local_addr();
+            (Some(e), local)
+        }
+    };
+    let receive_hint = match &embedded {
+        Some(e) => match e.lan_addr() {
+            Some(lan) => format!("convey receive --relay {lan} "),
+            None => format!("convey receive --relay {} ", e.local_addr()),
+        },
+        None => format!("convey receive --relay {relay} "),
+    };
+    let on_default_port = embedded
+        .as_ref()
+        .is_some_and(|e| e.port() == convey::embedded::DEFAULT_PORT);
+    let (qr, mode) = (args.qr, out.mode);
+    let shown = out.clone();
+    let events = out.sink(move |ev| match ev {
+        Event::Code { code } => {
+            println!("Code: {code}");
+            if mode == Mode::Human {
+                println!("On the other machine run:  {receive_hint}{code}");
+                if on_default_port {
+                    println!("(on this machine:          convey receive {code})");
+                }
+            }
+            if qr {
+                print_qr(code);
+            }
+            let _ = std::io::stdout().flush();
+            true
+        }
+        Event::Waiting => {
+            shown.say("Waiting for the receiver…");
+            true
+        }
+        _ => false,
+    });
+    let opts = SendOptions {
+        relay,
+        code: args.code,
+        payload,
+        upload_limit: args.limit_rate.or(config.limit_rate()?),
+        wait: args.wait.or(config.send_wait()),
+    };
+    let result = convey::send(opts, events).await;
+    if let Some(e) = embedded {
+        e.shutdown().await;
+    }
+    let report = result?;
+    out.say(&format!(
+        "Sent {} in {:.1}s",
+        human_bytes(report.bytes),
+        report.elapsed.as_secs_f64()
+    ));
+    Ok(())
+}
+
+fn print_qr(code: &str) {
+    match qrcode::QrCode::new(code.as_bytes()) {
+        Ok(qr) => println!(
+            "{}",
+            qr.render::<qrcode::render::unicode::Dense1x2>()
+                .quiet_zone(true)
+                .build()
+        ),
+        Err(err) => eprintln!("(cannot draw a QR code: {err})"),
+    }
+}
+
+async fn receive(args: ReceiveArgs, config: &Config, out: &Arc<Output>) -> anyhow::Result<()> {
+    let relay = match args.relay.or(config.relay()?) {
+        Some(r) => r,
+        None => convey::embedded::default_relay(),
+    };
+    let yes = args.yes;
+    let said = out.clone();
+    let accept = Arc::new(move |offer: &OfferSummary| {
+        if yes {
+            said.say(&format!("Receiving {}", describe(offer)));
+            true
+        } else {
+            prompt(offer)
+        }
+    });
+    let shown = out.clone();
+    let events = out.sink(move |ev| match ev {
+        Event::Waiting => {
+            shown.say("Waiting for the sender…");
+            true
+        }
+        _ => false,
+    });
+    let opts = ReceiveOptions {
+        relay,
+        code: args.code,
+        out_dir: args
+            .out
+            .or_else(|| config.out.clone())
+            .unwrap_or_else(|| ".".into()),
+        overwrite: args.overwrite,
+        wait: args.wait.or(config.receive_wait()).unwrap_or(RECEIVE_WAIT),
+        accept,
+    };
+    let report = convey::receive(opts, events).await?;
+    let secs = report.elapsed.as_secs_f64();
+    match report.received {
+        Received::Text(text) => {
+            if out.mode == Mode::Json {
+                out.json(&serde_json::json!({"event": "text", "text": text}));
+            } else if std::io::stdout().is_terminal() {
+                println!("{}", convey::display_safe(&text, true));
+            } else {
+                print!("{text}");
+            }
+        }
+        Received::Stream => out.say(&format!("Received {} in {secs:.1}s", human_bytes(report.bytes))),
+        Received::Files { paths, count } => {
+            let names: Vec<String> = paths
+                .iter()
+                .map(|p| convey::display_safe(&p.display().to_string(), false))
+                .collect();
+            out.say(&format!(
+                "Received {count} file{} ({}) in {secs:.1}s ({:.0} MB/s): {}",
+                if count == 1 { "" } else { "s" },
+                human_bytes(report.bytes),
+                report.bytes as f64 / secs.max(1e-6) / 1e6,
+                names.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// "3 files (1.2 MiB): photos/, notes.txt"
+fn describe(offer: &OfferSummary) -> String {
+    let size = offer.bytes.map_or_else(|| "size unknown".to_owned(), human_bytes);
+    let mut names = offer.names.join(", ");
+    if offer.more > 0 {
+        names.push_str(&format!(" and {} more", offer.more));
+    }
+    match offer.kind {
+        "stream" => format!("a stream ({size}) to standard output"),
+        _ => format!(
+            "{} file{} ({size}): {names}",
+            offer.files,
+            if offer.files == 1 { "" } else { "s" }
+        ),
+    }
+}
+
+/// Ask on the terminal. Without one, refuse and say how to accept non-interactively.
+fn prompt(offer: &OfferSummary) -> bool {
+    let what = describe(offer);
+    if !std::io::stdin().is_terminal() {
+        eprintln!("Offered {what}; not accepting without a terminal to ask on. Use --yes to accept.");
+        return false;
+    }
+    eprint!("Receive {what}? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
+}
+
+fn parse_rate(s: &str) -> Result<std::num::NonZeroU32, String> {
+    let t = s.trim();
+    let (digits, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a rate like 500K, 20M or 1G"))?;
+    n.checked_mul(mult)
+        .and_then(|v| u32::try_from(v).ok())
+        .and_then(std::num::NonZeroU32::new)
+        .ok_or_else(|| format!("{s:?} must be between 1 byte/s and 4G"))
+}

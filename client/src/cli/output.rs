@@ -1,0 +1,183 @@
+//! How events reach the user: a progress bar on a terminal, plain lines otherwise, nothing
+//! but errors with `--quiet`, and one JSON object per line with `--json` (schema in the
+//! README). JSON goes to stdout, except while stdout carries a received stream.
+
+use std::{
+    io::{IsTerminal, Write},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use convey::{Event, EventSink};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// How much to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Human,
+    Quiet,
+    Json,
+}
+
+/// Plain (non-terminal) progress lines at most this often.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub(crate) struct Output {
+    pub(crate) mode: Mode,
+    verb: &'static str,
+    tty: bool,
+    bar: Mutex<Option<ProgressBar>>,
+    path: Mutex<String>,
+    json_to_stderr: AtomicBool,
+    last_plain: Mutex<Option<Instant>>,
+}
+
+impl Output {
+    pub(crate) fn new(mode: Mode, verb: &'static str) -> Arc<Self> {
+        Arc::new(Self {
+            mode,
+            verb,
+            tty: std::io::stderr().is_terminal(),
+            bar: Mutex::default(),
+            path: Mutex::new("direct".into()),
+            json_to_stderr: AtomicBool::new(false),
+            last_plain: Mutex::default(),
+        })
+    }
+
+    /// An event sink that first offers each event to `special` (return true to consume it).
+    pub(crate) fn sink(
+        self: &Arc<Self>,
+        special: impl Fn(&Event) -> bool + Send + Sync + 'static,
+    ) -> EventSink {
+        let me = self.clone();
+        Arc::new(move |ev| {
+            if me.mode == Mode::Json {
+                me.json(&ev);
+            } else if !special(&ev) {
+                me.show(&ev);
+            }
+        })
+    }
+
+    /// Write one JSON line.
+    pub(crate) fn json(&self, value: &impl serde::Serialize) {
+        let Ok(line) = serde_json::to_string(value) else {
+            return;
+        };
+        if let Ok(ev) = serde_json::from_str::<serde_json::Value>(&line)
+            && ev["event"] == "offer"
+            && ev["kind"] == "stream"
+        {
+            // From now on stdout carries the stream itself.
+            self.json_to_stderr.store(true, Ordering::Relaxed);
+        }
+        if self.json_to_stderr.load(Ordering::Relaxed) {
+            eprintln!("{line}");
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+
+    /// A status line for people (stderr), unless quiet.
+    pub(crate) fn say(&self, line: &str) {
+        if self.mode == Mode::Human {
+            self.suspend(|| eprintln!("{line}"));
+        }
+    }
+
+    fn suspend(&self, f: impl FnOnce()) {
+        match &*self.bar.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
+    /// The final error, as a line for people or a JSON event.
+    pub(crate) fn error(&self, message: &str, exit_code: u8) {
+        self.finish_bar();
+        if self.mode == Mode::Json {
+            self.json(&serde_json::json!({"event": "error", "message": message, "exit_code": exit_code}));
+        } else {
+            eprintln!("error: {message}");
+        }
+    }
+
+    fn finish_bar(&self) {
+        if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn show(&self, ev: &Event) {
+        if self.mode != Mode::Human {
+            return;
+        }
+        match ev {
+            Event::Transport { path } => {
+                *self.path.lock().unwrap_or_else(|e| e.into_inner()) = path.clone();
+            }
+            Event::Resumed { bytes } => self.say(&format!("Resuming: {} already here", human_bytes(*bytes))),
+            Event::Progress { bytes, total } => self.progress(*bytes, *total),
+            Event::Done { .. } => self.finish_bar(),
+            _ => {}
+        }
+    }
+
+    fn progress(&self, bytes: u64, total: Option<u64>) {
+        let path = self.path.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if self.tty {
+            let mut bar = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+            let bar = bar.get_or_insert_with(|| new_bar(total));
+            bar.set_prefix(format!("{} via {path}", self.verb));
+            bar.set_position(bytes);
+            return;
+        }
+        let mut last = self.last_plain.lock().unwrap_or_else(|e| e.into_inner());
+        let complete = total == Some(bytes);
+        if last.is_some_and(|t| t.elapsed() < PLAIN_EVERY) && !complete {
+            return;
+        }
+        *last = Some(Instant::now());
+        match total {
+            Some(t) => eprintln!(
+                "{} {} of {} ({:.0}%) via {path}",
+                self.verb,
+                human_bytes(bytes),
+                human_bytes(t),
+                if t == 0 {
+                    100.0
+                } else {
+                    bytes as f64 * 100.0 / t as f64
+                }
+            ),
+            None => eprintln!("{} {} via {path}", self.verb, human_bytes(bytes)),
+        }
+    }
+}
+
+fn new_bar(total: Option<u64>) -> ProgressBar {
+    match total {
+        Some(t) => ProgressBar::new(t).with_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{prefix} {spinner} {bytes} {bytes_per_sec}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    }
+}
+
+pub(crate) fn human_bytes(n: u64) -> String {
+    indicatif::BinaryBytes(n).to_string()
+}

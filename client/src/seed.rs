@@ -1,0 +1,203 @@
+//! Sending files and folders: while the receiver types the code, walk the paths, hash and
+//! encrypt the content once, and let librqbit check it (paused, not announced). After key
+//! confirmation, register the swarm, start seeding, send the offer, and wait for the
+//! receiver's verdict.
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use convey_shared::{
+    content::ContentCipher,
+    layout::Layout,
+    manifest::Manifest,
+    protocol::peer::{ABILITY_BITTORRENT, OfferBody},
+};
+
+use crate::{
+    Error, Event, EventSink,
+    error::Result,
+    send::{SendOptions, await_done, finish, offer},
+    session::PeerLink,
+    transfer::{
+        bt,
+        content_key::content_key,
+        files::FileSet,
+        prepare::{Prepared, prepare},
+        select::select,
+        storage::SealingStorageFactory,
+    },
+};
+
+/// Prepared content, checked by librqbit and ready to seed (still paused).
+struct Seeding {
+    prepared: Prepared,
+    manifest: Manifest,
+    cipher: ContentCipher,
+    torrent: Vec<u8>,
+    session: Arc<librqbit::Session>,
+    handle: Arc<librqbit::ManagedTorrent>,
+}
+
+/// Send `paths`; `linked` resolves once the receiver is confirmed. Returns the bytes sent.
+pub(crate) async fn send_files(
+    paths: &[PathBuf],
+    linked: impl Future<Output = Result<PeerLink>>,
+    opts: &SendOptions,
+    events: &EventSink,
+) -> Result<u64> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let ready = get_ready(paths.to_vec(), opts, cancel.clone(), events.clone());
+    tokio::pin!(ready, linked);
+    let mut seeding = None;
+    let linked = loop {
+        tokio::select! {
+            r = &mut linked => break r,
+            r = &mut ready, if seeding.is_none() => match r {
+                Ok(s) => seeding = Some(s),
+                // The content cannot be sent: say so now, not after the receiver typed the code.
+                Err(e) => return Err(e),
+            },
+        }
+    };
+    let mut link = match linked {
+        Ok(link) => link,
+        Err(e) => {
+            cancel.store(true, Ordering::Relaxed);
+            if seeding.is_none() {
+                seeding = ready.await.ok();
+            }
+            if let Some(s) = seeding {
+                bt::shutdown(&s.session).await;
+            }
+            return Err(e);
+        }
+    };
+    let seeding = match seeding {
+        Some(s) => s,
+        None => match ready.await {
+            Ok(s) => s,
+            Err(e) => return finish(link, Err(e)).await,
+        },
+    };
+    let result = offer_and_wait(&mut link, &seeding, events).await;
+    bt::shutdown(&seeding.session).await;
+    finish(link, result.map(|()| seeding.prepared.size)).await
+}
+
+/// Walk, hash and encrypt the content once, then let librqbit check it without announcing.
+async fn get_ready(
+    paths: Vec<PathBuf>,
+    opts: &SendOptions,
+    cancel: Arc<AtomicBool>,
+    events: EventSink,
+) -> Result<Seeding> {
+    let began = Instant::now();
+    let (mut manifest, files, prepared) = tokio::task::spawn_blocking(move || {
+        let sel = select(&paths)?;
+        let files = Arc::new(FileSet::new(
+            sel.sources,
+            Layout::new(sel.manifest.files.iter().map(|f| f.size))
+                .ok_or_else(|| Error::Refused("the files add up to more bytes than can be counted".into()))?,
+            false,
+        ));
+        events(Event::Preparing {
+            bytes: files.layout().total(),
+        });
+        let prepared = prepare(&files, content_key(&sel.fingerprint), &cancel)?;
+        Ok::<_, Error>((sel.manifest, files, prepared))
+    })
+    .await
+    .map_err(|e| Error::Transfer(format!("preparing the files failed: {e}")))??;
+    for (entry, digest) in manifest.files.iter_mut().zip(&prepared.sha256) {
+        entry.sha256.clone_from(digest);
+    }
+    tracing::debug!(elapsed = ?began.elapsed(), "hashed and encrypted");
+    let cipher = ContentCipher::new(&prepared.key, prepared.size);
+    let torrent = prepared.torrent_bytes(None);
+    let folder = std::env::temp_dir();
+    let session = bt::start_session(&folder, opts.upload_limit).await?;
+    let storage = SealingStorageFactory::new(files, cipher.clone());
+    let added = bt::add(
+        &session,
+        torrent.clone(),
+        storage.boxed_factory(),
+        bt::AddOptions {
+            tracker: opts.relay.announce_url(),
+            peers: Vec::new(),
+            paused: true,
+        },
+        &folder,
+    )
+    .await;
+    let checked = match added {
+        Ok(handle) => bt::wait_seeding(&handle).await.map(|()| handle),
+        Err(e) => Err(e),
+    };
+    tracing::debug!(elapsed = ?began.elapsed(), "checked by librqbit");
+    match checked {
+        Ok(handle) => Ok(Seeding {
+            prepared,
+            manifest,
+            cipher,
+            torrent,
+            session,
+            handle,
+        }),
+        Err(e) => {
+            bt::shutdown(&session).await;
+            Err(e)
+        }
+    }
+}
+
+async fn offer_and_wait(link: &mut PeerLink, seeding: &Seeding, events: &EventSink) -> Result<()> {
+    let Seeding {
+        prepared,
+        manifest,
+        cipher,
+        torrent,
+        session,
+        handle,
+    } = seeding;
+    // Register first, so the tracker already knows the swarm when librqbit announces.
+    link.register_swarm(&prepared.info_hash_hex()).await?;
+    bt::start(session, handle).await?;
+    let port = session
+        .announce_port()
+        .ok_or_else(|| Error::Transfer("BitTorrent is not listening".into()))?;
+    let body = OfferBody::Files {
+        manifest: manifest.clone(),
+        content_key: prepared.key.clone(),
+        torrent: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, torrent),
+        direct_hints: bt::direct_hints(port),
+    };
+    offer(link, body, &[ABILITY_BITTORRENT]).await?;
+    events(Event::Transport {
+        path: "direct".into(),
+    });
+
+    let done = await_done(link);
+    tokio::pin!(done);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            r = &mut done => break r?,
+            _ = tick.tick() => {
+                let up = handle.stats().uploaded_bytes;
+                events(Event::Progress { bytes: cipher.plain_progress(up), total: Some(prepared.size) });
+            }
+        }
+    }
+    events(Event::Progress {
+        bytes: prepared.size,
+        total: Some(prepared.size),
+    });
+    Ok(())
+}

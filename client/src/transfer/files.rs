@@ -1,0 +1,132 @@
+//! Random access to the plaintext stream of an offer, which is the offer's files
+//! concatenated ([`Layout`]). The sender reads it from the original files; the receiver
+//! writes it into the files of its staging folder. Files are opened on demand and a bounded
+//! number stay open, so a folder of a million files never exhausts file descriptors.
+
+use std::{
+    collections::HashMap,
+    fs::{File, OpenOptions},
+    io,
+    os::unix::fs::FileExt,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use convey_shared::layout::Layout;
+
+/// Most files kept open at once.
+const OPEN_FILES: usize = 64;
+
+/// The files behind one plaintext stream.
+#[derive(Debug)]
+pub struct FileSet {
+    paths: Vec<PathBuf>,
+    layout: Layout,
+    writable: bool,
+    open: Mutex<HashMap<usize, Arc<File>>>,
+}
+
+impl FileSet {
+    /// `paths[i]` holds file `i` of `layout`.
+    pub fn new(paths: Vec<PathBuf>, layout: Layout, writable: bool) -> Self {
+        debug_assert_eq!(paths.len(), layout.file_count());
+        Self {
+            paths,
+            layout,
+            writable,
+            open: Mutex::default(),
+        }
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    fn file(&self, i: usize) -> io::Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = open.get(&i) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .write(self.writable)
+                .open(&self.paths[i])
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.paths[i].display())))?,
+        );
+        if open.len() >= OPEN_FILES {
+            open.clear();
+        }
+        open.insert(i, f.clone());
+        Ok(f)
+    }
+
+    /// Fill `buf` from stream offset `offset`.
+    pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let mut at = 0;
+        for seg in self.layout.segments(offset, buf.len()) {
+            self.file(seg.file)?
+                .read_exact_at(&mut buf[at..at + seg.len], seg.offset)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.paths[seg.file].display())))?;
+            at += seg.len;
+        }
+        if at != buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past the end of the content",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Write `buf` at stream offset `offset`.
+    pub fn write_all_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        let mut at = 0;
+        for seg in self.layout.segments(offset, buf.len()) {
+            self.file(seg.file)?
+                .write_all_at(&buf[at..at + seg.len], seg.offset)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.paths[seg.file].display())))?;
+            at += seg.len;
+        }
+        if at != buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "write past the end of the content",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Close every open file (before the files are moved or removed).
+    pub fn close_all(&self) {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_and_writes_across_file_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = [3u64, 0, 4];
+        let paths: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("f{i}"))).collect();
+        for (p, s) in paths.iter().zip(sizes) {
+            File::create(p).unwrap().set_len(s).unwrap();
+        }
+        let set = FileSet::new(paths.clone(), Layout::new(sizes).unwrap(), true);
+        set.write_all_at(1, b"abcde").unwrap();
+        assert_eq!(std::fs::read(&paths[0]).unwrap(), b"\0ab");
+        assert_eq!(std::fs::read(&paths[2]).unwrap(), b"cde\0");
+        let mut buf = [0u8; 4];
+        set.read_exact_at(2, &mut buf).unwrap();
+        assert_eq!(&buf, b"bcde");
+        assert!(set.read_exact_at(5, &mut buf).is_err(), "past the end");
+        assert!(set.write_all_at(6, b"xy").is_err(), "past the end");
+    }
+}

@@ -1,0 +1,178 @@
+//! Where a receiver keeps a transfer until it is verified: a hidden staging folder under
+//! `--out`, named after the info-hash so running the same transfer again finds it and
+//! resumes. Only after every file's SHA-256 matched and the data is on disk is each file
+//! moved into place with one atomic rename; nothing under its real name is ever partial.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::Read,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+};
+
+use convey_shared::manifest::{CheckedManifest, MODE_MASK};
+use sha2::{Digest, Sha256};
+
+use super::files::FileSet;
+use crate::{Error, error::Result};
+
+/// Paths of one transfer's staging folder and final destinations.
+#[derive(Debug, Clone)]
+pub struct Staging {
+    pub root: PathBuf,
+    out_dir: PathBuf,
+    staged: Vec<PathBuf>,
+    dests: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+}
+
+fn join(base: &Path, parts: &[String]) -> PathBuf {
+    parts.iter().fold(base.to_owned(), |p, c| p.join(c))
+}
+
+impl Staging {
+    pub fn new(out_dir: &Path, info_hash: &[u8; 20], content: &CheckedManifest) -> Self {
+        let root = out_dir.join(format!(".convey-{}.partial", hex::encode(&info_hash[..10])));
+        Self {
+            staged: content.file_parts.iter().map(|p| join(&root, p)).collect(),
+            dests: content.file_parts.iter().map(|p| join(out_dir, p)).collect(),
+            dirs: content.dir_parts.iter().map(|p| join(out_dir, p)).collect(),
+            root,
+            out_dir: out_dir.to_owned(),
+        }
+    }
+
+    /// Is there an earlier attempt to resume?
+    pub fn exists(&self) -> bool {
+        self.root.is_dir()
+    }
+
+    /// Refuse to replace existing files unless `overwrite`; never replace a folder by a file.
+    pub fn check_destinations(&self, overwrite: bool) -> Result<()> {
+        for dest in &self.dests {
+            match dest.symlink_metadata() {
+                Ok(m) if m.is_dir() => {
+                    return Err(Error::Refused(format!(
+                        "{} is a folder, and the sender offers a file of that name; use --out to choose another folder",
+                        dest.display()
+                    )));
+                }
+                Ok(_) if !overwrite => {
+                    return Err(Error::Refused(format!(
+                        "{} already exists; use --overwrite to replace it or --out to choose another folder",
+                        dest.display()
+                    )));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Fail unless the output folder's file system has room for `bytes`.
+    pub fn check_space(&self, bytes: u64) -> Result<()> {
+        let mut probe = self.out_dir.as_path();
+        while !probe.exists() {
+            probe = probe
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+        }
+        let st = rustix::fs::statvfs(probe).map_err(|e| Error::Io {
+            context: format!("checking free space in {}", probe.display()),
+            source: e.into(),
+        })?;
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        if free < bytes {
+            return Err(Error::Refused(format!(
+                "not enough free space in {}: the offer needs {bytes} bytes, {free} are free; free some space or use --out",
+                probe.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Create (or reopen, when resuming) the staging files at their sizes.
+    pub fn create(&self, content: &CheckedManifest) -> Result<FileSet> {
+        for (path, entry) in self.staged.iter().zip(&content.manifest.files) {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(Error::io(format!("creating {}", parent.display())))?;
+            }
+            let f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(Error::io(format!("creating {}", path.display())))?;
+            f.set_len(entry.size)
+                .map_err(Error::io(format!("making room for {}", path.display())))?;
+        }
+        Ok(FileSet::new(self.staged.clone(), content.layout.clone(), true))
+    }
+
+    /// Check every file against the manifest's SHA-256 and flush it all to disk. Returns the
+    /// name of the first file that does not match.
+    pub fn verify(&self, content: &CheckedManifest) -> Result<Option<String>> {
+        let mut buf = vec![0u8; 1 << 20];
+        for (path, entry) in self.staged.iter().zip(&content.manifest.files) {
+            let mut f = File::open(path).map_err(Error::io(format!("reading {}", path.display())))?;
+            let mut h = Sha256::new();
+            loop {
+                let n = f
+                    .read(&mut buf)
+                    .map_err(Error::io(format!("reading {}", path.display())))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            if hex::encode(h.finalize()) != entry.sha256.to_ascii_lowercase() {
+                return Ok(Some(entry.path.clone()));
+            }
+        }
+        // One flush of the whole file system instead of an fsync per file.
+        let root = File::open(&self.root).map_err(Error::io(format!("opening {}", self.root.display())))?;
+        rustix::fs::syncfs(&root).map_err(|e| Error::Io {
+            context: format!("flushing {}", self.root.display()),
+            source: e.into(),
+        })?;
+        Ok(None)
+    }
+
+    /// Move every verified file into place (one rename each), create the folders, apply the
+    /// sender's permission bits, and remove the staging folder.
+    pub fn install(&self, content: &CheckedManifest) -> Result<()> {
+        for ((staged, dest), entry) in self.staged.iter().zip(&self.dests).zip(&content.manifest.files) {
+            std::fs::set_permissions(staged, std::fs::Permissions::from_mode(entry.mode & MODE_MASK))
+                .map_err(Error::io(format!("setting the mode of {}", staged.display())))?;
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(Error::io(format!("creating {}", parent.display())))?;
+            }
+            std::fs::rename(staged, dest)
+                .map_err(Error::io(format!("moving {} into place", dest.display())))?;
+        }
+        for dir in &self.dirs {
+            std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+        }
+        // Deepest first, so a read-only folder is closed only after its contents arrived.
+        let mut dirs: Vec<_> = self.dirs.iter().zip(&content.manifest.dirs).collect();
+        dirs.sort_by_key(|(d, _)| std::cmp::Reverse(d.components().count()));
+        for (dir, entry) in dirs {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(entry.mode & MODE_MASK))
+                .map_err(Error::io(format!("setting the mode of {}", dir.display())))?;
+        }
+        self.discard();
+        Ok(())
+    }
+
+    /// Remove the staging folder and whatever is left in it.
+    pub fn discard(&self) {
+        if let Err(err) = std::fs::remove_dir_all(&self.root)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%err, path = %self.root.display(), "could not remove the staging folder");
+        }
+    }
+}
