@@ -2,26 +2,19 @@
 
 use std::{
     io::{BufRead, BufReader},
-    net::SocketAddr,
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use convey_relay::{Config, Server};
+use convey_relay::Server;
 
-const BIN: &str = env!("CARGO_BIN_EXE_convey");
+mod common;
+
+use common::{BIN, wait_with_timeout};
 
 fn write_random(path: &Path, size: usize) {
-    let mut data = vec![0u8; size];
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    for b in data.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-    std::fs::write(path, data).expect("write source");
+    common::write_random(path, size);
 }
 
 /// Start `convey send`, returning the child and the first lines it printed.
@@ -56,24 +49,8 @@ fn code_of(lines: &[String]) -> String {
         .to_owned()
 }
 
-fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            return s;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("process did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 async fn relay() -> Server {
-    Server::spawn(Config::with_listen(SocketAddr::from(([127, 0, 0, 1], 0))))
-        .await
-        .expect("relay")
+    common::relay().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

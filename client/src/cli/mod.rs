@@ -129,11 +129,11 @@ pub(crate) async fn run(cli: Cli) -> ExitCode {
     } else {
         Mode::Human
     };
-    let verb = match cli.command {
-        Command::Send(_) => "sent",
-        _ => "received",
+    let (verb, hold_json) = match cli.command {
+        Command::Send(_) => ("sent", false),
+        _ => ("received", true),
     };
-    let out = Output::new(mode, verb);
+    let out = Output::new(mode, verb, hold_json);
     let result = match Config::load(cli.config) {
         Err(e) => Err(e.context(UsageError)),
         Ok(config) => match cli.command {
@@ -196,6 +196,11 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>) -> anyhow::Res
     let (qr, mode) = (args.qr, out.mode);
     let shown = out.clone();
     let events = out.sink(move |ev| match ev {
+        Event::Code { code } if mode == Mode::Json => {
+            let receive = format!("{receive_hint}{code}");
+            shown.json(&serde_json::json!({"event": "code", "code": code, "receive": receive}));
+            true
+        }
         Event::Code { code } => {
             println!("Code: {code}");
             if mode == Mode::Human {
@@ -210,7 +215,7 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>) -> anyhow::Res
             let _ = std::io::stdout().flush();
             true
         }
-        Event::Waiting => {
+        Event::Waiting if mode != Mode::Json => {
             shown.say("Waiting for the receiver…");
             true
         }
@@ -263,9 +268,9 @@ async fn receive(args: ReceiveArgs, config: &Config, out: &Arc<Output>) -> anyho
             prompt(offer)
         }
     });
-    let shown = out.clone();
+    let (shown, mode) = (out.clone(), out.mode);
     let events = out.sink(move |ev| match ev {
-        Event::Waiting => {
+        Event::Waiting if mode != Mode::Json => {
             shown.say("Waiting for the sender…");
             true
         }

@@ -1,6 +1,8 @@
 //! How events reach the user: a progress bar on a terminal, plain lines otherwise, nothing
 //! but errors with `--quiet`, and one JSON object per line with `--json` (schema in the
-//! README). JSON goes to stdout, except while stdout carries a received stream.
+//! README). JSON goes to stdout, except when stdout carries a received stream: then it goes
+//! to stderr. The receiver learns which only from the offer, so it holds back the few events
+//! before the offer and writes them once it knows.
 
 use std::{
     io::{IsTerminal, Write},
@@ -33,11 +35,14 @@ pub(crate) struct Output {
     bar: Mutex<Option<ProgressBar>>,
     path: Mutex<String>,
     json_to_stderr: AtomicBool,
+    /// JSON lines held back until the offer says where they go (receiver).
+    held: Mutex<Option<Vec<String>>>,
     last_plain: Mutex<Option<Instant>>,
 }
 
 impl Output {
-    pub(crate) fn new(mode: Mode, verb: &'static str) -> Arc<Self> {
+    /// `hold_json`: keep JSON lines until the offer arrives (the receiver).
+    pub(crate) fn new(mode: Mode, verb: &'static str, hold_json: bool) -> Arc<Self> {
         Arc::new(Self {
             mode,
             verb,
@@ -45,6 +50,7 @@ impl Output {
             bar: Mutex::default(),
             path: Mutex::new("direct".into()),
             json_to_stderr: AtomicBool::new(false),
+            held: Mutex::new(hold_json.then(Vec::new)),
             last_plain: Mutex::default(),
         })
     }
@@ -56,9 +62,12 @@ impl Output {
     ) -> EventSink {
         let me = self.clone();
         Arc::new(move |ev| {
+            if special(&ev) {
+                return;
+            }
             if me.mode == Mode::Json {
                 me.json(&ev);
-            } else if !special(&ev) {
+            } else {
                 me.show(&ev);
             }
         })
@@ -66,21 +75,37 @@ impl Output {
 
     /// Write one JSON line.
     pub(crate) fn json(&self, value: &impl serde::Serialize) {
-        let Ok(line) = serde_json::to_string(value) else {
+        let Ok(value) = serde_json::to_value(value) else {
             return;
         };
-        if let Ok(ev) = serde_json::from_str::<serde_json::Value>(&line)
-            && ev["event"] == "offer"
-            && ev["kind"] == "stream"
-        {
-            // From now on stdout carries the stream itself.
-            self.json_to_stderr.store(true, Ordering::Relaxed);
-        }
+        let line = value.to_string();
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let lines = match held.as_mut() {
+            Some(h) if value["event"] != "offer" && value["event"] != "error" => {
+                h.push(line);
+                return;
+            }
+            Some(h) => {
+                // From the offer on, stdout may carry the stream itself.
+                self.json_to_stderr
+                    .store(value["kind"] == "stream", Ordering::Relaxed);
+                let mut lines = std::mem::take(h);
+                lines.push(line);
+                *held = None;
+                lines
+            }
+            None => vec![line],
+        };
         if self.json_to_stderr.load(Ordering::Relaxed) {
-            eprintln!("{line}");
+            let mut err = std::io::stderr().lock();
+            for l in lines {
+                let _ = writeln!(err, "{l}");
+            }
         } else {
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
+            for l in lines {
+                let _ = writeln!(out, "{l}");
+            }
             let _ = out.flush();
         }
     }
