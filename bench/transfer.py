@@ -6,7 +6,7 @@ written by each side.
 Usage: python3 bench/transfer.py [--size-mib 1024] [--runs 1] [--typing-delay 5]
 Everything stays on 127.0.0.1 and in a temporary folder that is removed afterwards.
 """
-import argparse, os, re, shutil, socket, subprocess, sys, tempfile, threading, time
+import argparse, json, os, re, shutil, socket, subprocess, sys, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
@@ -83,7 +83,8 @@ def run_once(size, work, relay_addr, typing_delay):
     threading.Thread(target=lambda: sender.stdout.read(), daemon=True).start()
     time.sleep(typing_delay)  # the person on the other side typing the code
     t_recv = time.time()
-    receiver = subprocess.Popen([convey, "receive", "--yes", "--relay", relay_addr, "--out", out, m.group(1)],
+    receiver = subprocess.Popen([convey, "receive", "--yes", "--json", "--relay", relay_addr, "--out", out,
+                                 m.group(1)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=work)
     rw = Watch(receiver)
     rru = reap(receiver, 600)
@@ -96,11 +97,11 @@ def run_once(size, work, relay_addr, typing_delay):
         raise SystemExit("send failed")
     if os.path.getsize(os.path.join(out, "payload.bin")) != size:
         raise SystemExit("size mismatch")
-    inner = re.search(r"in ([0-9.]+)s", rout)
+    done = [e for e in map(json.loads, rout.splitlines()) if e.get("event") == "done"]
     return {
         "code_ms": (t_code - t_send) * 1000,
         "wall_s": t_done - t_recv,
-        "transfer_s": float(inner.group(1)) if inner else float("nan"),
+        "transfer_s": done[0]["seconds"] if done else float("nan"),
         "send_rss_mib": sru.ru_maxrss / 1024,
         "recv_rss_mib": rru.ru_maxrss / 1024,
         "send_cpu_s": sru.ru_utime + sru.ru_stime,

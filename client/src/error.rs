@@ -16,7 +16,9 @@ pub enum Error {
     Declined(Option<String>),
     #[error("transfer failed: {0}")]
     Transfer(String),
-    #[error("the other side vanished before the transfer finished; run both commands again to retry")]
+    #[error(
+        "the other side vanished before the transfer finished; run both commands again to resume where it stopped"
+    )]
     PeerGone,
     #[error(
         "cannot reach the relay at {relay}: {reason}. Check --relay / CONVEY_RELAY, or that `convey send` is still running"
