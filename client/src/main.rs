@@ -16,13 +16,5 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(async {
-        tokio::select! {
-            code = cli::run(args) => code,
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("interrupted");
-                ExitCode::from(130)
-            }
-        }
-    })
+    runtime.block_on(cli::run(args))
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader, Write},
     os::unix::fs::PermissionsExt,
     process::Stdio,
     time::{Duration, Instant},
@@ -122,9 +122,12 @@ async fn stdin_to_stdout_streams_100_mib_in_flat_memory() {
 }
 
 /// Parse the receiver's JSON lines until `stop` says so; returns them.
-fn json_lines(reader: impl Read, mut stop: impl FnMut(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
+fn json_lines(
+    reader: &mut impl BufRead,
+    mut stop: impl FnMut(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
     let mut seen = Vec::new();
-    for line in BufReader::new(reader).lines() {
+    for line in reader.lines() {
         let Ok(line) = line else { break };
         let v: serde_json::Value = serde_json::from_str(&line).expect("every stdout line is JSON");
         let done = stop(&v);
@@ -158,9 +161,10 @@ async fn a_resumed_transfer_moves_only_the_missing_part() {
         .stderr(Stdio::null())
         .spawn()
         .expect("receive");
-    let seen = json_lines(receiver.stdout.take().expect("stdout"), |v| {
-        v["event"] == "progress" && v["bytes"].as_u64().unwrap_or(0) >= SIZE / 2
-    });
+    let seen = json_lines(
+        &mut BufReader::new(receiver.stdout.take().expect("stdout")),
+        |v| v["event"] == "progress" && v["bytes"].as_u64().unwrap_or(0) >= SIZE / 2,
+    );
     sender.kill().expect("kill -9 sender");
     receiver.kill().expect("kill -9 receiver");
     let _ = (sender.wait(), receiver.wait());
@@ -180,7 +184,10 @@ async fn a_resumed_transfer_moves_only_the_missing_part() {
         .stderr(Stdio::null())
         .spawn()
         .expect("receive");
-    let seen = json_lines(receiver.stdout.take().expect("stdout"), |v| v["event"] == "done");
+    let seen = json_lines(
+        &mut BufReader::new(receiver.stdout.take().expect("stdout")),
+        |v| v["event"] == "done",
+    );
     assert!(wait_with_timeout(&mut receiver, LONG).success(), "{seen:?}");
     assert!(wait_with_timeout(&mut sender, LONG).success());
     let resumed = seen
@@ -468,4 +475,54 @@ async fn qr_codes_completions_and_the_config_file() {
             "{shell}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_exits_130_and_keeps_the_partial_folder_for_a_resume() {
+    let relay = common::relay().await;
+    let home = tempfile::tempdir().expect("home");
+    let src = home.path().join("slow.bin");
+    write_random(&src, 32 << 20);
+    let out = home.path().join("out");
+    let mut send = convey(home.path(), &relay);
+    send.args(["send", "--limit-rate", "4M", "--code", "62-pilot-planet"])
+        .arg(&src);
+    let (mut sender, _) = spawn_with_code(send, &home.path().join("s.err"));
+    let mut receiver = convey(home.path(), &relay)
+        .args(["receive", "--yes", "--json", "--out"])
+        .arg(&out)
+        .arg("62-pilot-planet")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("receive");
+    let mut events = BufReader::new(receiver.stdout.take().expect("stdout"));
+    json_lines(&mut events, |v| {
+        v["event"] == "progress" && v["bytes"].as_u64().unwrap_or(0) > 0
+    });
+    let sigint = std::process::Command::new("kill")
+        .args(["-INT", &receiver.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(sigint.success());
+    assert_eq!(wait_with_timeout(&mut receiver, LONG).code(), Some(130));
+    let rest = json_lines(&mut events, |_| false);
+    let last = rest.last().expect("a last event");
+    assert_eq!(
+        (last["event"].as_str(), last["exit_code"].as_u64()),
+        (Some("error"), Some(130)),
+        "{rest:?}"
+    );
+    sender.kill().expect("stop the sender");
+    let _ = sender.wait();
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .expect("out")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].starts_with(".convey-") && left[0].ends_with(".partial"),
+        "{left:?}"
+    );
 }

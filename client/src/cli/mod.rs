@@ -23,6 +23,8 @@ use output::{Mode, Output, human_bytes};
 
 /// Exit code for bad usage, as clap uses.
 const USAGE: u8 = 2;
+/// Exit code after Ctrl-C (128 + SIGINT), as shells use.
+const INTERRUPTED: u8 = 130;
 /// Default for how long a receiver waits for the sender.
 const RECEIVE_WAIT: Duration = Duration::from_secs(30);
 
@@ -134,23 +136,30 @@ pub(crate) async fn run(cli: Cli) -> ExitCode {
         _ => ("received", true),
     };
     let out = Output::new(mode, verb, hold_json);
-    let result = match Config::load(cli.config) {
-        Err(e) => Err(e.context(UsageError)),
-        Ok(config) => match cli.command {
-            Command::Send(args) => send(args, &config, &out).await,
-            Command::Receive(args) => receive(args, &config, &out).await,
-            Command::Completions { shell } => {
-                clap_complete::generate(shell, &mut Cli::command(), "convey", &mut std::io::stdout());
-                Ok(())
-            }
-        },
+    let work = async {
+        match Config::load(cli.config) {
+            Err(e) => Err(e.context(UsageError)),
+            Ok(config) => match cli.command {
+                Command::Send(args) => send(args, &config, &out).await,
+                Command::Receive(args) => receive(args, &config, &out).await,
+                Command::Completions { shell } => {
+                    clap_complete::generate(shell, &mut Cli::command(), "convey", &mut std::io::stdout());
+                    Ok(())
+                }
+            },
+        }
+    };
+    let result = tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::Error::new(Interrupted)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let code = match err.downcast_ref::<Error>() {
                 Some(e) => e.exit_code(),
-                None if err.is::<UsageError>() || err.chain().any(|c| c.is::<UsageError>()) => USAGE,
+                None if err.is::<Interrupted>() => INTERRUPTED,
+                None if err.is::<UsageError>() => USAGE,
                 None => 1,
             };
             out.error(&format!("{err:#}"), code);
@@ -158,6 +167,11 @@ pub(crate) async fn run(cli: Cli) -> ExitCode {
         }
     }
 }
+
+/// Ctrl-C.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted; a receiver keeps what it has, so running both commands again resumes")]
+struct Interrupted;
 
 /// Marks an error as bad usage (exit 2).
 #[derive(Debug, thiserror::Error)]
