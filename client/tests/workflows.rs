@@ -139,6 +139,25 @@ fn json_lines(
     seen
 }
 
+/// Start `convey receive --yes --json --out OUT CODE`; returns it and its event stream.
+fn json_receiver(
+    home: &std::path::Path,
+    relay: &convey_relay::Server,
+    out: &std::path::Path,
+    code: &str,
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let mut receiver = convey(home, relay)
+        .args(["receive", "--yes", "--json", "--out"])
+        .arg(out)
+        .arg(code)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("receive");
+    let events = BufReader::new(receiver.stdout.take().expect("stdout"));
+    (receiver, events)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_transfer_moves_only_the_missing_part() {
     const SIZE: u64 = 96 << 20;
@@ -153,18 +172,10 @@ async fn a_resumed_transfer_moves_only_the_missing_part() {
     send.args(["send", "--limit-rate", "12M", "--code", "43-pilot-planet"])
         .arg(&src);
     let (mut sender, _) = spawn_with_code(send, &home.path().join("send1.err"));
-    let mut receiver = convey(home.path(), &relay)
-        .args(["receive", "--yes", "--json", "--out"])
-        .arg(&out)
-        .arg("43-pilot-planet")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("receive");
-    let seen = json_lines(
-        &mut BufReader::new(receiver.stdout.take().expect("stdout")),
-        |v| v["event"] == "progress" && v["bytes"].as_u64().unwrap_or(0) >= SIZE / 2,
-    );
+    let (mut receiver, mut events) = json_receiver(home.path(), &relay, &out, "43-pilot-planet");
+    let seen = json_lines(&mut events, |v| {
+        v["event"] == "progress" && v["bytes"].as_u64().unwrap_or(0) >= SIZE / 2
+    });
     sender.kill().expect("kill -9 sender");
     receiver.kill().expect("kill -9 receiver");
     let _ = (sender.wait(), receiver.wait());
@@ -176,18 +187,8 @@ async fn a_resumed_transfer_moves_only_the_missing_part() {
     let mut send = convey(home.path(), &relay);
     send.args(["send", "--code", "44-pilot-planet"]).arg(&src);
     let (mut sender, _) = spawn_with_code(send, &home.path().join("send2.err"));
-    let mut receiver = convey(home.path(), &relay)
-        .args(["receive", "--yes", "--json", "--out"])
-        .arg(&out)
-        .arg("44-pilot-planet")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("receive");
-    let seen = json_lines(
-        &mut BufReader::new(receiver.stdout.take().expect("stdout")),
-        |v| v["event"] == "done",
-    );
+    let (mut receiver, mut events) = json_receiver(home.path(), &relay, &out, "44-pilot-planet");
+    let seen = json_lines(&mut events, |v| v["event"] == "done");
     assert!(wait_with_timeout(&mut receiver, LONG).success(), "{seen:?}");
     assert!(wait_with_timeout(&mut sender, LONG).success());
     let resumed = seen
@@ -488,15 +489,7 @@ async fn ctrl_c_exits_130_and_keeps_the_partial_folder_for_a_resume() {
     send.args(["send", "--limit-rate", "4M", "--code", "62-pilot-planet"])
         .arg(&src);
     let (mut sender, _) = spawn_with_code(send, &home.path().join("s.err"));
-    let mut receiver = convey(home.path(), &relay)
-        .args(["receive", "--yes", "--json", "--out"])
-        .arg(&out)
-        .arg("62-pilot-planet")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("receive");
-    let mut events = BufReader::new(receiver.stdout.take().expect("stdout"));
+    let (mut receiver, mut events) = json_receiver(home.path(), &relay, &out, "62-pilot-planet");
     json_lines(&mut events, |v| {
         v["event"] == "progress" && v["bytes"].as_u64().unwrap_or(0) > 0
     });
