@@ -123,7 +123,16 @@ pub async fn wait_checked(handle: &ManagedTorrent) -> Result<u64> {
         .wait_until_initialized()
         .await
         .map_err(|e| Error::Transfer(format!("cannot check the partial download: {e:#}")))?;
-    Ok(handle.stats().progress_bytes)
+    // Just after the check librqbit may report a live torrent whose piece tracker it cannot
+    // read yet (total 0); ask again until the figures are real (every torrent has bytes).
+    for _ in 0..250 {
+        let s = handle.stats();
+        if s.total_bytes > 0 {
+            return Ok(s.progress_bytes);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(0)
 }
 
 /// Poll until the download is complete, reporting ciphertext bytes to `progress`.
@@ -138,6 +147,14 @@ pub async fn wait_downloaded(handle: &ManagedTorrent, mut progress: impl FnMut(u
         }
         if matches!(s.state, TorrentStatsState::Error) {
             return Err(Error::Transfer("BitTorrent stopped with an error".into()));
+        }
+        // While librqbit checks existing data, `progress_bytes` counts bytes *checked*, not
+        // bytes held; and just after, a live torrent may briefly report no totals at all.
+        let counting = !matches!(s.state, TorrentStatsState::Initializing { .. }) && s.total_bytes > 0;
+        if !counting {
+            last.1 = Instant::now();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
         }
         progress(s.progress_bytes, s.total_bytes);
         if s.finished && matches!(s.state, TorrentStatsState::Live) {
