@@ -15,6 +15,7 @@ mod seed;
 mod send;
 mod session;
 pub mod transfer;
+pub mod transport;
 
 pub use convey_shared::Code;
 pub use display::safe as display_safe;
@@ -23,3 +24,4 @@ pub use events::{Event, EventSink, ignore_events};
 pub use receive::{AcceptFn, OfferSummary, ReceiveOptions, ReceiveReport, Received, receive};
 pub use relay_addr::{ParseRelayError, RelayAddr};
 pub use send::{Payload, SendOptions, SendReport, send};
+pub use transport::Transport;

@@ -4,6 +4,7 @@
 //! report, a stream to standard output.
 
 use std::{
+    net::SocketAddr,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -16,7 +17,7 @@ use convey_shared::{
     crypto::Side,
     manifest::{CheckedManifest, Manifest},
     protocol::{
-        peer::{MAX_TEXT_BYTES, OfferBody, PeerMsg},
+        peer::{ABILITY_TUNNEL, MAX_TEXT_BYTES, OfferBody, PeerMsg},
         rendezvous::Mood,
     },
 };
@@ -27,6 +28,10 @@ use crate::{
     rendezvous::Rendezvous,
     session::{self, PeerLink},
     transfer::{bt, prepare::parse_torrent, staging::Staging, storage::OpeningStorageFactory, stream},
+    transport::{
+        Transport, path,
+        select::{PathSelector, Paths},
+    },
 };
 
 /// Longest a key exchange with a present peer may take.
@@ -62,6 +67,8 @@ pub struct ReceiveOptions {
     /// How long to wait for the sender to show up.
     pub wait: Duration,
     pub accept: AcceptFn,
+    /// Which paths to the sender may be used.
+    pub transport: Transport,
 }
 
 impl std::fmt::Debug for ReceiveOptions {
@@ -113,25 +120,47 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
         PeerMsg::Offer(o) => *o,
         other => return reject(link, Error::Protocol(format!("expected an offer, got {other:?}"))).await,
     };
+    let tunnel = offer.abilities.iter().any(|a| a == ABILITY_TUNNEL);
     match offer.body {
         OfferBody::Text { text } => receive_text(link, text, &events).await,
         OfferBody::Stream {
             content_key,
             token,
             direct_hints,
-        } => receive_stream(link, &content_key, &token, direct_hints, &opts, &events).await,
+        } => {
+            let paths = paths_to_sender(&opts, &link, direct_hints, tunnel);
+            receive_stream(link, &content_key, &token, paths, &opts, &events).await
+        }
         OfferBody::Files {
             manifest,
             content_key,
             torrent,
             direct_hints,
         } => {
-            let plan = match check_files(manifest, &content_key, &torrent, direct_hints, &opts) {
+            let paths = paths_to_sender(&opts, &link, direct_hints, tunnel);
+            let plan = match check_files(manifest, &content_key, &torrent, paths, &opts) {
                 Ok(p) => p,
                 Err(e) => return reject(link, e).await,
             };
             receive_files(link, plan, &opts, &events).await
         }
+    }
+}
+
+/// Where and how the sender may be reached, as the offer and `--transport` allow.
+fn paths_to_sender(
+    opts: &ReceiveOptions,
+    link: &PeerLink,
+    mut hints: Vec<SocketAddr>,
+    tunnel: bool,
+) -> Paths {
+    hints.truncate(bt::MAX_HINTS);
+    Paths {
+        transport: opts.transport,
+        hints,
+        tunnel,
+        relay: opts.relay.clone(),
+        token: link.tunnel_token.clone(),
     }
 }
 
@@ -222,7 +251,7 @@ async fn receive_stream(
     mut link: PeerLink,
     key: &ContentKey,
     token: &str,
-    hints: Vec<std::net::SocketAddr>,
+    paths: Paths,
     opts: &ReceiveOptions,
     events: &EventSink,
 ) -> Result<ReceiveReport> {
@@ -244,13 +273,15 @@ async fn receive_stream(
     let started = Instant::now();
     let result = async {
         ask(&mut link, summary, opts, events).await?;
-        let hints: Vec<_> = hints.into_iter().take(bt::MAX_HINTS).collect();
-        let conn = stream::connect(&hints, &tok).await?;
-        events(Event::Transport {
-            path: "direct".into(),
-        });
-        let progress = |bytes| events(Event::Progress { bytes, total: None });
-        stream::receive(conn, &StreamCipher::new(key), tokio::io::stdout(), progress).await
+        let selector = PathSelector::spawn(paths, events.clone()).await?;
+        let received = async {
+            let conn = stream::connect(selector.addr(), &tok).await?;
+            let progress = |bytes| events(Event::Progress { bytes, total: None });
+            stream::receive(conn, &StreamCipher::new(key), tokio::io::stdout(), progress).await
+        }
+        .await;
+        selector.shutdown().await;
+        received
     }
     .await;
     let bytes = conclude(link, result).await?;
@@ -272,7 +303,7 @@ struct Plan {
     staging: Staging,
     torrent: Vec<u8>,
     cipher: ContentCipher,
-    hints: Vec<std::net::SocketAddr>,
+    paths: Paths,
 }
 
 /// Validate everything the sender claimed before touching the disk.
@@ -280,7 +311,7 @@ fn check_files(
     manifest: Manifest,
     key: &ContentKey,
     torrent: &str,
-    mut hints: Vec<std::net::SocketAddr>,
+    paths: Paths,
     opts: &ReceiveOptions,
 ) -> Result<Plan> {
     let content = manifest.check().map_err(|e| Error::Refused(e.to_string()))?;
@@ -302,13 +333,12 @@ fn check_files(
         ));
     }
     let staging = Staging::new(&opts.out_dir, &info_hash, &content);
-    hints.truncate(bt::MAX_HINTS);
     Ok(Plan {
         content,
         staging,
         torrent,
         cipher,
-        hints,
+        paths,
     })
 }
 
@@ -386,11 +416,29 @@ async fn receive_files(
 async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &EventSink) -> Result<u64> {
     let resume = plan.staging.exists();
     let files = Arc::new(plan.staging.create(&plan.content)?);
-    events(Event::Transport {
-        path: "direct".into(),
-    });
     let download_started = Instant::now();
     let folder = plan.staging.root.clone();
+
+    if !plan.paths.any() {
+        return Err(Error::Transfer(
+            "the sender offers no path this receiver may use; check --transport on both sides".into(),
+        ));
+    }
+    // `--transport direct` is plain BitTorrent: tracker peers and the sender's addresses.
+    // Otherwise librqbit's only peer is the path selector, which finds a path to the sender.
+    let selector = match plan.paths.transport {
+        Transport::Direct => None,
+        _ => Some(PathSelector::spawn(plan.paths.clone(), events.clone()).await?),
+    };
+    let (tracker, peers) = match &selector {
+        None => {
+            events(Event::Transport {
+                path: path::DIRECT.into(),
+            });
+            (Some(relay.announce_url()), plan.paths.hints.clone())
+        }
+        Some(s) => (None, vec![s.addr()]),
+    };
     let torrent_session = bt::start_session(&folder, None).await?;
     let storage = OpeningStorageFactory::new(files.clone(), plan.cipher.clone(), resume);
     let total = plan.content.layout.total();
@@ -400,8 +448,8 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
             plan.torrent.clone(),
             storage.boxed_factory(),
             bt::AddOptions {
-                tracker: relay.announce_url(),
-                peers: plan.hints.clone(),
+                tracker,
+                peers,
                 paused: false,
             },
             &folder,
@@ -428,6 +476,9 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
         }
     }
     .await;
+    if let Some(s) = selector {
+        s.shutdown().await;
+    }
     bt::shutdown(&torrent_session).await;
     files.close_all();
     let fetched = fetched?;

@@ -74,6 +74,18 @@ impl RelayAddr {
         format!("{scheme}://{}{}{RENDEZVOUS_PATH}", self.authority, self.prefix)
     }
 
+    /// The WebSocket tunnel endpoint for one end of one session.
+    pub fn tunnel_url(&self, token: &str, side: convey_shared::protocol::tunnel::TunnelSide) -> String {
+        let scheme = if self.secure { "wss" } else { "ws" };
+        format!(
+            "{scheme}://{}{}{}/{token}/{}",
+            self.authority,
+            self.prefix,
+            convey_shared::protocol::tunnel::TUNNEL_PATH,
+            side.as_str()
+        )
+    }
+
     pub fn announce_url(&self) -> String {
         let scheme = if self.secure { "https" } else { "http" };
         format!("{scheme}://{}{}{ANNOUNCE_PATH}", self.authority, self.prefix)

@@ -23,7 +23,7 @@ use convey_shared::{
 use crate::{
     Error, Event, EventSink,
     error::Result,
-    send::{SendOptions, await_done, finish, offer},
+    send::{SendOptions, await_done, finish, offer, offer_paths},
     session::PeerLink,
     transfer::{
         bt,
@@ -33,6 +33,7 @@ use crate::{
         select::select,
         storage::SealingStorageFactory,
     },
+    transport::{path, serve::TunnelServer},
 };
 
 /// Prepared content, checked by librqbit and ready to seed (still paused).
@@ -86,7 +87,7 @@ pub(crate) async fn send_files(
             Err(e) => return finish(link, Err(e)).await,
         },
     };
-    let result = offer_and_wait(&mut link, &seeding, events).await;
+    let result = offer_and_wait(&mut link, &seeding, opts, events).await;
     bt::shutdown(&seeding.session).await;
     finish(link, result.map(|()| seeding.prepared.size)).await
 }
@@ -129,7 +130,8 @@ async fn get_ready(
         torrent.clone(),
         storage.boxed_factory(),
         bt::AddOptions {
-            tracker: opts.relay.announce_url(),
+            // Announcing reveals our address to the tracker: not when only the relay may be used.
+            tracker: opts.transport.allows_direct().then(|| opts.relay.announce_url()),
             peers: Vec::new(),
             paused: true,
         },
@@ -157,7 +159,12 @@ async fn get_ready(
     }
 }
 
-async fn offer_and_wait(link: &mut PeerLink, seeding: &Seeding, events: &EventSink) -> Result<()> {
+async fn offer_and_wait(
+    link: &mut PeerLink,
+    seeding: &Seeding,
+    opts: &SendOptions,
+    events: &EventSink,
+) -> Result<()> {
     let Seeding {
         prepared,
         manifest,
@@ -166,35 +173,53 @@ async fn offer_and_wait(link: &mut PeerLink, seeding: &Seeding, events: &EventSi
         session,
         handle,
     } = seeding;
-    // Register first, so the tracker already knows the swarm when librqbit announces.
-    link.register_swarm(&prepared.info_hash_hex()).await?;
+    if opts.transport.allows_direct() {
+        // Register first, so the tracker already knows the swarm when librqbit announces.
+        link.register_swarm(&prepared.info_hash_hex()).await?;
+    }
     bt::start(session, handle).await?;
     let port = session
         .announce_port()
         .ok_or_else(|| Error::Transfer("BitTorrent is not listening".into()))?;
+    let (direct_hints, tunnel, mut abilities) = offer_paths(opts.transport, &opts.relay, link, port);
+    abilities.push(ABILITY_BITTORRENT);
     let body = OfferBody::Files {
         manifest: manifest.clone(),
         content_key: prepared.key.clone(),
         torrent: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, torrent),
-        direct_hints: bt::direct_hints(port),
+        direct_hints,
     };
-    offer(link, body, &[ABILITY_BITTORRENT]).await?;
-    events(Event::Transport {
-        path: "direct".into(),
-    });
-
-    let done = await_done(link);
-    tokio::pin!(done);
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tokio::select! {
-            r = &mut done => break r?,
-            _ = tick.tick() => {
-                let up = handle.stats().uploaded_bytes;
-                events(Event::Progress { bytes: cipher.plain_progress(up), total: Some(prepared.size) });
+    let result = async {
+        offer(link, body, &abilities).await?;
+        let done = await_done(link);
+        tokio::pin!(done);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut shown_path = None;
+        loop {
+            tokio::select! {
+                r = &mut done => break r,
+                _ = tick.tick() => {
+                    let up = handle.stats().uploaded_bytes;
+                    // The receiver's connections come through the tunnel or straight to librqbit.
+                    let now = if tunnel.as_ref().is_some_and(TunnelServer::in_use) {
+                        Some(path::RELAY)
+                    } else {
+                        (up > 0).then_some(path::DIRECT)
+                    };
+                    if now.is_some() && now != shown_path {
+                        shown_path = now;
+                        events(Event::Transport { path: now.unwrap_or_default().into() });
+                    }
+                    events(Event::Progress { bytes: cipher.plain_progress(up), total: Some(prepared.size) });
+                }
             }
         }
     }
+    .await;
+    if let Some(t) = tunnel {
+        t.shutdown().await;
+    }
+    result?;
     events(Event::Progress {
         bytes: prepared.size,
         total: Some(prepared.size),

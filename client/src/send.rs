@@ -12,7 +12,7 @@ use convey_shared::{
     content::{ContentKey, StreamCipher},
     crypto::Side,
     protocol::{
-        peer::{ABILITY_STREAM, Offer, OfferBody, PeerMsg},
+        peer::{ABILITY_STREAM, ABILITY_TUNNEL, Offer, OfferBody, PeerMsg},
         rendezvous::Mood,
     },
 };
@@ -24,6 +24,7 @@ use crate::{
     seed,
     session::{self, PeerLink},
     transfer::{bt, stream},
+    transport::{Transport, path, serve::TunnelServer},
 };
 
 /// What to send.
@@ -48,6 +49,8 @@ pub struct SendOptions {
     pub upload_limit: Option<std::num::NonZeroU32>,
     /// How long to wait for the receiver; `None` waits until interrupted.
     pub wait: Option<Duration>,
+    /// Which paths the receiver may use to reach us.
+    pub transport: Transport,
 }
 
 /// How a completed send went.
@@ -85,7 +88,7 @@ pub async fn send(opts: SendOptions, events: EventSink) -> Result<SendReport> {
     let bytes = match &opts.payload {
         Payload::Paths(paths) => seed::send_files(paths, linked, &opts, &events).await?,
         Payload::Text(text) => send_text(text, linked.await?, &events).await?,
-        Payload::Stdin => send_stdin(linked.await?, &events).await?,
+        Payload::Stdin => send_stdin(linked.await?, &opts, &events).await?,
     };
     events(Event::Done {
         bytes,
@@ -181,19 +184,54 @@ async fn send_text(text: &str, mut link: PeerLink, events: &EventSink) -> Result
     finish(link, result).await
 }
 
-async fn send_stdin(mut link: PeerLink, events: &EventSink) -> Result<u64> {
+/// The paths we offer for a local listener on `port`: direct addresses, and the relay tunnel
+/// (served until the returned server is shut down).
+pub(crate) fn offer_paths(
+    transport: Transport,
+    relay: &RelayAddr,
+    link: &PeerLink,
+    port: u16,
+) -> (Vec<std::net::SocketAddr>, Option<TunnelServer>, Vec<&'static str>) {
+    let hints = if transport.allows_direct() {
+        bt::direct_hints(port)
+    } else {
+        Vec::new()
+    };
+    let local = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+    let tunnel = transport
+        .allows_relay()
+        .then(|| TunnelServer::spawn(relay.clone(), link.tunnel_token.clone(), local));
+    let abilities = if tunnel.is_some() {
+        vec![ABILITY_TUNNEL]
+    } else {
+        Vec::new()
+    };
+    (hints, tunnel, abilities)
+}
+
+async fn send_stdin(mut link: PeerLink, opts: &SendOptions, events: &EventSink) -> Result<u64> {
+    let server = match stream::StreamServer::bind().await {
+        Ok(s) => s,
+        Err(e) => return finish(link, Err(e)).await,
+    };
+    let port = match server.port() {
+        Ok(p) => p,
+        Err(e) => return finish(link, Err(e)).await,
+    };
+    let (direct_hints, tunnel, mut abilities) = offer_paths(opts.transport, &opts.relay, &link, port);
+    abilities.push(ABILITY_STREAM);
     let result = async {
-        let server = stream::StreamServer::bind().await?;
         let key = ContentKey::generate();
         let body = OfferBody::Stream {
             content_key: key.clone(),
             token: server.token_hex(),
-            direct_hints: bt::direct_hints(server.port()?),
+            direct_hints,
         };
-        offer(&mut link, body, &[ABILITY_STREAM]).await?;
+        offer(&mut link, body, &abilities).await?;
         let conn = server.accept().await?;
+        let relayed = tunnel.as_ref().is_some_and(TunnelServer::in_use);
         events(Event::Transport {
-            path: "direct".into(),
+            path: if relayed { path::RELAY } else { path::DIRECT }.into(),
         });
         let progress = |bytes| events(Event::Progress { bytes, total: None });
         let sent = stream::send(tokio::io::stdin(), conn, &StreamCipher::new(&key), progress).await?;
@@ -201,5 +239,8 @@ async fn send_stdin(mut link: PeerLink, events: &EventSink) -> Result<u64> {
         Ok(sent)
     }
     .await;
+    if let Some(t) = tunnel {
+        t.shutdown().await;
+    }
     finish(link, result).await
 }

@@ -5,7 +5,7 @@ use convey_shared::{
     Code,
     crypto::{Channel, Side, confirmation, verify_confirmation},
     pake::Pake,
-    protocol::{peer::PeerMsg, rendezvous::Mood},
+    protocol::{peer::PeerMsg, rendezvous::Mood, tunnel::tunnel_token},
 };
 
 use crate::{Error, error::Result, rendezvous::Rendezvous};
@@ -15,6 +15,8 @@ use crate::{Error, error::Result, rendezvous::Rendezvous};
 pub(crate) struct PeerLink {
     rv: Rendezvous,
     channel: Channel,
+    /// Names this session's WebSocket tunnel on the relay (derived from the session key).
+    pub(crate) tunnel_token: String,
 }
 
 /// Run the PAKE and key confirmation. Nothing but the SPAKE2 message and the confirmation
@@ -34,7 +36,11 @@ pub(crate) async fn establish(mut rv: Rendezvous, code: &Code, side: Side) -> Re
         return Err(Error::WrongCode);
     }
     let channel = Channel::new(&key, side);
-    Ok(PeerLink { rv, channel })
+    Ok(PeerLink {
+        rv,
+        channel,
+        tunnel_token: tunnel_token(&key),
+    })
 }
 
 impl PeerLink {

@@ -11,6 +11,12 @@ pub const DEFAULT_NAMEPLATE_TTL_SECS: u64 = 3600;
 pub const DEFAULT_ANNOUNCE_INTERVAL_SECS: u64 = 30;
 /// Default cap on open nameplates.
 pub const DEFAULT_MAX_NAMEPLATES: usize = 10_000;
+/// Default bytes one session may move through the WebSocket tunnel (64 GiB).
+pub const DEFAULT_TUNNEL_MAX_BYTES: u64 = 64 << 30;
+/// Default seconds one session may use the WebSocket tunnel (6 hours).
+pub const DEFAULT_TUNNEL_MAX_SECS: u64 = 6 * 3600;
+/// Default seconds one end of a tunnel waits for the other.
+pub const DEFAULT_TUNNEL_WAIT_SECS: u64 = 300;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -29,6 +35,18 @@ pub struct Config {
     /// Most nameplates open at once; further allocations are refused.
     #[arg(long, env = "CONVEY_RELAY_MAX_NAMEPLATES", default_value_t = DEFAULT_MAX_NAMEPLATES)]
     pub max_nameplates: usize,
+
+    /// Bytes one transfer may move through the WebSocket tunnel (both directions).
+    #[arg(long, env = "CONVEY_RELAY_TUNNEL_MAX_BYTES", default_value_t = DEFAULT_TUNNEL_MAX_BYTES)]
+    pub tunnel_max_bytes: u64,
+
+    /// Seconds one transfer may use the WebSocket tunnel.
+    #[arg(long, env = "CONVEY_RELAY_TUNNEL_MAX_SECS", default_value_t = DEFAULT_TUNNEL_MAX_SECS)]
+    pub tunnel_max_secs: u64,
+
+    /// Seconds one end of a tunnel waits for the other end.
+    #[arg(long, env = "CONVEY_RELAY_TUNNEL_WAIT_SECS", default_value_t = DEFAULT_TUNNEL_WAIT_SECS)]
+    pub tunnel_wait_secs: u64,
 }
 
 impl Config {
@@ -39,6 +57,9 @@ impl Config {
             nameplate_ttl_secs: DEFAULT_NAMEPLATE_TTL_SECS,
             announce_interval_secs: DEFAULT_ANNOUNCE_INTERVAL_SECS,
             max_nameplates: DEFAULT_MAX_NAMEPLATES,
+            tunnel_max_bytes: DEFAULT_TUNNEL_MAX_BYTES,
+            tunnel_max_secs: DEFAULT_TUNNEL_MAX_SECS,
+            tunnel_wait_secs: DEFAULT_TUNNEL_WAIT_SECS,
         }
     }
 

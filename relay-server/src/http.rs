@@ -1,14 +1,15 @@
-//! The HTTP surface: rendezvous WebSocket, tracker, health.
+//! The HTTP surface: rendezvous WebSocket, tracker, WebSocket tunnel, health.
 
 use axum::{Router, routing::get};
-use convey_shared::protocol::{ANNOUNCE_PATH, RENDEZVOUS_PATH};
+use convey_shared::protocol::{ANNOUNCE_PATH, RENDEZVOUS_PATH, tunnel::TUNNEL_PATH};
 
-use crate::{rendezvous, state::AppState, tracker};
+use crate::{rendezvous, state::AppState, tracker, tunnel};
 
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route(RENDEZVOUS_PATH, get(rendezvous::handler))
         .route(ANNOUNCE_PATH, get(tracker::announce))
+        .route(&format!("{TUNNEL_PATH}/{{token}}/{{side}}"), get(tunnel::handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
 }

@@ -9,6 +9,7 @@ mod rendezvous;
 mod server;
 mod state;
 mod tracker;
+mod tunnel;
 
 pub use config::Config;
 pub use server::{Server, SpawnError};

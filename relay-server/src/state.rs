@@ -4,12 +4,19 @@ use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{Config, rendezvous::Mailboxes, tracker::Swarms};
+use crate::{
+    Config,
+    rendezvous::Mailboxes,
+    tracker::Swarms,
+    tunnel::{TunnelLimits, Tunnels},
+};
 
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
     pub(crate) mailboxes: Arc<Mailboxes>,
     pub(crate) swarms: Arc<Swarms>,
+    pub(crate) tunnels: Arc<Tunnels>,
+    pub(crate) tunnel_limits: TunnelLimits,
     pub(crate) nameplate_ttl: Duration,
     pub(crate) announce_interval: Duration,
     /// Cancelled at shutdown; every long-lived handler watches it.
@@ -21,6 +28,12 @@ impl AppState {
         Self {
             mailboxes: Arc::new(Mailboxes::new(config.max_nameplates)),
             swarms: Arc::new(Swarms::default()),
+            tunnels: Arc::default(),
+            tunnel_limits: TunnelLimits {
+                max_bytes: config.tunnel_max_bytes,
+                max_time: Duration::from_secs(config.tunnel_max_secs),
+                wait: Duration::from_secs(config.tunnel_wait_secs.max(1)),
+            },
             nameplate_ttl: config.nameplate_ttl(),
             announce_interval: config.announce_interval(),
             shutdown,

@@ -87,6 +87,7 @@ async fn dead_relay_is_reported() {
         code: None,
         payload: convey::Payload::Paths(vec![src]),
         upload_limit: None,
+        transport: convey::Transport::Auto,
         wait: None,
     };
     let err = convey::send(opts, convey::ignore_events())

@@ -119,7 +119,7 @@ async fn aria2c_downloads_the_ciphertext_via_the_bundled_tracker() {
     let session = bt::start_session(dir.path(), None).await.expect("session");
     let storage = SealingStorageFactory::new(content, ContentCipher::new(&key, prepared.size));
     let opts = bt::AddOptions {
-        tracker: relay.addr.announce_url(),
+        tracker: Some(relay.addr.announce_url()),
         peers: vec![],
         paused: false,
     };

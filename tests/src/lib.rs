@@ -134,6 +134,7 @@ pub fn send_options(relay: &TestRelay, path: PathBuf) -> SendOptions {
         code: None,
         payload: Payload::Paths(vec![path]),
         upload_limit: None,
+        transport: convey::Transport::Auto,
         wait: Some(Duration::from_secs(60)),
     }
 }
@@ -146,5 +147,6 @@ pub fn receive_options(relay: &TestRelay, code: Code, out_dir: PathBuf) -> Recei
         overwrite: false,
         wait: Duration::from_secs(10),
         accept: Arc::new(|_| true),
+        transport: convey::Transport::Auto,
     }
 }

@@ -10,7 +10,7 @@ use std::{
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use convey::{
-    Code, Error, Event, OfferSummary, Payload, ReceiveOptions, Received, RelayAddr, SendOptions,
+    Code, Error, Event, OfferSummary, Payload, ReceiveOptions, Received, RelayAddr, SendOptions, Transport,
     embedded::EmbeddedRelay,
 };
 use tracing_subscriber::EnvFilter;
@@ -81,6 +81,9 @@ struct SendArgs {
     /// Also show the code as a QR code.
     #[arg(long)]
     qr: bool,
+    /// Paths the receiver may use: auto (direct, then the relay's tunnel), direct, relay.
+    #[arg(long, default_value = "auto", env = "CONVEY_TRANSPORT")]
+    transport: Transport,
     /// Files and folders to send, or `-` for standard input.
     #[arg(required_unless_present = "text")]
     paths: Vec<PathBuf>,
@@ -103,6 +106,9 @@ struct ReceiveArgs {
     /// How long to wait for the sender to show up (e.g. 30s, 5m) [default: 30s].
     #[arg(long, value_parser = humantime::parse_duration)]
     wait: Option<Duration>,
+    /// Paths to use: auto (direct, then the relay's tunnel), direct, relay.
+    #[arg(long, default_value = "auto", env = "CONVEY_TRANSPORT")]
+    transport: Transport,
     /// The code the sender printed (or set CONVEY_CODE to keep it out of the process list).
     #[arg(env = "CONVEY_CODE", hide_env_values = true)]
     code: Code,
@@ -241,6 +247,7 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>) -> anyhow::Res
         payload,
         upload_limit: args.limit_rate.or(config.limit_rate()?),
         wait: args.wait.or(config.send_wait()),
+        transport: args.transport,
     };
     let result = convey::send(opts, events).await;
     if let Some(e) = embedded {
@@ -300,6 +307,7 @@ async fn receive(args: ReceiveArgs, config: &Config, out: &Arc<Output>) -> anyho
         overwrite: args.overwrite,
         wait: args.wait.or(config.receive_wait()).unwrap_or(RECEIVE_WAIT),
         accept,
+        transport: args.transport,
     };
     let report = convey::receive(opts, events).await?;
     let secs = report.elapsed.as_secs_f64();

@@ -33,7 +33,8 @@ pub(crate) struct Output {
     verb: &'static str,
     tty: bool,
     bar: Mutex<Option<ProgressBar>>,
-    path: Mutex<String>,
+    /// The path in use, once known.
+    path: Mutex<Option<String>>,
     json_to_stderr: AtomicBool,
     /// JSON lines held back until the offer says where they go (receiver).
     held: Mutex<Option<Vec<String>>>,
@@ -48,7 +49,7 @@ impl Output {
             verb,
             tty: std::io::stderr().is_terminal(),
             bar: Mutex::default(),
-            path: Mutex::new("direct".into()),
+            path: Mutex::default(),
             json_to_stderr: AtomicBool::new(false),
             held: Mutex::new(hold_json.then(Vec::new)),
             last_plain: Mutex::default(),
@@ -146,7 +147,7 @@ impl Output {
         }
         match ev {
             Event::Transport { path } => {
-                *self.path.lock().unwrap_or_else(|e| e.into_inner()) = path.clone();
+                *self.path.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.clone());
             }
             Event::Resumed { bytes } => self.say(&format!("Resuming: {} already here", human_bytes(*bytes))),
             Event::Progress { bytes, total } => self.progress(*bytes, *total),
@@ -156,11 +157,14 @@ impl Output {
     }
 
     fn progress(&self, bytes: u64, total: Option<u64>) {
-        let path = self.path.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let path = match &*self.path.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(p) => format!(" via {p}"),
+            None => String::new(),
+        };
         if self.tty {
             let mut bar = self.bar.lock().unwrap_or_else(|e| e.into_inner());
             let bar = bar.get_or_insert_with(|| new_bar(total));
-            bar.set_prefix(format!("{} via {path}", self.verb));
+            bar.set_prefix(format!("{}{path}", self.verb));
             bar.set_position(bytes);
             return;
         }
@@ -172,7 +176,7 @@ impl Output {
         *last = Some(Instant::now());
         match total {
             Some(t) => eprintln!(
-                "{} {} of {} ({:.0}%) via {path}",
+                "{} {} of {} ({:.0}%){path}",
                 self.verb,
                 human_bytes(bytes),
                 human_bytes(t),
@@ -182,7 +186,7 @@ impl Output {
                     bytes as f64 * 100.0 / t as f64
                 }
             ),
-            None => eprintln!("{} {} via {path}", self.verb, human_bytes(bytes)),
+            None => eprintln!("{} {}{path}", self.verb, human_bytes(bytes)),
         }
     }
 }

@@ -60,8 +60,8 @@ pub async fn shutdown(session: &Arc<Session>) {
 /// How to add a torrent.
 #[derive(Debug, Clone)]
 pub struct AddOptions {
-    /// The relay's announce URL.
-    pub tracker: String,
+    /// The relay's announce URL; `None` keeps this peer off the tracker.
+    pub tracker: Option<String>,
     /// Addresses to dial straight away.
     pub peers: Vec<SocketAddr>,
     /// Check the data but neither announce nor connect until [`start`].
@@ -78,7 +78,7 @@ pub async fn add(
 ) -> Result<Arc<ManagedTorrent>> {
     let opts = AddTorrentOptions {
         storage_factory: Some(storage),
-        trackers: Some(vec![opts.tracker]),
+        trackers: Some(opts.tracker.into_iter().collect()),
         initial_peers: Some(opts.peers),
         paused: opts.paused,
         overwrite: true,

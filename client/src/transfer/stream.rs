@@ -11,7 +11,6 @@ use std::{
 };
 
 use convey_shared::content::{CIPHER_CHUNK, PLAIN_CHUNK, StreamCipher};
-use futures::{StreamExt, stream::FuturesUnordered};
 use subtle::ConstantTimeEq;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter},
@@ -140,28 +139,16 @@ pub async fn send<R: AsyncRead + Unpin>(
     Ok(sent)
 }
 
-/// Connect to the first hint that answers and present the token.
-pub async fn connect(hints: &[SocketAddr], token: &[u8; TOKEN_LEN]) -> Result<TcpStream> {
-    let mut tries: FuturesUnordered<_> = hints
-        .iter()
-        .enumerate()
-        .map(|(n, addr)| async move {
-            // Happy eyeballs: later hints start a little later.
-            tokio::time::sleep(Duration::from_millis(150 * n as u64)).await;
-            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await
-        })
-        .collect();
-    while let Some(r) = tries.next().await {
-        if let Ok(Ok(mut conn)) = r {
-            conn.set_nodelay(true).ok();
-            if conn.write_all(token).await.is_ok() {
-                return Ok(conn);
-            }
-        }
-    }
-    Err(Error::Transfer(
-        "cannot connect to the sender directly; the machines may not reach each other".into(),
-    ))
+/// Connect to the sender (through the local path selector) and present the token.
+pub async fn connect(addr: SocketAddr, token: &[u8; TOKEN_LEN]) -> Result<TcpStream> {
+    let cannot = || Error::Transfer("cannot reach the sender, directly or through the relay".into());
+    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| cannot())?
+        .map_err(|_| cannot())?;
+    conn.set_nodelay(true).ok();
+    conn.write_all(token).await.map_err(|_| cannot())?;
+    Ok(conn)
 }
 
 /// Read, authenticate and write the stream to `out` until the marked last chunk. Returns the

@@ -3,6 +3,7 @@
 
 pub mod peer;
 pub mod rendezvous;
+pub mod tunnel;
 
 /// Protocol versions, offered as the WebSocket sub-protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

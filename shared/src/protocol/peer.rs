@@ -24,6 +24,9 @@ pub enum PeerMsg {
     Unknown,
 }
 
+/// The sender serves the relay's WebSocket tunnel for this session.
+pub const ABILITY_TUNNEL: &str = "relay-tunnel-v1";
+
 /// The ability to receive a stream of unknown length.
 pub const ABILITY_STREAM: &str = "stream-v1";
 

@@ -1,0 +1,52 @@
+//! How the bytes get between the peers. BitTorrent's peer wire protocol (and the stream of a
+//! pipe) runs unchanged over whichever byte stream the peers manage to open: a direct TCP
+//! connection, or the relay's WebSocket tunnel. The receiver hands librqbit a local address
+//! ([`select::PathSelector`]) behind which it opens the best path that works; the sender
+//! keeps a tunnel end open towards its own listener ([`serve::TunnelServer`]).
+
+pub mod select;
+pub mod serve;
+pub mod tunnel;
+
+use std::str::FromStr;
+
+/// Which paths a side may use (`--transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// Direct first, then the relay's tunnel when direct does not work or dies.
+    #[default]
+    Auto,
+    /// Only a direct TCP connection between the peers.
+    Direct,
+    /// Only the relay's WebSocket tunnel.
+    Relay,
+}
+
+impl Transport {
+    pub fn allows_direct(self) -> bool {
+        matches!(self, Self::Auto | Self::Direct)
+    }
+
+    pub fn allows_relay(self) -> bool {
+        matches!(self, Self::Auto | Self::Relay)
+    }
+}
+
+impl FromStr for Transport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "direct" => Ok(Self::Direct),
+            "relay" => Ok(Self::Relay),
+            other => Err(format!("{other:?} is not a transport; use auto, direct or relay")),
+        }
+    }
+}
+
+/// Names of the paths, as shown in progress and `transport` events.
+pub mod path {
+    pub const DIRECT: &str = "direct";
+    pub const RELAY: &str = "relay";
+}

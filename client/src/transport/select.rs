@@ -1,0 +1,216 @@
+//! The receiver's path selector: a listener on 127.0.0.1 that librqbit (or the stream
+//! reader) connects to as if it were the sender. Behind it, each connection is carried over
+//! the best path that works: a direct TCP connection to the sender's addresses, or the
+//! relay's WebSocket tunnel, tried happy-eyeballs style (direct at once, the tunnel a moment
+//! later, first to connect wins). When a path dies mid-transfer, librqbit drops the
+//! connection (10 s without data), keeps every verified piece, and reconnects: the selector
+//! then races the paths again and the transfer continues on whichever still works.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use convey_shared::protocol::tunnel::TunnelSide;
+use futures::{StreamExt, stream::FuturesUnordered};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{Transport, path, tunnel};
+use crate::{Error, Event, EventSink, RelayAddr, error::Result};
+
+/// How long the tunnel waits before racing a direct attempt.
+const FALLBACK_DELAY: Duration = Duration::from_millis(1500);
+/// How long one direct connection attempt may take.
+const DIRECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the sender can be reached, and which paths are allowed.
+#[derive(Clone)]
+pub struct Paths {
+    pub transport: Transport,
+    /// The sender's direct addresses.
+    pub hints: Vec<SocketAddr>,
+    /// The sender serves the relay tunnel.
+    pub tunnel: bool,
+    pub relay: RelayAddr,
+    pub token: String,
+}
+
+impl std::fmt::Debug for Paths {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Paths")
+            .field("transport", &self.transport)
+            .field("hints", &self.hints)
+            .field("tunnel", &self.tunnel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Paths {
+    /// Can any allowed path be tried at all?
+    pub fn any(&self) -> bool {
+        (self.transport.allows_direct() && !self.hints.is_empty())
+            || (self.transport.allows_relay() && self.tunnel)
+    }
+}
+
+/// A connection to the sender over some path.
+enum Conn {
+    Tcp(TcpStream),
+    Tunnel(Box<tunnel::Ws>),
+}
+
+#[derive(Debug)]
+pub struct PathSelector {
+    addr: SocketAddr,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    current: Arc<Mutex<Option<&'static str>>>,
+}
+
+impl PathSelector {
+    pub async fn spawn(paths: Paths, events: EventSink) -> Result<Self> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .map_err(Error::io("opening the local path selector"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(Error::io("opening the local path selector"))?;
+        let cancel = CancellationToken::new();
+        let current = Arc::new(Mutex::new(None));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            paths,
+            events,
+            cancel.clone(),
+            current.clone(),
+        ));
+        Ok(Self {
+            addr,
+            cancel,
+            task,
+            current,
+        })
+    }
+
+    /// The address to hand librqbit (or the stream reader) as the sender.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The path of the connection opened most recently, if any.
+    pub fn current(&self) -> Option<&'static str> {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    paths: Paths,
+    events: EventSink,
+    cancel: CancellationToken,
+    current: Arc<Mutex<Option<&'static str>>>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = cancel.cancelled() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let Ok((local, _)) = accepted else { continue };
+        let (paths, events, cancel, current) =
+            (paths.clone(), events.clone(), cancel.clone(), current.clone());
+        conns.spawn(async move {
+            let opened = tokio::select! {
+                r = open(&paths) => r,
+                () = cancel.cancelled() => return,
+            };
+            let Some((conn, name)) = opened else { return };
+            let changed = current.lock().unwrap_or_else(|e| e.into_inner()).replace(name) != Some(name);
+            if changed {
+                events(Event::Transport { path: name.into() });
+            }
+            let splice = async {
+                match conn {
+                    Conn::Tcp(remote) => {
+                        let (mut a, mut b) = (local, remote);
+                        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                    }
+                    Conn::Tunnel(ws) => {
+                        tunnel::splice(*ws, local, None).await;
+                    }
+                }
+            };
+            tokio::select! {
+                () = splice => {},
+                () = cancel.cancelled() => {},
+            }
+        });
+    }
+    conns.shutdown().await;
+}
+
+/// Open the best allowed path to the sender, or `None` when none works.
+async fn open(paths: &Paths) -> Option<(Conn, &'static str)> {
+    let direct = paths.transport.allows_direct() && !paths.hints.is_empty();
+    let relay = paths.transport.allows_relay() && paths.tunnel;
+    let mut tries: FuturesUnordered<futures::future::BoxFuture<'_, Option<(Conn, &'static str)>>> =
+        FuturesUnordered::new();
+    if direct {
+        tries.push(Box::pin(async {
+            dial_direct(&paths.hints)
+                .await
+                .map(|c| (Conn::Tcp(c), path::DIRECT))
+        }));
+    }
+    if relay {
+        tries.push(Box::pin(async {
+            // Happy eyeballs: give the direct path a head start.
+            if direct {
+                tokio::time::sleep(FALLBACK_DELAY).await;
+            }
+            match tunnel::connect(&paths.relay, &paths.token, TunnelSide::Dial).await {
+                Ok(ws) => Some((Conn::Tunnel(Box::new(ws)), path::RELAY)),
+                Err(err) => {
+                    tracing::debug!(%err, "relay tunnel unavailable");
+                    None
+                }
+            }
+        }));
+    }
+    while let Some(r) = tries.next().await {
+        if r.is_some() {
+            return r;
+        }
+    }
+    None
+}
+
+/// Connect to the first of `hints` that answers (later ones start a little later).
+async fn dial_direct(hints: &[SocketAddr]) -> Option<TcpStream> {
+    let mut tries: FuturesUnordered<_> = hints
+        .iter()
+        .enumerate()
+        .map(|(n, addr)| async move {
+            tokio::time::sleep(Duration::from_millis(150 * n as u64)).await;
+            tokio::time::timeout(DIRECT_TIMEOUT, TcpStream::connect(addr)).await
+        })
+        .collect();
+    while let Some(r) = tries.next().await {
+        if let Ok(Ok(conn)) = r {
+            conn.set_nodelay(true).ok();
+            return Some(conn);
+        }
+    }
+    None
+}

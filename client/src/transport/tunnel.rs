@@ -1,0 +1,102 @@
+//! The client end of the relay's WebSocket tunnel, and splicing it with a local TCP socket.
+
+use bytes::Bytes;
+use convey_shared::protocol::tunnel::{MAX_TUNNEL_MESSAGE, TunnelSide};
+use futures::{SinkExt, StreamExt};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
+
+use crate::{Error, RelayAddr, error::Result, rendezvous::CONNECT_TIMEOUT};
+
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Bytes read from the local socket per tunnel message.
+const CHUNK: usize = 256 * 1024;
+
+/// Open one end of this session's tunnel.
+pub(crate) async fn connect(relay: &RelayAddr, token: &str, side: TunnelSide) -> Result<Ws> {
+    let unreachable = |reason: String| Error::RelayUnreachable {
+        relay: relay.to_string(),
+        reason,
+    };
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_TUNNEL_MESSAGE + 1024));
+    let (ws, _) = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_tungstenite::connect_async_with_config(relay.tunnel_url(token, side), Some(config), true),
+    )
+    .await
+    .map_err(|_| unreachable("the tunnel endpoint did not answer".into()))?
+    .map_err(|e| unreachable(e.to_string()))?;
+    Ok(ws)
+}
+
+/// Wait for the first message through a tunnel end (the other end has joined and spoken).
+/// `None` when the relay closed it first (nobody joined in time).
+pub(crate) async fn first_message(ws: &mut Ws) -> Option<Bytes> {
+    while let Some(msg) = ws.next().await {
+        match msg {
+            Ok(Message::Binary(data)) => return Some(data),
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+            Ok(Message::Text(_) | Message::Close(_)) | Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Copy bytes both ways between `ws` and `tcp` until either side ends; `first` is written
+/// to `tcp` before anything else. Returns the bytes moved (to the tunnel, from the tunnel).
+pub(crate) async fn splice(ws: Ws, mut tcp: TcpStream, first: Option<Bytes>) -> (u64, u64) {
+    let (mut ws_tx, mut ws_rx) = ws.split();
+    let (mut tcp_rx, mut tcp_tx) = tcp.split();
+    let (mut up, mut down) = (0u64, 0u64);
+    let to_tunnel = async {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match tcp_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if ws_tx
+                        .send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    up += n as u64;
+                }
+            }
+        }
+        let _ = ws_tx.send(Message::Close(None)).await;
+    };
+    let from_tunnel = async {
+        if let Some(data) = first {
+            if tcp_tx.write_all(&data).await.is_err() {
+                return;
+            }
+            down += data.len() as u64;
+        }
+        while let Some(msg) = ws_rx.next().await {
+            match msg {
+                Ok(Message::Binary(data)) => {
+                    if tcp_tx.write_all(&data).await.is_err() {
+                        break;
+                    }
+                    down += data.len() as u64;
+                }
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+                Ok(Message::Text(_) | Message::Close(_)) | Err(_) => break,
+            }
+        }
+        let _ = tcp_tx.shutdown().await;
+    };
+    // Either direction ending ends the connection: BitTorrent has no half-closed state.
+    tokio::select! {
+        () = to_tunnel => {},
+        () = from_tunnel => {},
+    }
+    (up, down)
+}
