@@ -3,3 +3,4 @@
 mod failures;
 mod interop;
 mod transfer;
+mod transports;

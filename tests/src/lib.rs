@@ -150,3 +150,62 @@ pub fn receive_options(relay: &TestRelay, code: Code, out_dir: PathBuf) -> Recei
         transport: convey::Transport::Auto,
     }
 }
+
+/// A TCP forwarder in front of the relay that records every byte the relay sends to
+/// clients, to check what the relay could see of a tunnelled transfer.
+#[derive(Debug)]
+pub struct TapProxy {
+    pub addr: RelayAddr,
+    pub from_relay: Arc<Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TapProxy {
+    pub async fn spawn(relay: &TestRelay) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind tap");
+        let addr = RelayAddr::from_socket(listener.local_addr().expect("tap addr"));
+        let target = relay.server.local_addr();
+        let from_relay: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let sink = from_relay.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let sink = sink.clone();
+                conns.spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = async { tokio::io::copy(&mut cr, &mut sw).await.map(drop) };
+                    let down = async {
+                        let mut buf = vec![0u8; 1 << 16];
+                        loop {
+                            let n = sr.read(&mut buf).await?;
+                            if n == 0 {
+                                return Ok::<_, std::io::Error>(());
+                            }
+                            sink.lock().expect("tap lock").extend_from_slice(&buf[..n]);
+                            cw.write_all(&buf[..n]).await?;
+                        }
+                    };
+                    let _ = tokio::join!(up, down);
+                });
+            }
+        });
+        Self {
+            addr,
+            from_relay,
+            task,
+        }
+    }
+}
+
+impl Drop for TapProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,103 @@
+//! Each `--transport` end to end: the file arrives identical and the events name the path.
+//! The relay tunnel test also checks that the relay never saw plaintext.
+
+use std::time::Duration;
+
+use convey::{Event, Transport};
+use convey_tests::{Recorder, TapProxy, TestRelay, random_file, receive_options, send_options, sha256_file};
+
+/// Send `size` random bytes with the given transports; returns the receiver's path events.
+async fn transfer(
+    relay: &TestRelay,
+    via: &convey::RelayAddr,
+    sender: Transport,
+    receiver: Transport,
+    size: u64,
+) -> (Vec<String>, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("payload.bin");
+    let digest = random_file(&src, size, 9);
+    let out = dir.path().join("out");
+    let rec = Recorder::default();
+    let mut send = send_options(relay, src.clone());
+    send.relay = via.clone();
+    send.transport = sender;
+    let sending = tokio::spawn(convey::send(send, rec.sink()));
+    let code = rec.code().await;
+    let got = Recorder::default();
+    let mut recv = receive_options(relay, code, out.clone());
+    recv.relay = via.clone();
+    recv.transport = receiver;
+    tokio::time::timeout(Duration::from_secs(120), convey::receive(recv, got.sink()))
+        .await
+        .expect("receive in time")
+        .expect("receive succeeded");
+    sending.await.expect("sender task").expect("send succeeded");
+    assert_eq!(sha256_file(&out.join("payload.bin")), digest, "byte-identical");
+    let paths = got
+        .events
+        .lock()
+        .expect("events")
+        .iter()
+        .filter_map(|e| match e {
+            Event::Transport { path } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    (paths, std::fs::read(&src).expect("source"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_direct_never_touches_the_relay_tunnel() {
+    let relay = TestRelay::spawn().await;
+    let tap = TapProxy::spawn(&relay).await;
+    let (paths, _) = transfer(&relay, &tap.addr, Transport::Direct, Transport::Direct, 8 << 20).await;
+    assert_eq!(paths, ["direct"]);
+    let seen = tap.from_relay.lock().expect("tap").len();
+    assert!(
+        seen < 1 << 20,
+        "only rendezvous and tracker traffic went via the relay: {seen} bytes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_relay_carries_only_ciphertext() {
+    const SIZE: u64 = 8 << 20;
+    let relay = TestRelay::spawn().await;
+    let tap = TapProxy::spawn(&relay).await;
+    let (paths, plain) = transfer(&relay, &tap.addr, Transport::Relay, Transport::Relay, SIZE).await;
+    assert!(
+        !paths.is_empty() && paths.iter().all(|p| p == "relay"),
+        "{paths:?}"
+    );
+    let seen = tap.from_relay.lock().expect("tap").clone();
+    assert!(
+        seen.len() as u64 >= SIZE,
+        "the whole transfer went through the relay: {}",
+        seen.len()
+    );
+    // 64 windows of 24 bytes spread over the file: none may appear in what the relay relayed.
+    for i in 0..64u64 {
+        let at = (i * (SIZE / 64) + i * 7) as usize;
+        let window = &plain[at..at + 24];
+        assert!(
+            memchr::memmem::find(&seen, window).is_none(),
+            "plaintext at offset {at} crossed the relay"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_falls_back_to_the_relay_when_direct_is_unavailable() {
+    let relay = TestRelay::spawn().await;
+    // A sender that offers no direct address leaves the receiver only the tunnel.
+    let (paths, _) = transfer(&relay, &relay.addr, Transport::Relay, Transport::Auto, 4 << 20).await;
+    assert_eq!(paths, ["relay"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_prefers_direct() {
+    let relay = TestRelay::spawn().await;
+    let (paths, _) = transfer(&relay, &relay.addr, Transport::Auto, Transport::Auto, 4 << 20).await;
+    assert_eq!(paths, ["direct"]);
+}
