@@ -142,9 +142,16 @@ async fn accept_loop(
             }
             let splice = async {
                 match conn {
-                    Conn::Tcp(remote) => {
-                        let (mut a, mut b) = (local, remote);
-                        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                    Conn::Tcp(mut remote) => {
+                        // Either direction ending ends the connection, so a path that went
+                        // silent does not keep this task waiting on the other direction.
+                        let mut local = local;
+                        let (mut lr, mut lw) = local.split();
+                        let (mut rr, mut rw) = remote.split();
+                        tokio::select! {
+                            _ = tokio::io::copy(&mut lr, &mut rw) => {},
+                            _ = tokio::io::copy(&mut rr, &mut lw) => {},
+                        }
                     }
                     Conn::Tunnel(ws) => {
                         tunnel::splice(*ws, local, None).await;

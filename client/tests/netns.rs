@@ -1,0 +1,321 @@
+//! Transfers across real network trouble, in network namespaces this test creates: a sender
+//! host and a receiver host joined through a router namespace that also runs the relay.
+//! Firewall rules (nftables) go only inside the test's own namespaces. Needs root, `ip` and
+//! `nft`; it fails loudly when it cannot set up, it never skips.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::Path,
+    process::{Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use common::{BIN, wait_with_timeout, write_random};
+use convey_relay::{Config, Server};
+
+static NEXT_NET: AtomicU32 = AtomicU32::new(0);
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {args:?} ({e}); these tests need root with iproute2 and nftables")
+        });
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}; these tests need root with iproute2 and nftables",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Three namespaces: `a` (sender), `b` (receiver), `r` (router and relay).
+struct Net {
+    a: String,
+    b: String,
+    r: String,
+    /// Subnet prefix: a is {p}.1.2, b is {p}.2.2, r is {p}.1.1 and {p}.2.1.
+    p: String,
+    relay_port: u16,
+    relay: Option<(std::thread::JoinHandle<()>, tokio::sync::oneshot::Sender<()>)>,
+}
+
+impl Net {
+    fn new() -> Self {
+        let n = NEXT_NET.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}{n}", std::process::id() % 10_000);
+        let p = format!("10.{}", 100 + (std::process::id() % 50) * 2 + n);
+        let (a, b, r) = (format!("cva{id}"), format!("cvb{id}"), format!("cvr{id}"));
+        for ns in [&a, &b, &r] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            run(&["ip", "netns", "add", ns]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        for (host, side) in [(&a, "1"), (&b, "2")] {
+            let (outer, inner) = (format!("r{side}{id}"), format!("h{side}{id}"));
+            run(&[
+                "ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+            ]);
+            run(&["ip", "link", "set", &outer, "netns", &r]);
+            run(&["ip", "link", "set", &inner, "netns", host]);
+            run(&[
+                "ip",
+                "-n",
+                &r,
+                "addr",
+                "add",
+                &format!("{p}.{side}.1/24"),
+                "dev",
+                &outer,
+            ]);
+            run(&[
+                "ip",
+                "-n",
+                host,
+                "addr",
+                "add",
+                &format!("{p}.{side}.2/24"),
+                "dev",
+                &inner,
+            ]);
+            run(&["ip", "-n", &r, "link", "set", &outer, "up"]);
+            run(&["ip", "-n", host, "link", "set", &inner, "up"]);
+            run(&[
+                "ip",
+                "-n",
+                host,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("{p}.{side}.1"),
+            ]);
+        }
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &r,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.ip_forward=1",
+        ]);
+        let mut net = Self {
+            a,
+            b,
+            r,
+            p,
+            relay_port: 0,
+            relay: None,
+        };
+        net.start_relay();
+        net
+    }
+
+    /// Run the real relay in-process, on a thread that entered the router namespace.
+    fn start_relay(&mut self) {
+        let ns = std::fs::File::open(format!("/var/run/netns/{}", self.r)).expect("open netns");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the router namespace");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let server = Server::spawn(Config::with_listen(SocketAddr::from(([0, 0, 0, 0], 0))))
+                    .await
+                    .expect("relay in the router namespace");
+                ready_tx.send(server.local_addr().port()).expect("report port");
+                let _ = stop_rx.await;
+                server.shutdown().await;
+            });
+        });
+        self.relay_port = ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("relay started");
+        self.relay = Some((thread, stop_tx));
+    }
+
+    /// The relay as seen from host `side` (1: sender, 2: receiver).
+    fn relay_from(&self, side: u8) -> String {
+        format!("{}.{side}.1:{}", self.p, self.relay_port)
+    }
+
+    /// Drop every packet between the two hosts (TCP and UDP), inside their namespaces; both
+    /// still reach the router, and so the relay's HTTP port.
+    fn block_direct(&self) {
+        for (ns, other) in [(&self.a, "2"), (&self.b, "1")] {
+            let subnet = format!("{}.{other}.0/24", self.p);
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "nft",
+                "add",
+                "table",
+                "inet",
+                "convey_test",
+            ]);
+            for (chain, hook, dir) in [("in", "input", "saddr"), ("out", "output", "daddr")] {
+                run(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "nft",
+                    "add",
+                    "chain",
+                    "inet",
+                    "convey_test",
+                    chain,
+                    &format!("{{ type filter hook {hook} priority 0 ; }}"),
+                ]);
+                run(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "nft",
+                    "add",
+                    "rule",
+                    "inet",
+                    "convey_test",
+                    chain,
+                    "ip",
+                    dir,
+                    &subnet,
+                    "drop",
+                ]);
+            }
+        }
+    }
+
+    /// `convey ARGS` inside namespace `ns`, with its own HOME.
+    fn convey(&self, ns: &str, home: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, BIN])
+            .env("HOME", home)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("CONVEY_RELAY")
+            .env_remove("CONVEY_CODE");
+        c
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        if let Some((thread, stop)) = self.relay.take() {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
+        for ns in [&self.a, &self.b, &self.r] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Read JSON events until `stop` says so; returns them.
+fn events_until(
+    reader: &mut impl BufRead,
+    mut stop: impl FnMut(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut seen = Vec::new();
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON event");
+        let done = stop(&v);
+        seen.push(v);
+        if done {
+            break;
+        }
+    }
+    seen
+}
+
+fn paths_of(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "transport")
+        .filter_map(|e| e["path"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Send `size` bytes from host a to host b; `during` runs once the receiver has a quarter.
+fn transfer(net: &Net, size: usize, limit: Option<&str>, during: impl FnOnce()) -> Vec<serde_json::Value> {
+    let home = tempfile::tempdir().expect("home");
+    let src = home.path().join("payload.bin");
+    write_random(&src, size);
+    let out = home.path().join("out");
+    let mut send = net.convey(&net.a, home.path());
+    send.args(["send", "--code", "70-pilot-planet", "--relay", &net.relay_from(1)]);
+    if let Some(rate) = limit {
+        send.args(["--limit-rate", rate]);
+    }
+    send.arg(&src);
+    let (mut sender, _) = common::spawn_with_code(send, &home.path().join("send.err"));
+    let mut receiver = net
+        .convey(&net.b, home.path())
+        .args([
+            "receive",
+            "--yes",
+            "--json",
+            "--relay",
+            &net.relay_from(2),
+            "--out",
+        ])
+        .arg(&out)
+        .arg("70-pilot-planet")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("receive");
+    let mut reader = BufReader::new(receiver.stdout.take().expect("stdout"));
+    let quarter = (size / 4) as u64;
+    let mut seen = events_until(&mut reader, |v| {
+        v["event"] == "progress" && v["bytes"].as_u64().unwrap_or(0) >= quarter || v["event"] == "done"
+    });
+    during();
+    seen.extend(events_until(&mut reader, |v| {
+        v["event"] == "done" || v["event"] == "error"
+    }));
+    let status = wait_with_timeout(&mut receiver, Duration::from_secs(150));
+    let sent = wait_with_timeout(&mut sender, Duration::from_secs(30));
+    assert!(status.success(), "receiver failed: {seen:?}");
+    assert!(
+        sent.success(),
+        "sender failed: {}",
+        std::fs::read_to_string(home.path().join("send.err")).unwrap_or_default()
+    );
+    assert_eq!(
+        std::fs::read(out.join("payload.bin")).expect("received"),
+        std::fs::read(&src).expect("source"),
+        "byte-identical"
+    );
+    seen
+}
+
+#[test]
+fn only_the_relay_port_reachable_goes_through_the_websocket_tunnel() {
+    let net = Net::new();
+    net.block_direct();
+    let seen = transfer(&net, 16 << 20, None, || {});
+    assert_eq!(paths_of(&seen), ["relay"], "{seen:?}");
+}
+
+#[test]
+fn a_direct_path_cut_mid_transfer_finishes_over_the_relay() {
+    let net = Net::new();
+    let seen = transfer(&net, 32 << 20, Some("4M"), || net.block_direct());
+    let paths = paths_of(&seen);
+    assert_eq!(paths.first().map(String::as_str), Some("direct"), "{seen:?}");
+    assert_eq!(paths.last().map(String::as_str), Some("relay"), "{seen:?}");
+}
