@@ -15,6 +15,8 @@ pub const DEFAULT_MAX_NAMEPLATES: usize = 10_000;
 pub const DEFAULT_TUNNEL_MAX_BYTES: u64 = 64 << 30;
 /// Default seconds one session may use the WebSocket tunnel (6 hours).
 pub const DEFAULT_TUNNEL_MAX_SECS: u64 = 6 * 3600;
+/// Default STUN address (UDP); `off` disables STUN.
+pub const DEFAULT_STUN_LISTEN: &str = "0.0.0.0:3478";
 /// Default seconds one end of a tunnel waits for the other.
 pub const DEFAULT_TUNNEL_WAIT_SECS: u64 = 300;
 
@@ -44,6 +46,11 @@ pub struct Config {
     #[arg(long, env = "CONVEY_RELAY_TUNNEL_MAX_SECS", default_value_t = DEFAULT_TUNNEL_MAX_SECS)]
     pub tunnel_max_secs: u64,
 
+    /// UDP address of the STUN service WebRTC peers use to learn their public address, or
+    /// `off`.
+    #[arg(long, env = "CONVEY_RELAY_STUN_LISTEN", default_value = DEFAULT_STUN_LISTEN, value_parser = parse_stun)]
+    pub stun_listen: StunListen,
+
     /// Seconds one end of a tunnel waits for the other end.
     #[arg(long, env = "CONVEY_RELAY_TUNNEL_WAIT_SECS", default_value_t = DEFAULT_TUNNEL_WAIT_SECS)]
     pub tunnel_wait_secs: u64,
@@ -60,6 +67,7 @@ impl Config {
             tunnel_max_bytes: DEFAULT_TUNNEL_MAX_BYTES,
             tunnel_max_secs: DEFAULT_TUNNEL_MAX_SECS,
             tunnel_wait_secs: DEFAULT_TUNNEL_WAIT_SECS,
+            stun_listen: StunListen(None),
         }
     }
 
@@ -70,4 +78,17 @@ impl Config {
     pub fn announce_interval(&self) -> Duration {
         Duration::from_secs(self.announce_interval_secs.max(1))
     }
+}
+
+/// Where STUN listens, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StunListen(pub Option<SocketAddr>);
+
+fn parse_stun(s: &str) -> Result<StunListen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(StunListen(None));
+    }
+    s.parse()
+        .map(|a| StunListen(Some(a)))
+        .map_err(|_| format!("{s:?} is neither an address like 0.0.0.0:3478 nor `off`"))
 }

@@ -8,6 +8,7 @@ mod http;
 mod rendezvous;
 mod server;
 mod state;
+mod stun;
 mod tracker;
 mod tunnel;
 

@@ -23,6 +23,7 @@ pub enum SpawnError {
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
+    stun_addr: Option<SocketAddr>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -40,21 +41,51 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let stun = match config.stun_listen.0 {
+            Some(stun_addr) => {
+                let bind_err = |source| SpawnError::Bind {
+                    addr: stun_addr,
+                    source,
+                };
+                let socket = tokio::net::UdpSocket::bind(stun_addr).await.map_err(bind_err)?;
+                let port = socket.local_addr().map_err(bind_err)?.port();
+                Some((socket, port))
+            }
+            None => None,
+        };
         let cancel = CancellationToken::new();
-        let state = AppState::new(&config, cancel.child_token());
+        let mut state = AppState::new(&config, cancel.child_token());
+        state.stun_port = stun.as_ref().map(|(_, port)| *port);
+        let stun_addr = stun.as_ref().and_then(|(s, _)| s.local_addr().ok());
         let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let shutdown = cancel.clone();
         let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
+            let stun_task =
+                stun.map(|(socket, _)| tokio::spawn(crate::stun::serve(socket, shutdown.child_token())));
+            let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
             if let Err(err) = serve.await {
                 tracing::error!(%err, "relay server stopped with an error");
             }
+            shutdown.cancel();
+            if let Some(t) = stun_task {
+                let _ = t.await;
+            }
         });
-        Ok(Self { addr, cancel, task })
+        Ok(Self {
+            addr,
+            stun_addr,
+            cancel,
+            task,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the STUN service listens, if enabled.
+    pub fn stun_addr(&self) -> Option<SocketAddr> {
+        self.stun_addr
     }
 
     /// Stop accepting, tell every open session to close, and wait for them.

@@ -18,6 +18,8 @@ pub(crate) struct AppState {
     pub(crate) tunnels: Arc<Tunnels>,
     pub(crate) tunnel_limits: TunnelLimits,
     pub(crate) nameplate_ttl: Duration,
+    /// UDP port of the STUN service, told to clients in the welcome.
+    pub(crate) stun_port: Option<u16>,
     pub(crate) announce_interval: Duration,
     /// Cancelled at shutdown; every long-lived handler watches it.
     pub(crate) shutdown: CancellationToken,
@@ -35,6 +37,7 @@ impl AppState {
                 wait: Duration::from_secs(config.tunnel_wait_secs.max(1)),
             },
             nameplate_ttl: config.nameplate_ttl(),
+            stun_port: None,
             announce_interval: config.announce_interval(),
             shutdown,
         }

@@ -93,7 +93,10 @@ impl Connection {
 
     async fn run(mut self, socket: WebSocket) {
         let (mut sink, mut stream) = socket.split();
-        let mut out = vec![ServerMsg::Welcome { motd: None }];
+        let mut out = vec![ServerMsg::Welcome {
+            motd: None,
+            stun_port: self.state.stun_port,
+        }];
         let deadline = tokio::time::sleep(self.state.nameplate_ttl);
         tokio::pin!(deadline);
         'conn: loop {

@@ -40,6 +40,9 @@ pub enum Mood {
 pub enum ServerMsg {
     Welcome {
         motd: Option<String>,
+        /// UDP port of the relay's STUN service, on the relay's host.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stun_port: Option<u16>,
     },
     /// The nameplate is ours; `peer_present` says whether the other side is already there.
     Claimed {
