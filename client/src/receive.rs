@@ -30,6 +30,7 @@ use crate::{
     transfer::{bt, prepare::parse_torrent, staging::Staging, storage::OpeningStorageFactory, stream},
     transport::{
         Transport, path,
+        rtc::RtcPeer,
         select::{PathSelector, Paths},
     },
 };
@@ -121,6 +122,7 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
         other => return reject(link, Error::Protocol(format!("expected an offer, got {other:?}"))).await,
     };
     let tunnel = offer.abilities.iter().any(|a| a == ABILITY_TUNNEL);
+    let rtc_offer = offer.rtc;
     match offer.body {
         OfferBody::Text { text } => receive_text(link, text, &events).await,
         OfferBody::Stream {
@@ -129,7 +131,8 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
             direct_hints,
         } => {
             let paths = paths_to_sender(&opts, &link, direct_hints, tunnel);
-            receive_stream(link, &content_key, &token, paths, &opts, &events).await
+            let offer = (&content_key, token.as_str(), rtc_offer.as_deref());
+            receive_stream(link, offer, paths, &opts, &events).await
         }
         OfferBody::Files {
             manifest,
@@ -142,7 +145,7 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
                 Ok(p) => p,
                 Err(e) => return reject(link, e).await,
             };
-            receive_files(link, plan, &opts, &events).await
+            receive_files(link, plan, rtc_offer.as_deref(), &opts, &events).await
         }
     }
 }
@@ -161,6 +164,7 @@ fn paths_to_sender(
         tunnel,
         relay: opts.relay.clone(),
         token: link.tunnel_token.clone(),
+        rtc: None,
     }
 }
 
@@ -169,18 +173,22 @@ async fn reject<T>(mut link: PeerLink, e: Error) -> Result<T> {
         .send(&PeerMsg::Answer {
             accept: false,
             reason: Some(e.to_string()),
+            rtc: None,
         })
         .await;
     link.close(Mood::Errory).await;
     Err(e)
 }
 
-/// Show the offer and ask; on a no, tell the sender and stop.
+/// Show the offer and ask; on a no, tell the sender and stop. On a yes, answer the
+/// sender's WebRTC offer too (when that path is allowed), adding it to `paths`.
 async fn ask(
     link: &mut PeerLink,
     summary: OfferSummary,
     opts: &ReceiveOptions,
     events: &EventSink,
+    paths: &mut Paths,
+    rtc_offer: Option<&str>,
 ) -> Result<()> {
     events(Event::Offer {
         kind: summary.kind.into(),
@@ -196,13 +204,25 @@ async fn ask(
         link.send(&PeerMsg::Answer {
             accept: false,
             reason: Some("declined by the receiver".into()),
+            rtc: None,
         })
         .await?;
         return Err(Error::Declined(None));
     }
+    let mut rtc_answer = None;
+    if let Some(offer) = rtc_offer.filter(|_| paths.transport.allows_webrtc()) {
+        match RtcPeer::answer(link.stun.clone(), offer).await {
+            Ok((peer, sdp)) => {
+                paths.rtc = Some(Arc::new(peer));
+                rtc_answer = Some(sdp);
+            }
+            Err(err) => tracing::debug!(%err, "no WebRTC path"),
+        }
+    }
     link.send(&PeerMsg::Answer {
         accept: true,
         reason: None,
+        rtc: rtc_answer,
     })
     .await
 }
@@ -233,6 +253,7 @@ async fn receive_text(mut link: PeerLink, text: String, events: &EventSink) -> R
         .send(&PeerMsg::Answer {
             accept: true,
             reason: None,
+            rtc: None,
         })
         .await;
     events(Event::Transport {
@@ -249,9 +270,8 @@ async fn receive_text(mut link: PeerLink, text: String, events: &EventSink) -> R
 
 async fn receive_stream(
     mut link: PeerLink,
-    key: &ContentKey,
-    token: &str,
-    paths: Paths,
+    (key, token, rtc_offer): (&ContentKey, &str, Option<&str>),
+    mut paths: Paths,
     opts: &ReceiveOptions,
     events: &EventSink,
 ) -> Result<ReceiveReport> {
@@ -272,8 +292,8 @@ async fn receive_stream(
     };
     let started = Instant::now();
     let result = async {
-        ask(&mut link, summary, opts, events).await?;
-        let selector = PathSelector::spawn(paths, events.clone()).await?;
+        ask(&mut link, summary, opts, events, &mut paths, rtc_offer).await?;
+        let selector = PathSelector::spawn(paths.clone(), events.clone()).await?;
         let received = async {
             let conn = stream::connect(selector.addr(), &tok).await?;
             let progress = |bytes| events(Event::Progress { bytes, total: None });
@@ -284,6 +304,7 @@ async fn receive_stream(
         received
     }
     .await;
+    paths.close().await;
     let bytes = conclude(link, result).await?;
     events(Event::Done {
         bytes,
@@ -363,7 +384,8 @@ fn top_names(content: &CheckedManifest) -> (Vec<String>, usize) {
 
 async fn receive_files(
     mut link: PeerLink,
-    plan: Plan,
+    mut plan: Plan,
+    rtc_offer: Option<&str>,
     opts: &ReceiveOptions,
     events: &EventSink,
 ) -> Result<ReceiveReport> {
@@ -385,10 +407,11 @@ async fn receive_files(
     };
     let started = Instant::now();
     let result = async {
-        ask(&mut link, summary, opts, events).await?;
+        ask(&mut link, summary, opts, events, &mut plan.paths, rtc_offer).await?;
         download(&mut link, &plan, &opts.relay, events).await
     }
     .await;
+    plan.paths.close().await;
     let fetched = conclude(link, result).await?;
     events(Event::Done {
         bytes: total,

@@ -69,6 +69,13 @@ impl RelayAddr {
         }
     }
 
+    /// The host part of the address (for the relay's STUN service).
+    pub fn host(&self) -> &str {
+        self.authority
+            .rsplit_once(':')
+            .map_or(self.authority.as_str(), |(host, _)| host)
+    }
+
     pub fn rendezvous_url(&self) -> String {
         let scheme = if self.secure { "wss" } else { "ws" };
         format!("{scheme}://{}{}{RENDEZVOUS_PATH}", self.authority, self.prefix)

@@ -27,6 +27,8 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Rendezvous {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     relay: String,
+    /// The relay's STUN URL, if it runs STUN.
+    pub(crate) stun: Option<String>,
     /// Messages that arrived while we waited for something else.
     inbox: VecDeque<ServerMsg>,
 }
@@ -57,10 +59,14 @@ impl Rendezvous {
         let mut rv = Self {
             ws,
             relay: relay.to_string(),
+            stun: None,
             inbox: VecDeque::new(),
         };
         match rv.next().await? {
-            ServerMsg::Welcome { .. } => Ok(rv),
+            ServerMsg::Welcome { stun_port, .. } => {
+                rv.stun = stun_port.map(|port| format!("stun:{}:{port}", relay.host()));
+                Ok(rv)
+            }
             other => Err(Error::Protocol(format!(
                 "expected a welcome from the relay, got {other:?}"
             ))),

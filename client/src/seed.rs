@@ -23,7 +23,7 @@ use convey_shared::{
 use crate::{
     Error, Event, EventSink,
     error::Result,
-    send::{SendOptions, await_done, finish, offer, offer_paths},
+    send::{SendOptions, await_done, finish, offer},
     session::PeerLink,
     transfer::{
         bt,
@@ -33,7 +33,7 @@ use crate::{
         select::select,
         storage::SealingStorageFactory,
     },
-    transport::{path, serve::TunnelServer},
+    transport::serve::Offered,
 };
 
 /// Prepared content, checked by librqbit and ready to seed (still paused).
@@ -181,16 +181,15 @@ async fn offer_and_wait(
     let port = session
         .announce_port()
         .ok_or_else(|| Error::Transfer("BitTorrent is not listening".into()))?;
-    let (direct_hints, tunnel, mut abilities) = offer_paths(opts.transport, &opts.relay, link, port);
-    abilities.push(ABILITY_BITTORRENT);
+    let offered = Offered::new(opts.transport, &opts.relay, link, port).await;
     let body = OfferBody::Files {
         manifest: manifest.clone(),
         content_key: prepared.key.clone(),
         torrent: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, torrent),
-        direct_hints,
+        direct_hints: offered.hints.clone(),
     };
     let result = async {
-        offer(link, body, &abilities).await?;
+        offer(link, body, &offered, &[ABILITY_BITTORRENT]).await?;
         let done = await_done(link);
         tokio::pin!(done);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -200,12 +199,7 @@ async fn offer_and_wait(
                 r = &mut done => break r,
                 _ = tick.tick() => {
                     let up = handle.stats().uploaded_bytes;
-                    // The receiver's connections come through the tunnel or straight to librqbit.
-                    let now = if tunnel.as_ref().is_some_and(TunnelServer::in_use) {
-                        Some(path::RELAY)
-                    } else {
-                        (up > 0).then_some(path::DIRECT)
-                    };
+                    let now = offered.path_in_use(up > 0);
                     if now.is_some() && now != shown_path {
                         shown_path = now;
                         events(Event::Transport { path: now.unwrap_or_default().into() });
@@ -216,9 +210,7 @@ async fn offer_and_wait(
         }
     }
     .await;
-    if let Some(t) = tunnel {
-        t.shutdown().await;
-    }
+    offered.shutdown().await;
     result?;
     events(Event::Progress {
         bytes: prepared.size,

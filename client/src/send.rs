@@ -12,7 +12,7 @@ use convey_shared::{
     content::{ContentKey, StreamCipher},
     crypto::Side,
     protocol::{
-        peer::{ABILITY_STREAM, ABILITY_TUNNEL, Offer, OfferBody, PeerMsg},
+        peer::{ABILITY_STREAM, Offer, OfferBody, PeerMsg},
         rendezvous::Mood,
     },
 };
@@ -23,8 +23,8 @@ use crate::{
     rendezvous::Rendezvous,
     seed,
     session::{self, PeerLink},
-    transfer::{bt, stream},
-    transport::{Transport, path, serve::TunnelServer},
+    transfer::stream,
+    transport::{Transport, path, serve::Offered},
 };
 
 /// What to send.
@@ -128,18 +128,35 @@ pub(crate) async fn link_up(
     Ok(link)
 }
 
-/// Send the offer and wait for the receiver's answer.
-pub(crate) async fn offer(link: &mut PeerLink, body: OfferBody, abilities: &[&str]) -> Result<()> {
+/// Send the offer and wait for the receiver's answer; then serve the paths it may take.
+pub(crate) async fn offer(
+    link: &mut PeerLink,
+    body: OfferBody,
+    offered: &Offered,
+    extra: &[&str],
+) -> Result<()> {
     let offer = Offer {
-        abilities: abilities.iter().map(|a| (*a).to_owned()).collect(),
+        abilities: offered
+            .abilities
+            .iter()
+            .chain(extra)
+            .map(|a| (*a).to_owned())
+            .collect(),
         body,
+        rtc: offered.rtc_sdp.clone(),
     };
     link.send(&PeerMsg::Offer(Box::new(offer))).await?;
     match link.recv().await? {
-        PeerMsg::Answer { accept: true, .. } => Ok(()),
+        PeerMsg::Answer {
+            accept: true, rtc, ..
+        } => {
+            offered.answered(rtc).await;
+            Ok(())
+        }
         PeerMsg::Answer {
             accept: false,
             reason,
+            ..
         } => Err(Error::Declined(reason)),
         other => Err(Error::Protocol(format!("expected an answer, got {other:?}"))),
     }
@@ -166,14 +183,10 @@ pub(crate) async fn finish<T>(link: PeerLink, result: Result<T>) -> Result<T> {
 
 async fn send_text(text: &str, mut link: PeerLink, events: &EventSink) -> Result<u64> {
     let result = async {
-        offer(
-            &mut link,
-            OfferBody::Text {
-                text: text.to_owned(),
-            },
-            &[],
-        )
-        .await?;
+        let body = OfferBody::Text {
+            text: text.to_owned(),
+        };
+        offer(&mut link, body, &Offered::none(), &[]).await?;
         events(Event::Transport {
             path: "relay-message".into(),
         });
@@ -182,31 +195,6 @@ async fn send_text(text: &str, mut link: PeerLink, events: &EventSink) -> Result
     }
     .await;
     finish(link, result).await
-}
-
-/// The paths we offer for a local listener on `port`: direct addresses, and the relay tunnel
-/// (served until the returned server is shut down).
-pub(crate) fn offer_paths(
-    transport: Transport,
-    relay: &RelayAddr,
-    link: &PeerLink,
-    port: u16,
-) -> (Vec<std::net::SocketAddr>, Option<TunnelServer>, Vec<&'static str>) {
-    let hints = if transport.allows_direct() {
-        bt::direct_hints(port)
-    } else {
-        Vec::new()
-    };
-    let local = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
-    let tunnel = transport
-        .allows_relay()
-        .then(|| TunnelServer::spawn(relay.clone(), link.tunnel_token.clone(), local));
-    let abilities = if tunnel.is_some() {
-        vec![ABILITY_TUNNEL]
-    } else {
-        Vec::new()
-    };
-    (hints, tunnel, abilities)
 }
 
 async fn send_stdin(mut link: PeerLink, opts: &SendOptions, events: &EventSink) -> Result<u64> {
@@ -218,20 +206,18 @@ async fn send_stdin(mut link: PeerLink, opts: &SendOptions, events: &EventSink) 
         Ok(p) => p,
         Err(e) => return finish(link, Err(e)).await,
     };
-    let (direct_hints, tunnel, mut abilities) = offer_paths(opts.transport, &opts.relay, &link, port);
-    abilities.push(ABILITY_STREAM);
+    let offered = Offered::new(opts.transport, &opts.relay, &link, port).await;
     let result = async {
         let key = ContentKey::generate();
         let body = OfferBody::Stream {
             content_key: key.clone(),
             token: server.token_hex(),
-            direct_hints,
+            direct_hints: offered.hints.clone(),
         };
-        offer(&mut link, body, &abilities).await?;
+        offer(&mut link, body, &offered, &[ABILITY_STREAM]).await?;
         let conn = server.accept().await?;
-        let relayed = tunnel.as_ref().is_some_and(TunnelServer::in_use);
         events(Event::Transport {
-            path: if relayed { path::RELAY } else { path::DIRECT }.into(),
+            path: offered.path_in_use(true).unwrap_or(path::DIRECT).into(),
         });
         let progress = |bytes| events(Event::Progress { bytes, total: None });
         let sent = stream::send(tokio::io::stdin(), conn, &StreamCipher::new(&key), progress).await?;
@@ -239,8 +225,6 @@ async fn send_stdin(mut link: PeerLink, opts: &SendOptions, events: &EventSink) 
         Ok(sent)
     }
     .await;
-    if let Some(t) = tunnel {
-        t.shutdown().await;
-    }
+    offered.shutdown().await;
     finish(link, result).await
 }

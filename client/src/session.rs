@@ -17,6 +17,8 @@ pub(crate) struct PeerLink {
     channel: Channel,
     /// Names this session's WebSocket tunnel on the relay (derived from the session key).
     pub(crate) tunnel_token: String,
+    /// The relay's STUN URL, for WebRTC.
+    pub(crate) stun: Option<String>,
 }
 
 /// Run the PAKE and key confirmation. Nothing but the SPAKE2 message and the confirmation
@@ -37,6 +39,7 @@ pub(crate) async fn establish(mut rv: Rendezvous, code: &Code, side: Side) -> Re
     }
     let channel = Channel::new(&key, side);
     Ok(PeerLink {
+        stun: rv.stun.clone(),
         rv,
         channel,
         tunnel_token: tunnel_token(&key),

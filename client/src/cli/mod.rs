@@ -81,7 +81,7 @@ struct SendArgs {
     /// Also show the code as a QR code.
     #[arg(long)]
     qr: bool,
-    /// Paths the receiver may use: auto (direct, then the relay's tunnel), direct, relay.
+    /// Paths the receiver may use: auto (direct, then WebRTC, then the relay tunnel), direct, webrtc, relay.
     #[arg(long, default_value = "auto", env = "CONVEY_TRANSPORT")]
     transport: Transport,
     /// Files and folders to send, or `-` for standard input.
@@ -106,7 +106,7 @@ struct ReceiveArgs {
     /// How long to wait for the sender to show up (e.g. 30s, 5m) [default: 30s].
     #[arg(long, value_parser = humantime::parse_duration)]
     wait: Option<Duration>,
-    /// Paths to use: auto (direct, then the relay's tunnel), direct, relay.
+    /// Paths to use: auto (direct, then WebRTC, then the relay tunnel), direct, webrtc, relay.
     #[arg(long, default_value = "auto", env = "CONVEY_TRANSPORT")]
     transport: Transport,
     /// The code the sender printed (or set CONVEY_CODE to keep it out of the process list).

@@ -1,9 +1,10 @@
 //! How the bytes get between the peers. BitTorrent's peer wire protocol (and the stream of a
 //! pipe) runs unchanged over whichever byte stream the peers manage to open: a direct TCP
-//! connection, or the relay's WebSocket tunnel. The receiver hands librqbit a local address
+//! connection, a WebRTC data channel ([`rtc`]), or the relay's WebSocket tunnel. The receiver hands librqbit a local address
 //! ([`select::PathSelector`]) behind which it opens the best path that works; the sender
 //! keeps a tunnel end open towards its own listener ([`serve::TunnelServer`]).
 
+pub mod rtc;
 pub mod select;
 pub mod serve;
 pub mod tunnel;
@@ -13,11 +14,13 @@ use std::str::FromStr;
 /// Which paths a side may use (`--transport`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Transport {
-    /// Direct first, then the relay's tunnel when direct does not work or dies.
+    /// Direct first, then WebRTC, then the relay's tunnel, racing where it saves time.
     #[default]
     Auto,
     /// Only a direct TCP connection between the peers.
     Direct,
+    /// Only a WebRTC data channel (UDP, NAT traversal with the relay's STUN).
+    Webrtc,
     /// Only the relay's WebSocket tunnel.
     Relay,
 }
@@ -30,6 +33,10 @@ impl Transport {
     pub fn allows_relay(self) -> bool {
         matches!(self, Self::Auto | Self::Relay)
     }
+
+    pub fn allows_webrtc(self) -> bool {
+        matches!(self, Self::Auto | Self::Webrtc)
+    }
 }
 
 impl FromStr for Transport {
@@ -39,8 +46,11 @@ impl FromStr for Transport {
         match s {
             "auto" => Ok(Self::Auto),
             "direct" => Ok(Self::Direct),
+            "webrtc" => Ok(Self::Webrtc),
             "relay" => Ok(Self::Relay),
-            other => Err(format!("{other:?} is not a transport; use auto, direct or relay")),
+            other => Err(format!(
+                "{other:?} is not a transport; use auto, direct, webrtc or relay"
+            )),
         }
     }
 }
@@ -48,5 +58,6 @@ impl FromStr for Transport {
 /// Names of the paths, as shown in progress and `transport` events.
 pub mod path {
     pub const DIRECT: &str = "direct";
+    pub const WEBRTC: &str = "webrtc";
     pub const RELAY: &str = "relay";
 }

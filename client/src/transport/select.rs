@@ -20,11 +20,17 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Transport, path, tunnel};
+use super::{Transport, path, rtc, rtc::RtcPeer, tunnel};
 use crate::{Error, Event, EventSink, RelayAddr, error::Result};
 
 /// How long the tunnel waits before racing a direct attempt.
 const FALLBACK_DELAY: Duration = Duration::from_millis(1500);
+/// How long WebRTC waits before racing a direct attempt.
+const RTC_DELAY: Duration = Duration::from_millis(250);
+/// How long a WebRTC data channel may take to come up.
+const RTC_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long the tunnel waits when WebRTC is also tried.
+const RELAY_DELAY_AFTER_RTC: Duration = Duration::from_secs(4);
 /// How long one direct connection attempt may take.
 const DIRECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -38,6 +44,8 @@ pub struct Paths {
     pub tunnel: bool,
     pub relay: RelayAddr,
     pub token: String,
+    /// The WebRTC connection, when the sender offered one and we answered.
+    pub rtc: Option<Arc<RtcPeer>>,
 }
 
 impl std::fmt::Debug for Paths {
@@ -55,6 +63,14 @@ impl Paths {
     pub fn any(&self) -> bool {
         (self.transport.allows_direct() && !self.hints.is_empty())
             || (self.transport.allows_relay() && self.tunnel)
+            || (self.transport.allows_webrtc() && self.rtc.is_some())
+    }
+
+    /// Close the WebRTC connection, if any.
+    pub async fn close(&self) {
+        if let Some(rtc) = &self.rtc {
+            rtc.close().await;
+        }
     }
 }
 
@@ -62,6 +78,7 @@ impl Paths {
 enum Conn {
     Tcp(TcpStream),
     Tunnel(Box<tunnel::Ws>),
+    Rtc(Arc<dyn webrtc::data_channel::DataChannel>),
 }
 
 #[derive(Debug)]
@@ -156,6 +173,7 @@ async fn accept_loop(
                     Conn::Tunnel(ws) => {
                         tunnel::splice(*ws, local, None).await;
                     }
+                    Conn::Rtc(dc) => rtc::splice(dc, local).await,
                 }
             };
             tokio::select! {
@@ -167,9 +185,12 @@ async fn accept_loop(
     conns.shutdown().await;
 }
 
-/// Open the best allowed path to the sender, or `None` when none works.
+/// Open the best allowed path to the sender, or `None` when none works. Direct starts at
+/// once, WebRTC a moment later, the relay tunnel last (later still when WebRTC is in play,
+/// since its connection may still be coming up); the first to connect wins.
 async fn open(paths: &Paths) -> Option<(Conn, &'static str)> {
     let direct = paths.transport.allows_direct() && !paths.hints.is_empty();
+    let rtc = paths.rtc.as_ref().filter(|_| paths.transport.allows_webrtc());
     let relay = paths.transport.allows_relay() && paths.tunnel;
     let mut tries: FuturesUnordered<futures::future::BoxFuture<'_, Option<(Conn, &'static str)>>> =
         FuturesUnordered::new();
@@ -180,12 +201,24 @@ async fn open(paths: &Paths) -> Option<(Conn, &'static str)> {
                 .map(|c| (Conn::Tcp(c), path::DIRECT))
         }));
     }
-    if relay {
-        tries.push(Box::pin(async {
-            // Happy eyeballs: give the direct path a head start.
+    if let Some(peer) = rtc {
+        tries.push(Box::pin(async move {
             if direct {
-                tokio::time::sleep(FALLBACK_DELAY).await;
+                tokio::time::sleep(RTC_DELAY).await;
             }
+            peer.open(RTC_TIMEOUT)
+                .await
+                .map(|dc| (Conn::Rtc(dc), path::WEBRTC))
+        }));
+    }
+    if relay {
+        let delay = match (direct, rtc.is_some()) {
+            (_, true) => RELAY_DELAY_AFTER_RTC,
+            (true, false) => FALLBACK_DELAY,
+            (false, false) => Duration::ZERO,
+        };
+        tries.push(Box::pin(async move {
+            tokio::time::sleep(delay).await;
             match tunnel::connect(&paths.relay, &paths.token, TunnelSide::Dial).await {
                 Ok(ws) => Some((Conn::Tunnel(Box::new(ws)), path::RELAY)),
                 Err(err) => {

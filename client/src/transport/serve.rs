@@ -1,7 +1,8 @@
-//! The sender's end of the relay tunnel: it keeps one tunnel end waiting on the relay, and
-//! when the receiver's end joins and speaks, connects it to the local listener (librqbit's,
-//! or the stream listener) and opens the next waiting end. Owned: [`TunnelServer::shutdown`]
-//! stops and awaits every task.
+//! The sender's side of the paths: [`Offered`] is everything a sender offers for one local
+//! listener (librqbit's, or the stream listener): direct addresses, a WebRTC offer, and the
+//! relay tunnel. [`TunnelServer`] keeps one tunnel end waiting on the relay, and when the
+//! receiver's end joins and speaks, connects it to the local listener and opens the next
+//! waiting end. Both are owned: `shutdown` stops and awaits every task.
 
 use std::{
     net::SocketAddr,
@@ -16,8 +17,8 @@ use convey_shared::protocol::tunnel::TunnelSide;
 use tokio::{net::TcpStream, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::tunnel;
-use crate::RelayAddr;
+use super::{Transport, path, rtc::RtcPeer, tunnel};
+use crate::{RelayAddr, session::PeerLink, transfer::bt};
 
 /// Most tunnels one sender serves at once.
 const MAX_TUNNELS: usize = 8;
@@ -104,4 +105,98 @@ async fn serve(
         });
     }
     splices.shutdown().await;
+}
+
+/// What the sender offers for one local listener, and serves until [`Offered::shutdown`].
+#[derive(Debug)]
+pub(crate) struct Offered {
+    pub(crate) hints: Vec<SocketAddr>,
+    pub(crate) abilities: Vec<&'static str>,
+    /// The WebRTC offer (SDP as JSON) to put in the sealed offer.
+    pub(crate) rtc_sdp: Option<String>,
+    rtc: Option<RtcPeer>,
+    tunnel: Option<TunnelServer>,
+    local: SocketAddr,
+}
+
+impl Offered {
+    /// Prepare every path `transport` allows towards `127.0.0.1:port`.
+    pub(crate) async fn new(transport: Transport, relay: &RelayAddr, link: &PeerLink, port: u16) -> Self {
+        let local = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+        let hints = if transport.allows_direct() {
+            bt::direct_hints(port)
+        } else {
+            Vec::new()
+        };
+        let (rtc, rtc_sdp) = if transport.allows_webrtc() {
+            match RtcPeer::offer(link.stun.clone()).await {
+                Ok((peer, sdp)) => (Some(peer), Some(sdp)),
+                Err(err) => {
+                    tracing::debug!(%err, "no WebRTC path");
+                    (None, None)
+                }
+            }
+        } else {
+            (None, None)
+        };
+        let tunnel = transport
+            .allows_relay()
+            .then(|| TunnelServer::spawn(relay.clone(), link.tunnel_token.clone(), local));
+        let abilities = if tunnel.is_some() {
+            vec![convey_shared::protocol::peer::ABILITY_TUNNEL]
+        } else {
+            Vec::new()
+        };
+        Self {
+            hints,
+            abilities,
+            rtc_sdp,
+            rtc,
+            tunnel,
+            local,
+        }
+    }
+
+    /// Nothing to serve (a text travels inside the offer).
+    pub(crate) fn none() -> Self {
+        Self {
+            hints: Vec::new(),
+            abilities: Vec::new(),
+            rtc_sdp: None,
+            rtc: None,
+            tunnel: None,
+            local: SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+        }
+    }
+
+    /// The receiver accepted; with its WebRTC answer, start serving data channels.
+    pub(crate) async fn answered(&self, rtc_answer: Option<String>) {
+        if let (Some(peer), Some(answer)) = (&self.rtc, rtc_answer) {
+            match peer.accept(&answer).await {
+                Ok(()) => peer.serve(self.local).await,
+                Err(err) => tracing::debug!(%err, "WebRTC answer refused"),
+            }
+        }
+    }
+
+    /// The path the receiver came through, if it came yet: tunnel or WebRTC if one of them
+    /// carried a connection, else direct once data moved.
+    pub(crate) fn path_in_use(&self, moved: bool) -> Option<&'static str> {
+        if self.tunnel.as_ref().is_some_and(TunnelServer::in_use) {
+            Some(path::RELAY)
+        } else if self.rtc.as_ref().is_some_and(RtcPeer::in_use) {
+            Some(path::WEBRTC)
+        } else {
+            moved.then_some(path::DIRECT)
+        }
+    }
+
+    pub(crate) async fn shutdown(self) {
+        if let Some(t) = self.tunnel {
+            t.shutdown().await;
+        }
+        if let Some(r) = self.rtc {
+            r.close().await;
+        }
+    }
 }

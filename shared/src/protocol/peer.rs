@@ -17,7 +17,13 @@ pub enum PeerMsg {
     /// Sender to receiver: what is offered and how to fetch it.
     Offer(Box<Offer>),
     /// Receiver to sender: accepted, or declined with a reason.
-    Answer { accept: bool, reason: Option<String> },
+    Answer {
+        accept: bool,
+        reason: Option<String>,
+        /// The receiver's WebRTC answer (SDP as JSON), when it takes the WebRTC path.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rtc: Option<String>,
+    },
     /// Receiver to sender: the transfer ended (ok, or the error the receiver saw).
     Done { ok: bool, message: Option<String> },
     #[serde(other)]
@@ -38,6 +44,9 @@ pub const MAX_TEXT_BYTES: usize = 1 << 20;
 pub struct Offer {
     pub abilities: Vec<String>,
     pub body: OfferBody,
+    /// The sender's WebRTC offer (SDP as JSON, candidates included), when it offers that path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtc: Option<String>,
 }
 
 /// What is offered and how to fetch it.
