@@ -151,49 +151,38 @@ impl Net {
     /// Drop every packet between the two hosts (TCP and UDP), inside their namespaces; both
     /// still reach the router, and so the relay's HTTP port.
     fn block_direct(&self) {
+        self.block_between("");
+    }
+
+    /// Drop TCP between the two hosts both ways (UDP still passes).
+    fn block_direct_tcp(&self) {
+        self.block_between("tcp");
+    }
+
+    /// Drop packets between the hosts, all of them or only protocol `proto`.
+    fn block_between(&self, proto: &str) {
+        let nft = |ns: &str, rule: &str| {
+            let mut args = vec!["ip", "netns", "exec", ns, "nft"];
+            args.extend(rule.split_whitespace());
+            run(&args);
+        };
+        let only = if proto.is_empty() {
+            String::new()
+        } else {
+            format!("meta l4proto {proto}")
+        };
         for (ns, other) in [(&self.a, "2"), (&self.b, "1")] {
             let subnet = format!("{}.{other}.0/24", self.p);
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "nft",
-                "add",
-                "table",
-                "inet",
-                "convey_test",
-            ]);
+            nft(ns, "add table inet convey_test");
             for (chain, hook, dir) in [("in", "input", "saddr"), ("out", "output", "daddr")] {
-                run(&[
-                    "ip",
-                    "netns",
-                    "exec",
+                nft(
                     ns,
-                    "nft",
-                    "add",
-                    "chain",
-                    "inet",
-                    "convey_test",
-                    chain,
-                    &format!("{{ type filter hook {hook} priority 0 ; }}"),
-                ]);
-                run(&[
-                    "ip",
-                    "netns",
-                    "exec",
+                    &format!("add chain inet convey_test {chain} {{ type filter hook {hook} priority 0 ; }}"),
+                );
+                nft(
                     ns,
-                    "nft",
-                    "add",
-                    "rule",
-                    "inet",
-                    "convey_test",
-                    chain,
-                    "ip",
-                    dir,
-                    &subnet,
-                    "drop",
-                ]);
+                    &format!("add rule inet convey_test {chain} ip {dir} {subnet} {only} drop"),
+                );
             }
         }
     }
@@ -301,6 +290,14 @@ fn transfer(net: &Net, size: usize, limit: Option<&str>, during: impl FnOnce()) 
         "byte-identical"
     );
     seen
+}
+
+#[test]
+fn direct_tcp_blocked_both_ways_goes_over_webrtc() {
+    let net = Net::new();
+    net.block_direct_tcp();
+    let seen = transfer(&net, 16 << 20, None, || {});
+    assert_eq!(paths_of(&seen), ["webrtc"], "{seen:?}");
 }
 
 #[test]

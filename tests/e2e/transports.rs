@@ -101,3 +101,17 @@ async fn auto_prefers_direct() {
     let (paths, _) = transfer(&relay, &relay.addr, Transport::Auto, Transport::Auto, 4 << 20).await;
     assert_eq!(paths, ["direct"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_webrtc_goes_over_a_data_channel() {
+    let relay = TestRelay::spawn().await;
+    assert!(relay.server.stun_addr().is_some(), "the relay serves STUN");
+    let tap = TapProxy::spawn(&relay).await;
+    let (paths, _) = transfer(&relay, &tap.addr, Transport::Webrtc, Transport::Webrtc, 4 << 20).await;
+    assert_eq!(paths, ["webrtc"]);
+    let seen = tap.from_relay.lock().expect("tap").len();
+    assert!(
+        seen < 1 << 20,
+        "the content did not go through the relay: {seen} bytes"
+    );
+}

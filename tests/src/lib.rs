@@ -32,9 +32,10 @@ pub struct TestRelay {
 
 impl TestRelay {
     pub async fn spawn() -> Self {
-        let server = Server::spawn(Config::with_listen(SocketAddr::from(([127, 0, 0, 1], 0))))
-            .await
-            .expect("relay binds on loopback");
+        let mut config = Config::with_listen(SocketAddr::from(([127, 0, 0, 1], 0)));
+        // STUN on, so WebRTC peers also gather server-reflexive candidates from it.
+        config.stun_listen = convey_relay::config::StunListen(Some(SocketAddr::from(([127, 0, 0, 1], 0))));
+        let server = Server::spawn(config).await.expect("relay binds on loopback");
         let addr = RelayAddr::from_socket(server.local_addr());
         Self { server, addr }
     }
