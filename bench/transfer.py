@@ -4,6 +4,9 @@ wall time, MB/s, time until the code is printed, peak RSS, CPU seconds and extra
 written by each side.
 
 Usage: python3 bench/transfer.py [--size-mib 1024] [--runs 1] [--typing-delay 5]
+                                [--transport auto|direct|webrtc|relay]
+With --transport, both sides are forced onto that path; the relay's CPU seconds during the
+run are printed too (it carries the bytes on the relay path).
 Everything stays on 127.0.0.1 and in a temporary folder that is removed afterwards.
 """
 import argparse, json, os, re, shutil, socket, subprocess, sys, tempfile, threading, time
@@ -65,14 +68,21 @@ def reap(proc, limit):
     raise SystemExit(f"process {proc.args} did not finish in {limit}s")
 
 
-def run_once(size, work, relay_addr, typing_delay):
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_once(size, work, relay_addr, typing_delay, transport):
     src = os.path.join(work, "payload.bin")
     out = os.path.join(work, "out")
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     convey = os.path.join(TARGET, "release", "convey")
     t_send = time.time()
-    sender = subprocess.Popen([convey, "send", "--relay", relay_addr, src], stdout=subprocess.PIPE,
+    sender = subprocess.Popen([convey, "send", "--transport", transport, "--relay", relay_addr, src],
+                              stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True, cwd=work)
     sw = Watch(sender)
     line = sender.stdout.readline()
@@ -83,8 +93,8 @@ def run_once(size, work, relay_addr, typing_delay):
     threading.Thread(target=lambda: sender.stdout.read(), daemon=True).start()
     time.sleep(typing_delay)  # the person on the other side typing the code
     t_recv = time.time()
-    receiver = subprocess.Popen([convey, "receive", "--yes", "--json", "--relay", relay_addr, "--out", out,
-                                 m.group(1)],
+    receiver = subprocess.Popen([convey, "receive", "--yes", "--json", "--transport", transport,
+                                 "--relay", relay_addr, "--out", out, m.group(1)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=work)
     rw = Watch(receiver)
     rru = reap(receiver, 600)
@@ -116,6 +126,7 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--transport", default="auto", choices=["auto", "direct", "webrtc", "relay"])
     ap.add_argument("--typing-delay", type=float, default=0.0,
                     help="seconds between the code appearing and the receiver starting")
     a = ap.parse_args()
@@ -133,7 +144,8 @@ def main():
                 f.write(os.urandom(n))
                 left -= n
         port = free_port()
-        relay = subprocess.Popen([os.path.join(TARGET, "release", "convey-relay"), "--listen", f"127.0.0.1:{port}"],
+        relay = subprocess.Popen([os.path.join(TARGET, "release", "convey-relay"), "--listen", f"127.0.0.1:{port}",
+                                  "--stun-listen", "127.0.0.1:0"],
                                  stderr=subprocess.DEVNULL)
         for _ in range(100):
             try:
@@ -143,14 +155,16 @@ def main():
                 time.sleep(0.05)
         rru_before = None
         for i in range(a.runs):
-            r = run_once(size, work, f"127.0.0.1:{port}", a.typing_delay)
+            relay_cpu = cpu_seconds(relay.pid)
+            r = run_once(size, work, f"127.0.0.1:{port}", a.typing_delay, a.transport)
+            relay_cpu = cpu_seconds(relay.pid) - relay_cpu
             mb = size / 1e6
-            print(f"run {i + 1}: {a.size_mib} MiB on loopback, receiver started {a.typing_delay:g} s after the code")
+            print(f"run {i + 1}: {a.size_mib} MiB on loopback over {a.transport}, receiver started {a.typing_delay:g} s after the code")
             print(f"  code printed after      {r['code_ms']:8.1f} ms   (target < 200 ms)")
             print(f"  receiver wall time      {r['wall_s']:8.2f} s    {mb / r['wall_s']:7.0f} MB/s  (receiver start -> verified file)")
             print(f"  transfer phase          {r['transfer_s']:8.2f} s    {mb / r['transfer_s']:7.0f} MB/s  (offer accepted -> verified file; target >= 500 MB/s)")
             print(f"  peak RSS  sender {r['send_rss_mib']:6.1f} MiB   receiver {r['recv_rss_mib']:6.1f} MiB   (target < 100 MiB)")
-            print(f"  CPU       sender {r['send_cpu_s']:6.2f} s     receiver {r['recv_cpu_s']:6.2f} s")
+            print(f"  CPU       sender {r['send_cpu_s']:6.2f} s     receiver {r['recv_cpu_s']:6.2f} s     relay {relay_cpu:6.2f} s")
             print(f"  extra disk written: sender {r['send_extra_disk']} B, receiver {r['recv_extra_disk']} B beyond the file (target sender 0)")
     finally:
         if relay:

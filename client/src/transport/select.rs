@@ -31,6 +31,8 @@ const RTC_DELAY: Duration = Duration::from_millis(250);
 const RTC_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long the tunnel waits when WebRTC is also tried.
 const RELAY_DELAY_AFTER_RTC: Duration = Duration::from_secs(4);
+/// Buffer per direction when bridging two TCP sockets.
+const SPLICE_BUFFER: usize = 256 * 1024;
 /// How long one direct connection attempt may take.
 const DIRECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -157,17 +159,28 @@ async fn accept_loop(
             if changed {
                 events(Event::Transport { path: name.into() });
             }
+            if name == path::DIRECT
+                && let Some(rtc) = &paths.rtc
+            {
+                // Direct works: an idle WebRTC connection would only cost CPU (its driver
+                // keeps ICE and DTLS alive). The relay tunnel stays as the fallback.
+                rtc.close().await;
+            }
             let splice = async {
                 match conn {
                     Conn::Tcp(mut remote) => {
                         // Either direction ending ends the connection, so a path that went
                         // silent does not keep this task waiting on the other direction.
+                        // Large buffers: tokio::io::copy's 8 KiB would cost a syscall pair
+                        // per 8 KiB on the bulk direction.
                         let mut local = local;
-                        let (mut lr, mut lw) = local.split();
-                        let (mut rr, mut rw) = remote.split();
+                        let (lr, mut lw) = local.split();
+                        let (rr, mut rw) = remote.split();
+                        let mut lr = tokio::io::BufReader::with_capacity(SPLICE_BUFFER, lr);
+                        let mut rr = tokio::io::BufReader::with_capacity(SPLICE_BUFFER, rr);
                         tokio::select! {
-                            _ = tokio::io::copy(&mut lr, &mut rw) => {},
-                            _ = tokio::io::copy(&mut rr, &mut lw) => {},
+                            _ = tokio::io::copy_buf(&mut lr, &mut rw) => {},
+                            _ = tokio::io::copy_buf(&mut rr, &mut lw) => {},
                         }
                     }
                     Conn::Tunnel(ws) => {
