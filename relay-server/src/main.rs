@@ -13,11 +13,21 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(flatten)]
     config: Config,
+    /// Check that a relay with these settings answers `/healthz`, then exit (0 healthy, 1 not).
+    #[arg(long)]
+    health_check: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.health_check {
+        if let Err(e) = convey_relay::health::check(cli.config.listen).await {
+            eprintln!("unhealthy: {e}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "convey_relay=info".into()))
