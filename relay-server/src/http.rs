@@ -1,9 +1,9 @@
-//! The HTTP surface: rendezvous WebSocket, tracker, WebSocket tunnel, health.
+//! The HTTP surface: rendezvous WebSocket, tracker, WebSocket tunnel, health, metrics.
 
 use axum::{Router, routing::get};
 use convey_shared::protocol::{ANNOUNCE_PATH, RENDEZVOUS_PATH, tunnel::TUNNEL_PATH};
 
-use crate::{rendezvous, state::AppState, tracker, tunnel};
+use crate::{metrics, rendezvous, state::AppState, tracker, tunnel};
 
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
@@ -11,5 +11,6 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(ANNOUNCE_PATH, get(tracker::announce))
         .route(&format!("{TUNNEL_PATH}/{{token}}/{{side}}"), get(tunnel::handler))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics::handler))
         .with_state(state)
 }

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod health;
 mod http;
+mod metrics;
 mod rendezvous;
 mod server;
 mod state;

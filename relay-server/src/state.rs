@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Config,
+    metrics::Metrics,
     rendezvous::Mailboxes,
     tracker::Swarms,
     tunnel::{TunnelLimits, Tunnels},
@@ -16,6 +17,7 @@ pub(crate) struct AppState {
     pub(crate) mailboxes: Arc<Mailboxes>,
     pub(crate) swarms: Arc<Swarms>,
     pub(crate) tunnels: Arc<Tunnels>,
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) tunnel_limits: TunnelLimits,
     pub(crate) nameplate_ttl: Duration,
     /// UDP port of the STUN service, told to clients in the welcome.
@@ -31,6 +33,7 @@ impl AppState {
             mailboxes: Arc::new(Mailboxes::new(config.max_nameplates)),
             swarms: Arc::new(Swarms::default()),
             tunnels: Arc::default(),
+            metrics: Arc::default(),
             tunnel_limits: TunnelLimits {
                 max_bytes: config.tunnel_max_bytes,
                 max_time: Duration::from_secs(config.tunnel_max_secs),

@@ -26,7 +26,7 @@ use futures::{SinkExt, StreamExt, stream::SplitSink, stream::SplitStream};
 use tokio::sync::oneshot;
 use tracing::{Instrument, debug, info_span};
 
-use crate::state::AppState;
+use crate::{metrics::Metrics, state::AppState};
 
 /// Caps on relayed sessions.
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +133,7 @@ async fn run(socket: WebSocket, token: String, side: TunnelSide, state: AppState
                 Err(back) => socket = Some(back),
             },
             Err(None) => {
+                state.metrics.reject("tunnel_side_busy");
                 let (mut sink, _) = mine.split();
                 close(&mut sink, "another connection of this side is already waiting").await;
                 break None;
@@ -158,6 +159,7 @@ async fn run(socket: WebSocket, token: String, side: TunnelSide, state: AppState
         }
     };
     if let Some((mine, partner)) = paired {
+        Metrics::inc(&state.metrics.tunnels_paired);
         let reason = splice(mine, partner, &usage, &state).await;
         debug!(
             reason,
@@ -174,12 +176,17 @@ async fn forward(
     tx: &mut SplitSink<WebSocket, Message>,
     usage: &Usage,
     max_bytes: u64,
+    metrics: &Metrics,
 ) -> &'static str {
     while let Some(msg) = rx.next().await {
         match msg {
             Ok(Message::Binary(data)) => {
                 let used = usage.bytes.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+                metrics
+                    .tunnel_bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
                 if used > max_bytes {
+                    metrics.reject("tunnel_byte_cap");
                     return "the relay's byte cap for this session is reached";
                 }
                 if tx.send(Message::Binary(data)).await.is_err() {
@@ -200,9 +207,12 @@ async fn splice(a: WebSocket, b: WebSocket, usage: &Usage, state: &AppState) -> 
     let (mut b_tx, mut b_rx) = b.split();
     let left = limits.max_time.saturating_sub(usage.started.elapsed());
     let reason = tokio::select! {
-        r = forward(&mut a_rx, &mut b_tx, usage, limits.max_bytes) => r,
-        r = forward(&mut b_rx, &mut a_tx, usage, limits.max_bytes) => r,
-        _ = tokio::time::sleep(left) => "the relay's time cap for this session is reached",
+        r = forward(&mut a_rx, &mut b_tx, usage, limits.max_bytes, &state.metrics) => r,
+        r = forward(&mut b_rx, &mut a_tx, usage, limits.max_bytes, &state.metrics) => r,
+        _ = tokio::time::sleep(left) => {
+            state.metrics.reject("tunnel_time_cap");
+            "the relay's time cap for this session is reached"
+        }
         _ = state.shutdown.cancelled() => "the relay is shutting down",
     };
     close(&mut a_tx, reason).await;

@@ -2,5 +2,6 @@
 
 mod failures;
 mod interop;
+mod metrics;
 mod transfer;
 mod transports;

@@ -30,6 +30,17 @@ pub(crate) enum MailboxError {
     Backlog,
 }
 
+impl MailboxError {
+    /// Label for the rejection metric.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Self::InUse => "code_in_use",
+            Self::Exhausted => "nameplates_exhausted",
+            Self::Backlog => "message_backlog",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Member {
     conn: ConnId,
@@ -154,7 +165,6 @@ impl Mailboxes {
     }
 
     /// Open nameplates.
-    #[cfg(test)]
     pub(crate) fn open_count(&self) -> usize {
         self.lock().len()
     }

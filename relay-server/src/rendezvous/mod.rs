@@ -30,7 +30,7 @@ use tracing::{Instrument, debug, info_span};
 pub(crate) use mailbox::Mailboxes;
 use mailbox::{ConnId, MailboxError};
 
-use crate::{state::AppState, tracker::InfoHash};
+use crate::{metrics::Metrics, state::AppState, tracker::InfoHash};
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -49,6 +49,7 @@ pub(crate) async fn handler(
             .into_response();
     }
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    Metrics::inc(&state.metrics.connections);
     ws.max_message_size(MAX_MESSAGE_BYTES + 4096)
         .on_upgrade(move |socket| {
             Connection::new(conn, state)
@@ -160,12 +161,15 @@ impl Connection {
                         peer_present: false,
                     });
                 }
-                Err(e) => return refuse(e, out),
+                Err(e) => return self.refuse(e, out),
             },
             (ClientMsg::Claim { nameplate }, None) => {
                 match self.state.mailboxes.claim(nameplate, self.id, self.tx.clone()) {
                     Ok(peer_present) => {
                         debug!(%nameplate, peer_present, "claimed");
+                        if peer_present {
+                            Metrics::inc(&self.state.metrics.pairings);
+                        }
                         self.nameplate = Some(nameplate);
                         self.paired = peer_present;
                         out.push(ServerMsg::Claimed {
@@ -173,12 +177,12 @@ impl Connection {
                             peer_present,
                         });
                     }
-                    Err(e) => return refuse(e, out),
+                    Err(e) => return self.refuse(e, out),
                 }
             }
             (ClientMsg::Send { body }, Some(n)) => {
                 if let Err(e) = self.state.mailboxes.send(n, self.id, body) {
-                    return refuse(e, out);
+                    return self.refuse(e, out);
                 }
             }
             (ClientMsg::RegisterSwarm { info_hash }, Some(_)) if self.paired => {
@@ -197,6 +201,9 @@ impl Connection {
                 }
             }
             (ClientMsg::Close { mood }, _) => {
+                if mood == Mood::Scary {
+                    Metrics::inc(&self.state.metrics.failed_confirmations);
+                }
                 self.mood = Some(mood);
                 return Flow::Close;
             }
@@ -207,6 +214,11 @@ impl Connection {
             )),
         }
         Flow::Continue
+    }
+
+    fn refuse(&self, e: MailboxError, out: &mut Vec<ServerMsg>) -> Flow {
+        self.state.metrics.reject(e.label());
+        refuse(e, out)
     }
 
     fn cleanup(&mut self) {

@@ -19,7 +19,7 @@ use serde_bytes::ByteBuf;
 pub(crate) use swarm::Swarms;
 use swarm::{Announce, AnnounceOutcome};
 
-use crate::state::AppState;
+use crate::{metrics::Metrics, state::AppState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct InfoHash(pub(crate) [u8; 20]);
@@ -97,10 +97,14 @@ pub(crate) async fn announce(
     RawQuery(query): RawQuery,
 ) -> Response {
     let interval = state.announce_interval.as_secs();
-    let fail = |reason: String| bencoded(&Failure { reason, interval });
+    Metrics::inc(&state.metrics.announces);
+    let fail = |label: &'static str, reason: String| {
+        state.metrics.reject(label);
+        bencoded(&Failure { reason, interval })
+    };
     let req = match announce::parse(query.as_deref().unwrap_or("")) {
         Ok(r) => r,
-        Err(reason) => return fail(reason),
+        Err(reason) => return fail("tracker_malformed", reason),
     };
     let ip = match remote.ip() {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
@@ -117,6 +121,7 @@ pub(crate) async fn announce(
     match state.swarms.announce(&a, state.announce_interval * 3) {
         Some(outcome) => bencoded(&success(outcome, req.compact, interval)),
         None => fail(
+            "tracker_unregistered",
             "unregistered info_hash: this tracker only serves transfers in progress on this relay".into(),
         ),
     }

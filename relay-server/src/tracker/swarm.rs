@@ -53,6 +53,11 @@ impl Swarms {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Swarms currently registered.
+    pub(crate) fn count(&self) -> usize {
+        self.lock().len()
+    }
+
     pub(crate) fn register(&self, h: InfoHash) {
         self.lock().entry(h).or_default().registrations += 1;
     }
