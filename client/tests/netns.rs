@@ -6,7 +6,7 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
+    io::BufReader,
     net::SocketAddr,
     path::Path,
     process::{Command, Stdio},
@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use common::{BIN, wait_with_timeout, write_random};
+use common::{BIN, json_events, wait_with_timeout, write_random};
 use convey_relay::{Config, Server};
 
 static NEXT_NET: AtomicU32 = AtomicU32::new(0);
@@ -212,24 +212,6 @@ impl Drop for Net {
     }
 }
 
-/// Read JSON events until `stop` says so; returns them.
-fn events_until(
-    reader: &mut impl BufRead,
-    mut stop: impl FnMut(&serde_json::Value) -> bool,
-) -> Vec<serde_json::Value> {
-    let mut seen = Vec::new();
-    for line in reader.lines() {
-        let Ok(line) = line else { break };
-        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON event");
-        let done = stop(&v);
-        seen.push(v);
-        if done {
-            break;
-        }
-    }
-    seen
-}
-
 fn paths_of(events: &[serde_json::Value]) -> Vec<String> {
     events
         .iter()
@@ -269,11 +251,11 @@ fn transfer(net: &Net, size: usize, limit: Option<&str>, during: impl FnOnce()) 
         .expect("receive");
     let mut reader = BufReader::new(receiver.stdout.take().expect("stdout"));
     let quarter = (size / 4) as u64;
-    let mut seen = events_until(&mut reader, |v| {
+    let mut seen = json_events(&mut reader, |v| {
         v["event"] == "progress" && v["bytes"].as_u64().unwrap_or(0) >= quarter || v["event"] == "done"
     });
     during();
-    seen.extend(events_until(&mut reader, |v| {
+    seen.extend(json_events(&mut reader, |v| {
         v["event"] == "done" || v["event"] == "error"
     }));
     let status = wait_with_timeout(&mut receiver, Duration::from_secs(150));

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{convey, peak_rss, spawn_with_code, tree_listing, wait_with_timeout, write_random};
+use common::{convey, json_events, peak_rss, spawn_with_code, tree_listing, wait_with_timeout, write_random};
 use sha2::{Digest, Sha256};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -121,24 +121,6 @@ async fn stdin_to_stdout_streams_100_mib_in_flat_memory() {
     }
 }
 
-/// Parse the receiver's JSON lines until `stop` says so; returns them.
-fn json_lines(
-    reader: &mut impl BufRead,
-    mut stop: impl FnMut(&serde_json::Value) -> bool,
-) -> Vec<serde_json::Value> {
-    let mut seen = Vec::new();
-    for line in reader.lines() {
-        let Ok(line) = line else { break };
-        let v: serde_json::Value = serde_json::from_str(&line).expect("every stdout line is JSON");
-        let done = stop(&v);
-        seen.push(v);
-        if done {
-            break;
-        }
-    }
-    seen
-}
-
 /// Start `convey receive --yes --json --out OUT CODE`; returns it and its event stream.
 fn json_receiver(
     home: &std::path::Path,
@@ -173,7 +155,7 @@ async fn a_resumed_transfer_moves_only_the_missing_part() {
         .arg(&src);
     let (mut sender, _) = spawn_with_code(send, &home.path().join("send1.err"));
     let (mut receiver, mut events) = json_receiver(home.path(), &relay, &out, "43-pilot-planet");
-    let seen = json_lines(&mut events, |v| {
+    let seen = json_events(&mut events, |v| {
         v["event"] == "progress" && v["bytes"].as_u64().unwrap_or(0) >= SIZE / 2
     });
     sender.kill().expect("kill -9 sender");
@@ -188,7 +170,7 @@ async fn a_resumed_transfer_moves_only_the_missing_part() {
     send.args(["send", "--code", "44-pilot-planet"]).arg(&src);
     let (mut sender, _) = spawn_with_code(send, &home.path().join("send2.err"));
     let (mut receiver, mut events) = json_receiver(home.path(), &relay, &out, "44-pilot-planet");
-    let seen = json_lines(&mut events, |v| v["event"] == "done");
+    let seen = json_events(&mut events, |v| v["event"] == "done");
     assert!(wait_with_timeout(&mut receiver, LONG).success(), "{seen:?}");
     assert!(wait_with_timeout(&mut sender, LONG).success());
     let resumed = seen
@@ -490,7 +472,7 @@ async fn ctrl_c_exits_130_and_keeps_the_partial_folder_for_a_resume() {
         .arg(&src);
     let (mut sender, _) = spawn_with_code(send, &home.path().join("s.err"));
     let (mut receiver, mut events) = json_receiver(home.path(), &relay, &out, "62-pilot-planet");
-    json_lines(&mut events, |v| {
+    json_events(&mut events, |v| {
         v["event"] == "progress" && v["bytes"].as_u64().unwrap_or(0) > 0
     });
     let sigint = std::process::Command::new("kill")
@@ -499,7 +481,7 @@ async fn ctrl_c_exits_130_and_keeps_the_partial_folder_for_a_resume() {
         .expect("kill -INT");
     assert!(sigint.success());
     assert_eq!(wait_with_timeout(&mut receiver, LONG).code(), Some(130));
-    let rest = json_lines(&mut events, |_| false);
+    let rest = json_events(&mut events, |_| false);
     let last = rest.last().expect("a last event");
     assert_eq!(
         (last["event"].as_str(), last["exit_code"].as_u64()),

@@ -122,3 +122,22 @@ pub fn tree_listing(root: &Path) -> Vec<(PathBuf, char, u32, u64, String)> {
     }
     out
 }
+
+/// Parse JSON event lines from `reader` until `stop` says so (or the stream ends); returns
+/// every event read.
+pub fn json_events(
+    reader: &mut impl BufRead,
+    mut stop: impl FnMut(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut seen = Vec::new();
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        let v: serde_json::Value = serde_json::from_str(&line).expect("every event line is JSON");
+        let done = stop(&v);
+        seen.push(v);
+        if done {
+            break;
+        }
+    }
+    seen
+}
