@@ -6,7 +6,10 @@
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    sync::Arc,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -21,6 +24,7 @@ use convey_shared::{
         rendezvous::Mood,
     },
 };
+use librqbit::ManagedTorrent;
 
 use crate::{
     Error, Event, EventSink, RelayAddr, display,
@@ -37,6 +41,9 @@ use crate::{
 
 /// Longest a key exchange with a present peer may take.
 const PAKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// In `auto`, how long a direct connection may deliver nothing before the transfer moves to
+/// the fallback paths.
+const FAILOVER_AFTER: Duration = Duration::from_secs(8);
 /// Largest piece length accepted from a sender.
 const MAX_PIECE_LENGTH: u64 = 64 * 1024 * 1024;
 /// Top-level names shown in an offer summary.
@@ -150,6 +157,23 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
     }
 }
 
+/// Is librqbit connected to the sender other than through the path selector?
+fn direct_peer_live(torrent: &OnceLock<Arc<ManagedTorrent>>, selector: &OnceLock<SocketAddr>) -> bool {
+    let (Some(t), Some(sel)) = (torrent.get(), selector.get()) else {
+        return false;
+    };
+    let Some(live) = t.live() else { return false };
+    // librqbit exports the filter type only through serde (it is its HTTP API's query).
+    let Ok(live_only) = serde_json::from_value(serde_json::json!({ "state": "live" })) else {
+        return false;
+    };
+    let selector = sel.to_string();
+    live.per_peer_stats_snapshot(live_only)
+        .peers
+        .keys()
+        .any(|addr| *addr != selector)
+}
+
 /// Where and how the sender may be reached, as the offer and `--transport` allow.
 fn paths_to_sender(
     opts: &ReceiveOptions,
@@ -165,6 +189,7 @@ fn paths_to_sender(
         relay: opts.relay.clone(),
         token: link.tunnel_token.clone(),
         rtc: None,
+        direct_elsewhere: None,
     }
 }
 
@@ -448,10 +473,25 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
         ));
     }
     // `--transport direct` is plain BitTorrent: tracker peers and the sender's addresses.
-    // Otherwise librqbit's only peer is the path selector, which finds a path to the sender.
-    let selector = match plan.paths.transport {
+    // `auto` adds the path selector as a second peer for the fallbacks, which stands aside
+    // while librqbit's own direct connection works. Forced WebRTC or relay: the selector only.
+    let torrent: Arc<OnceLock<Arc<ManagedTorrent>>> = Arc::default();
+    let selector_addr: Arc<OnceLock<SocketAddr>> = Arc::default();
+    let transport = plan.paths.transport;
+    let mut paths = plan.paths.clone();
+    // Armed while librqbit dials the sender directly; disarmed once we fell back.
+    let fallback_armed = Arc::new(AtomicBool::new(false));
+    if transport == Transport::Auto && !paths.hints.is_empty() {
+        fallback_armed.store(true, Ordering::Relaxed);
+        let (torrent, selector_addr, armed) =
+            (torrent.clone(), selector_addr.clone(), fallback_armed.clone());
+        paths.direct_elsewhere = Some(Arc::new(move || {
+            armed.load(Ordering::Relaxed) && direct_peer_live(&torrent, &selector_addr)
+        }));
+    }
+    let selector = match transport {
         Transport::Direct => None,
-        _ => Some(PathSelector::spawn(plan.paths.clone(), events.clone()).await?),
+        _ => Some(PathSelector::spawn(paths, events.clone()).await?),
     };
     let (tracker, peers) = match &selector {
         None => {
@@ -460,42 +500,84 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
             });
             (Some(relay.announce_url()), plan.paths.hints.clone())
         }
+        Some(s) if transport == Transport::Auto => {
+            let _ = selector_addr.set(s.addr());
+            let mut peers = plan.paths.hints.clone();
+            peers.push(s.addr());
+            (Some(relay.announce_url()), peers)
+        }
         Some(s) => (None, vec![s.addr()]),
     };
     let torrent_session = bt::start_session(&folder, None).await?;
     let storage = OpeningStorageFactory::new(files.clone(), plan.cipher.clone(), resume);
     let total = plan.content.layout.total();
     let fetched = async {
-        let handle = bt::add(
-            &torrent_session,
-            plan.torrent.clone(),
-            storage.boxed_factory(),
-            bt::AddOptions {
-                tracker,
-                peers,
-                paused: false,
-            },
-            &folder,
-        )
-        .await?;
-        if resume {
-            let had = bt::wait_checked(&handle).await?;
-            events(Event::Resumed {
-                bytes: plan.cipher.plain_progress(had),
-            });
-        }
-        let progress = |done: u64, _| {
-            events(Event::Progress {
-                bytes: plan.cipher.plain_progress(done),
-                total: Some(total),
-            });
-        };
-        tokio::select! {
-            r = bt::wait_downloaded(&handle, progress) => r,
-            msg = link.recv() => match msg {
-                Err(e) => Err(e),
-                Ok(other) => Err(Error::Protocol(format!("unexpected message during transfer: {other:?}"))),
-            },
+        let mut direct_shown = transport == Transport::Direct;
+        let (mut tracker, mut peers, mut resume) = (tracker, peers, resume);
+        let mut fetched_before = 0;
+        loop {
+            let handle = bt::add(
+                &torrent_session,
+                plan.torrent.clone(),
+                storage.clone().boxed_factory(),
+                bt::AddOptions {
+                    tracker: tracker.clone(),
+                    peers: peers.clone(),
+                    paused: false,
+                },
+                &folder,
+            )
+            .await?;
+            let _ = torrent.set(handle.clone());
+            if resume {
+                let had = bt::wait_checked(&handle).await?;
+                events(Event::Resumed {
+                    bytes: plan.cipher.plain_progress(had),
+                });
+            }
+            let progress = |done: u64, _| {
+                // Bytes that arrived while the selector carried nothing came direct.
+                if !direct_shown && done > 0 && selector.as_ref().is_some_and(|s| s.current().is_none()) {
+                    direct_shown = true;
+                    events(Event::Transport {
+                        path: path::DIRECT.into(),
+                    });
+                }
+                events(Event::Progress {
+                    bytes: plan.cipher.plain_progress(done),
+                    total: Some(total),
+                });
+            };
+            // In `auto`, a stalled direct connection hands over to the fallbacks quickly.
+            let stall = if fallback_armed.load(Ordering::Relaxed) {
+                FAILOVER_AFTER
+            } else {
+                bt::STALL_TIMEOUT
+            };
+            let outcome = tokio::select! {
+                r = bt::wait_downloaded(&handle, stall, progress) => r?,
+                msg = link.recv() => return match msg {
+                    Err(e) => Err(e),
+                    Ok(other) => Err(Error::Protocol(format!("unexpected message during transfer: {other:?}"))),
+                },
+            };
+            match outcome {
+                bt::Downloaded::Complete(n) => return Ok(fetched_before + n),
+                bt::Downloaded::Stalled if fallback_armed.swap(false, Ordering::Relaxed) => {
+                    // Start again through the path selector alone; librqbit re-checks what
+                    // arrived, so no verified piece is fetched twice.
+                    tracing::debug!("direct path stalled; continuing over the fallbacks");
+                    // The network changed under us: a WebRTC connection negotiated before
+                    // may look alive for a while but carry nothing. The relay does not.
+                    plan.paths.close().await;
+                    fetched_before += handle.stats().live.map_or(0, |l| l.snapshot.fetched_bytes);
+                    bt::remove(&torrent_session, &handle).await;
+                    tracker = None;
+                    peers = selector.as_ref().map(|s| vec![s.addr()]).unwrap_or_default();
+                    resume = true;
+                }
+                bt::Downloaded::Stalled => return Err(bt::stalled_error()),
+            }
         }
     }
     .await;

@@ -135,10 +135,38 @@ pub async fn wait_checked(handle: &ManagedTorrent) -> Result<u64> {
     Ok(0)
 }
 
+/// How a download ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Downloaded {
+    /// Complete; the ciphertext bytes fetched from the network (less than the whole when
+    /// resuming).
+    Complete(u64),
+    /// Nothing arrived for the given stall limit.
+    Stalled,
+}
+
+/// The error for a download that stalled for good.
+pub fn stalled_error() -> Error {
+    Error::Transfer(format!(
+        "no data from the sender for {}s; check that both machines can reach each other",
+        STALL_TIMEOUT.as_secs()
+    ))
+}
+
+/// Remove one torrent from a session (its data stays with our storage).
+pub async fn remove(session: &Arc<Session>, handle: &ManagedTorrent) {
+    if let Err(err) = session.delete(handle.id().into(), false).await {
+        tracing::debug!(%err, "removing torrent");
+    }
+}
+
 /// Poll until the download is complete, reporting ciphertext bytes to `progress`.
-/// Fails on a torrent error or when nothing arrives for [`STALL_TIMEOUT`]. Returns the
-/// ciphertext bytes fetched from the network (less than the whole when resuming).
-pub async fn wait_downloaded(handle: &ManagedTorrent, mut progress: impl FnMut(u64, u64)) -> Result<u64> {
+/// Fails on a torrent error; reports [`Downloaded::Stalled`] when nothing arrives for `stall`.
+pub async fn wait_downloaded(
+    handle: &ManagedTorrent,
+    stall: Duration,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Downloaded> {
     let mut last = (0, Instant::now());
     loop {
         let s = handle.stats();
@@ -158,15 +186,14 @@ pub async fn wait_downloaded(handle: &ManagedTorrent, mut progress: impl FnMut(u
         }
         progress(s.progress_bytes, s.total_bytes);
         if s.finished && matches!(s.state, TorrentStatsState::Live) {
-            return Ok(s.live.map_or(0, |l| l.snapshot.fetched_bytes));
+            return Ok(Downloaded::Complete(
+                s.live.map_or(0, |l| l.snapshot.fetched_bytes),
+            ));
         }
         if s.progress_bytes != last.0 {
             last = (s.progress_bytes, Instant::now());
-        } else if last.1.elapsed() > STALL_TIMEOUT {
-            return Err(Error::Transfer(format!(
-                "no data from the sender for {}s; check that both machines can reach each other",
-                STALL_TIMEOUT.as_secs()
-            )));
+        } else if last.1.elapsed() > stall {
+            return Ok(Downloaded::Stalled);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

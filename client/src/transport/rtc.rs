@@ -191,8 +191,12 @@ impl RtcPeer {
             .map_err(rtc_error("remote description"))
     }
 
-    /// Wait until the connection is up (or failed, or `within` passed).
+    /// Wait until the connection is up (or failed, or `within` passed). Never after
+    /// [`RtcPeer::close`].
     async fn connected(&self, within: Duration) -> bool {
+        if self.cancel.is_cancelled() {
+            return false;
+        }
         let mut state = self.state.clone();
         let up = tokio::time::timeout(
             within,

@@ -31,6 +31,8 @@ const RTC_DELAY: Duration = Duration::from_millis(250);
 const RTC_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long the tunnel waits when WebRTC is also tried.
 const RELAY_DELAY_AFTER_RTC: Duration = Duration::from_secs(4);
+/// Longest a connection waits while librqbit's own direct connection is live.
+const HOLD: Duration = Duration::from_secs(7);
 /// Buffer per direction when bridging two TCP sockets.
 const SPLICE_BUFFER: usize = 256 * 1024;
 /// How long one direct connection attempt may take.
@@ -48,6 +50,10 @@ pub struct Paths {
     pub token: String,
     /// The WebRTC connection, when the sender offered one and we answered.
     pub rtc: Option<Arc<RtcPeer>>,
+    /// Set when librqbit dials the direct addresses itself: true while such a direct
+    /// connection is live. The selector then carries only the fallbacks, and holds back while
+    /// direct works.
+    pub direct_elsewhere: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Paths {
@@ -202,7 +208,26 @@ async fn accept_loop(
 /// once, WebRTC a moment later, the relay tunnel last (later still when WebRTC is in play,
 /// since its connection may still be coming up); the first to connect wins.
 async fn open(paths: &Paths) -> Option<(Conn, &'static str)> {
-    let direct = paths.transport.allows_direct() && !paths.hints.is_empty();
+    if let Some(busy) = &paths.direct_elsewhere {
+        // librqbit's own direct connection gets a head start; while it carries the
+        // transfer this connection waits, and gives up before librqbit's 10 s handshake
+        // timeout would (librqbit then retries it later, when direct may have died).
+        tokio::time::sleep(FALLBACK_DELAY).await;
+        if busy() {
+            if let Some(rtc) = &paths.rtc {
+                // An idle WebRTC connection only costs CPU; the relay stays the fallback.
+                rtc.close().await;
+            }
+            let freed = async {
+                while busy() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            };
+            tokio::time::timeout(HOLD, freed).await.ok()?;
+        }
+    }
+    let direct =
+        paths.transport.allows_direct() && !paths.hints.is_empty() && paths.direct_elsewhere.is_none();
     let rtc = paths.rtc.as_ref().filter(|_| paths.transport.allows_webrtc());
     let relay = paths.transport.allows_relay() && paths.tunnel;
     let mut tries: FuturesUnordered<futures::future::BoxFuture<'_, Option<(Conn, &'static str)>>> =
