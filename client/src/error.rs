@@ -26,6 +26,8 @@ pub enum Error {
     RelayUnreachable { relay: String, reason: String },
     #[error("the relay refused: {message}")]
     Relay { kind: ErrorKind, message: String },
+    #[error("the relay refused the tunnel: {0}")]
+    RelayRefused(String),
     #[error("protocol error: {0}")]
     Protocol(String),
     #[error("{0}")]
@@ -51,7 +53,10 @@ impl Error {
             Self::Timeout(_) => 4,
             Self::Declined(_) => 5,
             Self::Transfer(_) | Self::PeerGone => 6,
-            Self::RelayUnreachable { .. } | Self::Relay { .. } | Self::Protocol(_) => 7,
+            Self::RelayUnreachable { .. }
+            | Self::Relay { .. }
+            | Self::RelayRefused(_)
+            | Self::Protocol(_) => 7,
             Self::Io { .. } | Self::Refused(_) => 8,
         }
     }

@@ -174,6 +174,14 @@ fn direct_peer_live(torrent: &OnceLock<Arc<ManagedTorrent>>, selector: &OnceLock
         .any(|addr| *addr != selector)
 }
 
+/// The relay closed the tunnel for good (a cap, a shutdown), in its own words.
+fn tunnel_ended(said: Option<String>) -> Error {
+    Error::Transfer(format!(
+        "the relay ended the tunnel: {}; the partial download is kept, run both commands again to resume",
+        said.as_deref().unwrap_or("no reason given")
+    ))
+}
+
 /// Where and how the sender may be reached, as the offer and `--transport` allow.
 fn paths_to_sender(
     opts: &ReceiveOptions,
@@ -190,6 +198,7 @@ fn paths_to_sender(
         token: link.tunnel_token.clone(),
         rtc: None,
         direct_elsewhere: None,
+        relay_said: Arc::default(),
     }
 }
 
@@ -222,7 +231,8 @@ async fn ask(
         names: summary.names.clone(),
     });
     let accept = opts.accept.clone();
-    let accepted = tokio::task::spawn_blocking(move || accept(&summary))
+    let accepted = link
+        .keep_alive_while(tokio::task::spawn_blocking(move || accept(&summary)))
         .await
         .unwrap_or(false);
     if !accepted {
@@ -508,6 +518,7 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
         }
         Some(s) => (None, vec![s.addr()]),
     };
+    let mut relay_said = plan.paths.relay_said.subscribe();
     let torrent_session = bt::start_session(&folder, None).await?;
     let storage = OpeningStorageFactory::new(files.clone(), plan.cipher.clone(), resume);
     let total = plan.content.layout.total();
@@ -556,6 +567,10 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
             };
             let outcome = tokio::select! {
                 r = bt::wait_downloaded(&handle, stall, progress) => r?,
+                // When the tunnel is the only path, the relay ending it ends the transfer.
+                said = relay_said.wait_for(Option::is_some), if transport == Transport::Relay => {
+                    return Err(tunnel_ended(said.ok().and_then(|s| s.clone())));
+                }
                 msg = link.recv() => return match msg {
                     Err(e) => Err(e),
                     Ok(other) => Err(Error::Protocol(format!("unexpected message during transfer: {other:?}"))),
@@ -576,7 +591,12 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
                     peers = selector.as_ref().map(|s| vec![s.addr()]).unwrap_or_default();
                     resume = true;
                 }
-                bt::Downloaded::Stalled => return Err(bt::stalled_error()),
+                bt::Downloaded::Stalled => {
+                    return Err(match relay_said.borrow().clone() {
+                        Some(said) => tunnel_ended(Some(said)),
+                        None => bt::stalled_error(),
+                    });
+                }
             }
         }
     }
@@ -591,7 +611,7 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
     tracing::debug!(elapsed = ?verify_started.duration_since(download_started), "download complete");
 
     let (staging, content) = (plan.staging.clone(), plan.content.clone());
-    tokio::task::spawn_blocking(move || {
+    let verify = tokio::task::spawn_blocking(move || {
         if let Some(bad) = staging.verify(&content)? {
             staging.discard();
             return Err(Error::Transfer(format!(
@@ -600,9 +620,10 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
             )));
         }
         staging.install(&content)
-    })
-    .await
-    .map_err(|e| Error::Transfer(format!("verifying failed: {e}")))??;
+    });
+    link.keep_alive_while(verify)
+        .await
+        .map_err(|e| Error::Transfer(format!("verifying failed: {e}")))??;
     tracing::debug!(elapsed = ?verify_started.elapsed(), "verified, synced and moved into place");
     Ok(fetched)
 }

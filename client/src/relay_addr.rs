@@ -13,6 +13,18 @@ pub struct RelayAddr {
     authority: String,
     /// Path prefix without a trailing slash (for relays behind a reverse proxy).
     prefix: String,
+    /// A private relay's access token, presented when opening a code or a tunnel.
+    token: Option<RelayToken>,
+}
+
+/// A private relay's access token. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+struct RelayToken(String);
+
+impl fmt::Debug for RelayToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RelayToken(<redacted>)")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +68,7 @@ impl FromStr for RelayAddr {
             prefix: format!("/{}", prefix.trim_matches('/'))
                 .trim_end_matches('/')
                 .to_owned(),
+            token: None,
         })
     }
 }
@@ -66,7 +79,19 @@ impl RelayAddr {
             secure: false,
             authority: addr.to_string(),
             prefix: String::new(),
+            token: None,
         }
+    }
+
+    /// This relay, reached with a private relay's access token.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.is_empty()).map(RelayToken);
+        self
+    }
+
+    /// The `Authorization` header value for the access token, if one is set.
+    pub(crate) fn authorization(&self) -> Option<String> {
+        self.token.as_ref().map(|t| format!("Bearer {}", t.0))
     }
 
     /// The host part of the address (for the relay's STUN service).
@@ -128,6 +153,12 @@ mod tests {
         assert_eq!(r.to_string(), "https://relay.example.org:443/convey");
         let r: RelayAddr = "http://[::1]:9000".parse().unwrap();
         assert_eq!(r.announce_url(), "http://[::1]:9000/announce");
+        let r = r.with_token(Some("s3cret-token-value".into()));
+        assert!(
+            !format!("{r:?}").contains("s3cret"),
+            "the token never shows in Debug"
+        );
+        assert_eq!(r.authorization().as_deref(), Some("Bearer s3cret-token-value"));
     }
 
     #[test]

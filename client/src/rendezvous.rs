@@ -47,6 +47,11 @@ impl Rendezvous {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static(ProtocolVersion::V1.subprotocol()),
         );
+        if let Some(auth) = relay.authorization() {
+            let value = HeaderValue::from_str(&auth)
+                .map_err(|_| unreachable("the relay token must be printable ASCII".into()))?;
+            req.headers_mut().insert("Authorization", value);
+        }
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES + 4096));
         let (ws, _) = tokio::time::timeout(
@@ -87,7 +92,10 @@ impl Rendezvous {
     /// The next message from the relay, inbox first. Relay errors become [`Error::Relay`].
     async fn next(&mut self) -> Result<ServerMsg> {
         if let Some(m) = self.inbox.pop_front() {
-            return Ok(m);
+            return match m {
+                ServerMsg::Error { kind, message } => Err(Error::Relay { kind, message }),
+                m => Ok(m),
+            };
         }
         loop {
             let lost = |reason: String| Error::RelayUnreachable {
@@ -110,6 +118,27 @@ impl Rendezvous {
                 }
                 Message::Close(_) => return Err(lost("the relay closed the connection".into())),
                 _ => continue,
+            }
+        }
+    }
+
+    /// Run `work` while reading the relay's messages into the inbox, so its pings are
+    /// answered (it closes connections that stay silent) and nothing is lost.
+    pub(crate) async fn keep_alive_while<F: Future>(&mut self, work: F) -> F::Output {
+        tokio::pin!(work);
+        let mut open = true;
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                frame = self.ws.next(), if open => match frame {
+                    Some(Ok(Message::Text(t))) => match serde_json::from_str::<ServerMsg>(&t) {
+                        Ok(msg) => self.inbox.push_back(msg),
+                        Err(_) => open = false,
+                    },
+                    Some(Ok(_)) => {}
+                    // The next real read reports the loss.
+                    Some(Err(_)) | None => open = false,
+                },
             }
         }
     }

@@ -82,7 +82,8 @@ pub(crate) async fn send_files(
     };
     let seeding = match seeding {
         Some(s) => s,
-        None => match ready.await {
+        // Hashing a large folder can outlast the relay's idle limit: keep answering it.
+        None => match link.keep_alive_while(ready).await {
             Ok(s) => s,
             Err(e) => return finish(link, Err(e)).await,
         },

@@ -62,6 +62,11 @@ impl PeerLink {
         serde_json::from_slice(&json).map_err(|e| Error::Protocol(format!("bad message from peer: {e}")))
     }
 
+    /// Run `work` (a prompt, a long check) while keeping the relay connection alive.
+    pub(crate) async fn keep_alive_while<F: Future>(&mut self, work: F) -> F::Output {
+        self.rv.keep_alive_while(work).await
+    }
+
     pub(crate) async fn register_swarm(&mut self, info_hash: &str) -> Result<()> {
         self.rv.register_swarm(info_hash).await
     }

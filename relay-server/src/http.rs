@@ -1,7 +1,7 @@
 //! The HTTP surface: rendezvous WebSocket, tracker, WebSocket tunnel, health, metrics.
 
 use axum::{Router, routing::get};
-use convey_shared::protocol::{ANNOUNCE_PATH, RENDEZVOUS_PATH, tunnel::TUNNEL_PATH};
+use convey_shared::protocol::{ANNOUNCE_PATH, RENDEZVOUS_PATH, SCRAPE_PATH, tunnel::TUNNEL_PATH};
 
 use crate::{metrics, rendezvous, state::AppState, tracker, tunnel};
 
@@ -9,6 +9,7 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route(RENDEZVOUS_PATH, get(rendezvous::handler))
         .route(ANNOUNCE_PATH, get(tracker::announce))
+        .route(SCRAPE_PATH, get(tracker::scrape))
         .route(&format!("{TUNNEL_PATH}/{{token}}/{{side}}"), get(tunnel::handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics::handler))

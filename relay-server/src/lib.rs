@@ -6,6 +6,7 @@
 pub mod config;
 pub mod health;
 mod http;
+pub mod limits;
 mod metrics;
 mod rendezvous;
 mod server;

@@ -1,11 +1,10 @@
 //! `convey-relay`: parse settings, log to stderr, serve until SIGINT/SIGTERM.
 
 use anyhow::Context;
-use clap::Parser;
 use convey_relay::{Config, Server};
 use tracing_subscriber::EnvFilter;
 
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(
     version,
     about = "convey relay: rendezvous and BitTorrent tracker for convey transfers"
@@ -20,7 +19,14 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli: Cli = match convey_relay::config::file::parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(convey_relay::config::file::FileError::Args(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
     if cli.health_check {
         if let Err(e) = convey_relay::health::check(cli.config.listen).await {
             eprintln!("unhealthy: {e}");

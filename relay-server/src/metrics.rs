@@ -85,12 +85,20 @@ pub(crate) async fn handler(State(state): State<AppState>) -> impl IntoResponse 
         "Tracker announces received.",
         get(&m.announces),
     );
+    let (swarms, peers) = state.swarms.counts();
     metric(
         &mut out,
         "convey_relay_tracker_swarms",
         "gauge",
-        "Swarms registered by live sessions.",
-        state.swarms.count() as u64,
+        "Swarms the tracker serves (registered by live sessions, or announced in open mode).",
+        swarms as u64,
+    );
+    metric(
+        &mut out,
+        "convey_relay_tracker_peers",
+        "gauge",
+        "Peers in those swarms.",
+        peers as u64,
     );
     metric(
         &mut out,

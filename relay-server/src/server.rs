@@ -1,11 +1,14 @@
 //! The running relay: binds before returning, owns its tasks, shuts down gracefully.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{Config, http, state::AppState};
+use crate::{
+    Config, http,
+    state::{AppState, Stopping},
+};
 
 /// The relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -24,9 +27,14 @@ pub enum SpawnError {
 pub struct Server {
     addr: SocketAddr,
     stun_addr: Option<SocketAddr>,
-    cancel: CancellationToken,
+    stopping: Stopping,
+    grace: Duration,
+    tasks: TaskTracker,
     task: JoinHandle<()>,
 }
+
+/// How often stale tracker peers and idle rate-limit entries are dropped.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
 
 impl Server {
     /// Bind `config.listen` (port 0 picks a free port) and start serving.
@@ -53,28 +61,39 @@ impl Server {
             }
             None => None,
         };
-        let cancel = CancellationToken::new();
-        let mut state = AppState::new(&config, cancel.child_token());
+        let stopping = Stopping {
+            draining: CancellationToken::new(),
+            now: CancellationToken::new(),
+        };
+        let mut state = AppState::new(&config, stopping.clone());
         state.stun_port = stun.as_ref().map(|(_, port)| *port);
         let stun_addr = stun.as_ref().and_then(|(s, _)| s.local_addr().ok());
+        let tasks = state.tasks.clone();
+        let housekeeping = housekeeping(state.clone());
         let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let shutdown = cancel.clone();
+        let stop = stopping.clone();
         let task = tokio::spawn(async move {
             let stun_task =
-                stun.map(|(socket, _)| tokio::spawn(crate::stun::serve(socket, shutdown.child_token())));
-            let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+                stun.map(|(socket, _)| tokio::spawn(crate::stun::serve(socket, stop.now.child_token())));
+            let housekeeping = tokio::spawn(housekeeping);
+            let serve =
+                axum::serve(listener, app).with_graceful_shutdown(stop.draining.clone().cancelled_owned());
             if let Err(err) = serve.await {
                 tracing::error!(%err, "relay server stopped with an error");
+                stop.draining.cancel();
+                stop.now.cancel();
             }
-            shutdown.cancel();
-            if let Some(t) = stun_task {
+            stop.now.cancelled().await;
+            for t in [stun_task, Some(housekeeping)].into_iter().flatten() {
                 let _ = t.await;
             }
         });
         Ok(Self {
             addr,
             stun_addr,
-            cancel,
+            stopping,
+            grace: Duration::from_secs(config.shutdown_grace_secs),
+            tasks,
             task,
         })
     }
@@ -88,11 +107,37 @@ impl Server {
         self.stun_addr
     }
 
-    /// Stop accepting, tell every open session to close, and wait for them.
+    /// Stop accepting and close sessions that have not paired; give running transfers the
+    /// grace period (`--shutdown-grace-secs`) to finish; then cut the rest and wait for
+    /// every task.
     pub async fn shutdown(self) {
-        self.cancel.cancel();
+        self.stopping.draining.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(self.grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!(
+                sessions = self.tasks.len(),
+                "grace period over; cutting the sessions still running"
+            );
+        }
+        self.stopping.now.cancel();
+        self.tasks.wait().await;
         if let Err(err) = self.task.await {
             tracing::error!(%err, "relay task panicked");
+        }
+    }
+}
+
+/// Periodic clean-up, until the relay stops.
+async fn housekeeping(state: AppState) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+    loop {
+        tokio::select! {
+            _ = state.stopping.now.cancelled() => return,
+            _ = tick.tick() => {
+                state.swarms.prune(state.tracker.stale_after());
+                state.code_rate.prune();
+                state.tunnels.prune(state.tunnel_limits.max_time);
+            }
         }
     }
 }

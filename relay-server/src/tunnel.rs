@@ -18,7 +18,7 @@ use axum::{
         ConnectInfo, Path, State,
         ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
     },
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
 use convey_shared::protocol::tunnel::{MAX_TUNNEL_MESSAGE, TunnelSide, is_token};
@@ -70,31 +70,70 @@ impl Tunnels {
         entry.0.clone()
     }
 
+    /// One connection of `token` ended. Its usage is kept (see [`Tunnels::prune`]), so
+    /// reconnecting does not reset a session's caps.
     fn release(&self, token: &str) {
         let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = usage.get_mut(token) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
-                usage.remove(token);
-            }
+            entry.1 = entry.1.saturating_sub(1);
         }
     }
+
+    /// Why `token` may not use the tunnel any more, if it has used up a cap.
+    fn exhausted(&self, token: &str, limits: &TunnelLimits) -> Option<&'static str> {
+        let usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        let (u, _) = usage.get(token)?;
+        if u.bytes.load(Ordering::Relaxed) >= limits.max_bytes {
+            Some(BYTE_CAP)
+        } else if u.started.elapsed() >= limits.max_time {
+            Some(TIME_CAP)
+        } else {
+            None
+        }
+    }
+
+    /// Forget sessions with no connection whose time cap has passed.
+    pub(crate) fn prune(&self, max_time: Duration) {
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        usage.retain(|_, (u, conns)| *conns > 0 || u.started.elapsed() < max_time);
+    }
 }
+
+const BYTE_CAP: &str = "the relay's byte cap for this transfer is reached";
+const TIME_CAP: &str = "the relay's time cap for this transfer is reached";
 
 pub(crate) async fn handler(
     ws: WebSocketUpgrade,
     Path((token, side)): Path<(String, String)>,
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> Response {
     let Some(side) = TunnelSide::parse(&side).filter(|_| is_token(&token)) else {
         return (StatusCode::NOT_FOUND, "no such tunnel endpoint\n").into_response();
     };
+    if state.stopping.draining.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the relay is shutting down\n").into_response();
+    }
+    // The sender listens; on a private relay that needs the token, the receiver dials with
+    // only what the session gave it.
+    if side == TunnelSide::Listen && !state.access_token.as_ref().is_none_or(|t| t.admits(&headers)) {
+        state.metrics.reject("unauthorized");
+        return (
+            StatusCode::UNAUTHORIZED,
+            "this relay is private: the sender's end of a tunnel needs its access token\n",
+        )
+            .into_response();
+    }
     let token = token.to_ascii_lowercase();
+    if let Some(reason) = state.tunnels.exhausted(&token, &state.tunnel_limits) {
+        return (StatusCode::FORBIDDEN, format!("{reason}\n")).into_response();
+    }
+    let tasks = state.tasks.clone();
     ws.max_message_size(MAX_TUNNEL_MESSAGE + 1024)
         .on_upgrade(move |socket| {
             let span = info_span!("tunnel", side = side.as_str(), %peer);
-            run(socket, token, side, state).instrument(span)
+            tasks.track_future(run(socket, token, side, state).instrument(span))
         })
         .into_response()
 }
@@ -142,7 +181,7 @@ async fn run(socket: WebSocket, token: String, side: TunnelSide, state: AppState
                 let got = tokio::select! {
                     r = rx => r.ok(),
                     _ = tokio::time::sleep(state.tunnel_limits.wait) => None,
-                    _ = state.shutdown.cancelled() => None,
+                    _ = state.stopping.draining.cancelled() => None,
                 };
                 if got.is_none() {
                     let mut waiting = tunnels.waiting.lock().unwrap_or_else(|e| e.into_inner());
@@ -187,7 +226,7 @@ async fn forward(
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
                 if used > max_bytes {
                     metrics.reject("tunnel_byte_cap");
-                    return "the relay's byte cap for this session is reached";
+                    return BYTE_CAP;
                 }
                 if tx.send(Message::Binary(data)).await.is_err() {
                     return "peer gone";
@@ -211,9 +250,9 @@ async fn splice(a: WebSocket, b: WebSocket, usage: &Usage, state: &AppState) -> 
         r = forward(&mut b_rx, &mut a_tx, usage, limits.max_bytes, &state.metrics) => r,
         _ = tokio::time::sleep(left) => {
             state.metrics.reject("tunnel_time_cap");
-            "the relay's time cap for this session is reached"
+            TIME_CAP
         }
-        _ = state.shutdown.cancelled() => "the relay is shutting down",
+        _ = state.stopping.now.cancelled() => "the relay is shutting down",
     };
     close(&mut a_tx, reason).await;
     close(&mut b_tx, reason).await;

@@ -2,6 +2,9 @@
 
 mod failures;
 mod interop;
+mod limits;
 mod metrics;
+mod shutdown;
+mod tracker;
 mod transfer;
 mod transports;

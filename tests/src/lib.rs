@@ -32,13 +32,88 @@ pub struct TestRelay {
 
 impl TestRelay {
     pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A relay with some settings changed from the defaults.
+    pub async fn spawn_with(change: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::with_listen(SocketAddr::from(([127, 0, 0, 1], 0)));
         // STUN on, so WebRTC peers also gather server-reflexive candidates from it.
         config.stun_listen = convey_relay::config::StunListen(Some(SocketAddr::from(([127, 0, 0, 1], 0))));
-        let server = Server::spawn(config).await.expect("relay binds on loopback");
+        change(&mut config);
+        let server = Server::spawn(config).await.expect("relay binds");
         let addr = RelayAddr::from_socket(server.local_addr());
         Self { server, addr }
     }
+}
+
+/// A plain HTTP/1.0 GET (bounded): the status code and the body bytes.
+pub async fn http_get(addr: SocketAddr, path_and_query: &str) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("reply within 5s")
+        .expect("read");
+    let split = memchr::memmem::find(&out, b"\r\n\r\n").expect("HTTP head");
+    let head = String::from_utf8_lossy(&out[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (status, out[split + 4..].to_vec())
+}
+
+/// A rendezvous WebSocket, past the relay's welcome.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Open the rendezvous WebSocket the way a client does (optionally with a bearer token).
+pub async fn rendezvous_ws(relay: SocketAddr, token: Option<&str>) -> Ws {
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
+    let mut req = format!("ws://{relay}/v1/rendezvous")
+        .into_client_request()
+        .expect("url");
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("convey-v1"));
+    if let Some(t) = token {
+        req.headers_mut().insert(
+            "Authorization",
+            HeaderValue::from_str(&format!("Bearer {t}")).expect("token"),
+        );
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("ws connect");
+    let welcome = next_json(&mut ws).await;
+    assert_eq!(welcome["type"], "welcome");
+    ws
+}
+
+/// The next JSON message from the relay (bounded wait).
+pub async fn next_json(ws: &mut Ws) -> serde_json::Value {
+    use futures::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("relay answers")
+            .expect("open")
+            .expect("frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            return serde_json::from_str(&t).expect("json");
+        }
+    }
+}
+
+pub async fn send_json(ws: &mut Ws, v: serde_json::Value) {
+    use futures::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        v.to_string().into(),
+    ))
+    .await
+    .expect("send");
 }
 
 /// Write `size` pseudo-random bytes (seeded) to `path`, streaming; returns the SHA-256 hex.

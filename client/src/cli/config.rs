@@ -14,6 +14,8 @@ use serde::Deserialize;
 pub(crate) struct Config {
     /// Relay address, as `--relay`.
     pub(crate) relay: Option<String>,
+    /// A private relay's access token, as `--relay-token`.
+    pub(crate) relay_token: Option<String>,
     /// Default `--out` for `convey receive`.
     pub(crate) out: Option<PathBuf>,
     /// Default `--wait` for `convey receive` (e.g. "30s").

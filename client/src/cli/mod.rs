@@ -66,6 +66,9 @@ struct SendArgs {
     /// Relay address, HOST:PORT or http(s)://HOST:PORT. Without one, convey runs its own.
     #[arg(long, env = "CONVEY_RELAY")]
     relay: Option<RelayAddr>,
+    /// Access token of a private relay (needed to open a code there).
+    #[arg(long, env = "CONVEY_RELAY_TOKEN", hide_env_values = true)]
+    relay_token: Option<String>,
     /// Use this pre-agreed code instead of a generated one (e.g. 7-pilot-planet).
     #[arg(long, env = "CONVEY_CODE", hide_env_values = true)]
     code: Option<Code>,
@@ -94,6 +97,9 @@ struct ReceiveArgs {
     /// Relay address, HOST:PORT or http(s)://HOST:PORT [default: 127.0.0.1:4790].
     #[arg(long, env = "CONVEY_RELAY")]
     relay: Option<RelayAddr>,
+    /// Access token of a private relay (needed to open a code there).
+    #[arg(long, env = "CONVEY_RELAY_TOKEN", hide_env_values = true)]
+    relay_token: Option<String>,
     /// Folder to save into [default: the current folder].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -196,7 +202,10 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>) -> anyhow::Res
         (None, paths) => Payload::Paths(paths.to_vec()),
     };
     let (embedded, relay) = match args.relay.or(config.relay()?) {
-        Some(r) => (None, r),
+        Some(r) => (
+            None,
+            r.with_token(args.relay_token.or(config.relay_token.clone())),
+        ),
         None => {
             let e = EmbeddedRelay::start().await?;
             let local = e.local_addr();
@@ -276,7 +285,7 @@ fn print_qr(code: &str) {
 
 async fn receive(args: ReceiveArgs, config: &Config, out: &Arc<Output>) -> anyhow::Result<()> {
     let relay = match args.relay.or(config.relay()?) {
-        Some(r) => r,
+        Some(r) => r.with_token(args.relay_token.or(config.relay_token.clone())),
         None => convey::embedded::default_relay(),
     };
     let yes = args.yes;

@@ -16,6 +16,7 @@ use convey_shared::protocol::tunnel::TunnelSide;
 use futures::{StreamExt, stream::FuturesUnordered};
 use tokio::{
     net::{TcpListener, TcpStream},
+    sync::watch,
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
@@ -54,6 +55,8 @@ pub struct Paths {
     /// connection is live. The selector then carries only the fallbacks, and holds back while
     /// direct works.
     pub direct_elsewhere: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+    /// The relay's last word when it refused or closed the tunnel (a cap, a shutdown).
+    pub relay_said: Arc<watch::Sender<Option<String>>>,
 }
 
 impl std::fmt::Debug for Paths {
@@ -190,7 +193,9 @@ async fn accept_loop(
                         }
                     }
                     Conn::Tunnel(ws) => {
-                        tunnel::splice(*ws, local, None).await;
+                        if let Some(said) = tunnel::splice(*ws, local, None).await.relay_said {
+                            paths.relay_said.send_replace(Some(said));
+                        }
                     }
                     Conn::Rtc(dc) => rtc::splice(dc, local).await,
                 }
@@ -261,6 +266,9 @@ async fn open(paths: &Paths) -> Option<(Conn, &'static str)> {
                 Ok(ws) => Some((Conn::Tunnel(Box::new(ws)), path::RELAY)),
                 Err(err) => {
                     tracing::debug!(%err, "relay tunnel unavailable");
+                    if let Error::RelayRefused(said) = err {
+                        paths.relay_said.send_replace(Some(said));
+                    }
                     None
                 }
             }

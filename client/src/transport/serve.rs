@@ -97,8 +97,8 @@ async fn serve(
                 return;
             };
             tokio::select! {
-                (up, down) = tunnel::splice(ws, local, Some(first)) => {
-                    tracing::debug!(up, down, "tunnel closed");
+                end = tunnel::splice(ws, local, Some(first)) => {
+                    tracing::debug!(end.up, end.down, relay_said = ?end.relay_said, "tunnel closed");
                 }
                 () = cancel.cancelled() => {}
             }

@@ -7,7 +7,10 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
+};
 
 use crate::{Error, RelayAddr, error::Result, rendezvous::CONNECT_TIMEOUT};
 
@@ -24,13 +27,34 @@ pub(crate) async fn connect(relay: &RelayAddr, token: &str, side: TunnelSide) ->
     };
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(MAX_TUNNEL_MESSAGE + 1024));
+    let mut req = relay
+        .tunnel_url(token, side)
+        .into_client_request()
+        .map_err(|e| unreachable(e.to_string()))?;
+    if let Some(auth) = relay.authorization().filter(|_| side == TunnelSide::Listen) {
+        let value = HeaderValue::from_str(&auth)
+            .map_err(|_| unreachable("the relay token must be printable ASCII".into()))?;
+        req.headers_mut().insert("Authorization", value);
+    }
     let (ws, _) = tokio::time::timeout(
         CONNECT_TIMEOUT,
-        tokio_tungstenite::connect_async_with_config(relay.tunnel_url(token, side), Some(config), true),
+        tokio_tungstenite::connect_async_with_config(req, Some(config), true),
     )
     .await
     .map_err(|_| unreachable("the tunnel endpoint did not answer".into()))?
-    .map_err(|e| unreachable(e.to_string()))?;
+    .map_err(|e| match e {
+        // A refused upgrade, in the relay's own words.
+        tokio_tungstenite::tungstenite::Error::Http(resp) => {
+            let body = resp
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).trim().to_owned())
+                .filter(|b| !b.is_empty())
+                .unwrap_or_else(|| resp.status().to_string());
+            Error::RelayRefused(body)
+        }
+        e => unreachable(e.to_string()),
+    })?;
     Ok(ws)
 }
 
@@ -47,12 +71,24 @@ pub(crate) async fn first_message(ws: &mut Ws) -> Option<Bytes> {
     None
 }
 
+/// How a spliced tunnel connection ended.
+#[derive(Debug, Default)]
+pub(crate) struct SpliceEnd {
+    /// Bytes sent into the tunnel.
+    pub(crate) up: u64,
+    /// Bytes that came out of it.
+    pub(crate) down: u64,
+    /// The reason the relay gave when it closed the tunnel (a cap, a shutdown).
+    pub(crate) relay_said: Option<String>,
+}
+
 /// Copy bytes both ways between `ws` and `tcp` until either side ends; `first` is written
-/// to `tcp` before anything else. Returns the bytes moved (to the tunnel, from the tunnel).
-pub(crate) async fn splice(ws: Ws, mut tcp: TcpStream, first: Option<Bytes>) -> (u64, u64) {
+/// to `tcp` before anything else.
+pub(crate) async fn splice(ws: Ws, mut tcp: TcpStream, first: Option<Bytes>) -> SpliceEnd {
     let (mut ws_tx, mut ws_rx) = ws.split();
     let (mut tcp_rx, mut tcp_tx) = tcp.split();
     let (mut up, mut down) = (0u64, 0u64);
+    let mut relay_said = None;
     let to_tunnel = async {
         let mut buf = vec![0u8; CHUNK];
         loop {
@@ -88,6 +124,10 @@ pub(crate) async fn splice(ws: Ws, mut tcp: TcpStream, first: Option<Bytes>) -> 
                     down += data.len() as u64;
                 }
                 Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+                Ok(Message::Close(Some(frame))) if !frame.reason.is_empty() => {
+                    relay_said = Some(frame.reason.to_string());
+                    break;
+                }
                 Ok(Message::Text(_) | Message::Close(_)) | Err(_) => break,
             }
         }
@@ -98,5 +138,5 @@ pub(crate) async fn splice(ws: Ws, mut tcp: TcpStream, first: Option<Bytes>) -> 
         () = to_tunnel => {},
         () = from_tunnel => {},
     }
-    (up, down)
+    SpliceEnd { up, down, relay_said }
 }

@@ -28,6 +28,10 @@ pub(crate) enum MailboxError {
     Exhausted,
     #[error("too many undelivered messages for the other side")]
     Backlog,
+    #[error(
+        "this relay is private: opening a code needs its access token (--relay-token or CONVEY_RELAY_TOKEN); ask the relay's operator, or join a code someone with the token opened"
+    )]
+    Unauthorized,
 }
 
 impl MailboxError {
@@ -37,6 +41,7 @@ impl MailboxError {
             Self::InUse => "code_in_use",
             Self::Exhausted => "nameplates_exhausted",
             Self::Backlog => "message_backlog",
+            Self::Unauthorized => "unauthorized",
         }
     }
 }
@@ -100,14 +105,19 @@ impl Mailboxes {
     }
 
     /// Claim `n`; returns whether the other side was already there. Wakes that side up and
-    /// hands the newcomer whatever it was sent before arriving.
+    /// hands the newcomer whatever it was sent before arriving. Without `may_open`, only a
+    /// nameplate someone is already waiting on can be claimed (a private relay's rule).
     pub(crate) fn claim(
         &self,
         n: Nameplate,
         conn: ConnId,
         tx: mpsc::Sender<ServerMsg>,
+        may_open: bool,
     ) -> Result<bool, MailboxError> {
         let mut slots = self.lock();
+        if !may_open && slots.get(&n).is_none_or(|s| s.sides.is_empty()) {
+            return Err(MailboxError::Unauthorized);
+        }
         if !slots.contains_key(&n) && slots.len() >= self.max {
             return Err(MailboxError::Exhausted);
         }
@@ -186,13 +196,13 @@ mod tests {
         let n = mb.allocate(1, t1).unwrap();
         assert_eq!(n, Nameplate(1));
         mb.send(n, 1, "early".into()).unwrap();
-        assert!(mb.claim(n, 2, t2).unwrap());
+        assert!(mb.claim(n, 2, t2, true).unwrap());
         assert_eq!(r1.try_recv().unwrap(), ServerMsg::PeerJoined);
         assert_eq!(
             r2.try_recv().unwrap(),
             ServerMsg::Message { body: "early".into() }
         );
-        assert_eq!(mb.claim(n, 3, chan().0), Err(MailboxError::InUse));
+        assert_eq!(mb.claim(n, 3, chan().0, true), Err(MailboxError::InUse));
         mb.leave(n, 1, Some(Mood::Scary));
         assert_eq!(
             r2.try_recv().unwrap(),
@@ -201,7 +211,7 @@ mod tests {
             }
         );
         assert_eq!(
-            mb.claim(n, 4, chan().0),
+            mb.claim(n, 4, chan().0, true),
             Err(MailboxError::InUse),
             "burned until empty"
         );
@@ -215,11 +225,22 @@ mod tests {
     }
 
     #[test]
+    fn without_the_token_only_a_waiting_nameplate_can_be_joined() {
+        let mb = Mailboxes::new(10);
+        assert_eq!(
+            mb.claim(Nameplate(4), 1, chan().0, false),
+            Err(MailboxError::Unauthorized)
+        );
+        let n = mb.allocate(2, chan().0).unwrap();
+        assert_eq!(mb.claim(n, 3, chan().0, false), Ok(true));
+    }
+
+    #[test]
     fn allocation_never_hands_out_a_number_in_use() {
         let mb = Mailboxes::new(3);
         let a = mb.allocate(1, chan().0).unwrap();
         let b = mb.allocate(2, chan().0).unwrap();
-        mb.claim(Nameplate(3), 3, chan().0).unwrap();
+        mb.claim(Nameplate(3), 3, chan().0, true).unwrap();
         assert_ne!(a, b);
         assert_eq!(mb.allocate(4, chan().0), Err(MailboxError::Exhausted));
     }

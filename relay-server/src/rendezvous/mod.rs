@@ -4,7 +4,7 @@
 mod mailbox;
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::atomic::{AtomicU64, Ordering},
 };
 
@@ -13,13 +13,13 @@ use axum::{
         ConnectInfo, State,
         ws::{Message, WebSocket, WebSocketUpgrade},
     },
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
 use convey_shared::{
     Nameplate,
     protocol::{
-        MAX_MESSAGE_BYTES, ProtocolVersion,
+        ProtocolVersion,
         rendezvous::{ClientMsg, ErrorKind, Mood, ServerMsg},
     },
 };
@@ -30,7 +30,7 @@ use tracing::{Instrument, debug, info_span};
 pub(crate) use mailbox::Mailboxes;
 use mailbox::{ConnId, MailboxError};
 
-use crate::{metrics::Metrics, state::AppState, tracker::InfoHash};
+use crate::{limits::client_ip, metrics::Metrics, state::AppState, tracker::InfoHash};
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -38,6 +38,7 @@ pub(crate) async fn handler(
     ws: WebSocketUpgrade,
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> Response {
     let ws = ws.protocols(ProtocolVersion::ALL.iter().map(|v| v.subprotocol()));
     if ws.selected_protocol().is_none() {
@@ -50,11 +51,19 @@ pub(crate) async fn handler(
     }
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     Metrics::inc(&state.metrics.connections);
-    ws.max_message_size(MAX_MESSAGE_BYTES + 4096)
+    let ip = client_ip(peer, &headers, state.trust_forwarded_for);
+    let authorized = state.access_token.as_ref().is_none_or(|t| t.admits(&headers));
+    let max = state.max_message_bytes;
+    let tasks = state.tasks.clone();
+    ws.max_message_size(max)
+        .max_frame_size(max)
         .on_upgrade(move |socket| {
-            Connection::new(conn, state)
-                .run(socket)
-                .instrument(info_span!("rendezvous", conn, %peer))
+            let span = info_span!("rendezvous", conn, %ip);
+            tasks.track_future(
+                Connection::new(conn, ip, authorized, state)
+                    .run(socket)
+                    .instrument(span),
+            )
         })
         .into_response()
 }
@@ -62,6 +71,9 @@ pub(crate) async fn handler(
 /// One side's connection and what it holds on the relay.
 struct Connection {
     id: ConnId,
+    ip: IpAddr,
+    /// Presented the relay's access token (or the relay has none).
+    authorized: bool,
     state: AppState,
     nameplate: Option<Nameplate>,
     paired: bool,
@@ -78,10 +90,12 @@ enum Flow {
 }
 
 impl Connection {
-    fn new(id: ConnId, state: AppState) -> Self {
+    fn new(id: ConnId, ip: IpAddr, authorized: bool, state: AppState) -> Self {
         let (tx, rx) = mpsc::channel(2 * convey_shared::protocol::MAX_QUEUED_MESSAGES);
         Self {
             id,
+            ip,
+            authorized,
             state,
             nameplate: None,
             paired: false,
@@ -98,50 +112,86 @@ impl Connection {
             motd: None,
             stun_port: self.state.stun_port,
         }];
-        let deadline = tokio::time::sleep(self.state.nameplate_ttl);
-        tokio::pin!(deadline);
+        let idle = self.state.idle;
+        let lone_deadline = tokio::time::sleep(self.state.nameplate_ttl);
+        let claim_deadline = tokio::time::sleep(idle);
+        let silent_deadline = tokio::time::sleep(idle);
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + idle / 4, idle / 4);
+        tokio::pin!(lone_deadline, claim_deadline, silent_deadline);
+        let stopping = self.state.stopping.clone();
         'conn: loop {
             if !flush(&mut sink, &mut out).await {
                 break 'conn;
             }
-            tokio::select! {
-                _ = self.state.shutdown.cancelled() => break,
-                _ = &mut deadline, if self.nameplate.is_some() && !self.paired => {
-                    out.push(error(ErrorKind::Expired, "nobody else used this code in time; start a new transfer"));
-                    self.flush_and_close(&mut sink, &mut out).await;
-                    break;
+            // `Some(last)`: close the connection, after sending `last` if there is one.
+            let closing: Option<Option<ServerMsg>> = tokio::select! {
+                _ = stopping.now.cancelled() => Some(Some(shutting_down())),
+                _ = stopping.draining.cancelled(), if !self.paired => Some(Some(shutting_down())),
+                _ = &mut lone_deadline, if self.nameplate.is_some() && !self.paired => {
+                    Some(Some(error(ErrorKind::Expired, "nobody else used this code in time; start a new transfer")))
+                }
+                _ = &mut claim_deadline, if self.nameplate.is_none() => {
+                    Some(Some(self.idle_error("without claiming a code")))
+                }
+                _ = &mut silent_deadline => Some(Some(self.idle_error("without a word (not even a pong)"))),
+                _ = ping.tick() => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break 'conn;
+                    }
+                    None
                 }
                 Some(msg) = self.rx.recv() => {
                     if msg == ServerMsg::PeerJoined {
                         self.paired = true;
                     }
                     out.push(msg);
+                    None
                 }
                 frame = stream.next() => {
-                    let text = match frame {
-                        Some(Ok(Message::Text(t))) => t,
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    silent_deadline.as_mut().reset(tokio::time::Instant::now() + idle);
+                    match frame {
+                        Some(Ok(Message::Text(text))) => match serde_json::from_str::<ClientMsg>(&text) {
+                            Ok(msg) => match self.handle(msg, &mut out) {
+                                Flow::Continue => None,
+                                Flow::Close => Some(None),
+                            },
+                            Err(err) => {
+                                out.push(error(ErrorKind::BadRequest, &format!("malformed message: {err}")));
+                                None
+                            }
+                        },
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
                         Some(Ok(Message::Binary(_))) => {
                             out.push(error(ErrorKind::BadRequest, "binary frames are not part of the rendezvous protocol"));
-                            continue;
+                            None
                         }
-                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                    };
-                    let flow = match serde_json::from_str::<ClientMsg>(&text) {
-                        Ok(msg) => self.handle(msg, &mut out),
-                        Err(err) => {
-                            out.push(error(ErrorKind::BadRequest, &format!("malformed message: {err}")));
-                            Flow::Continue
+                        Some(Err(err)) => {
+                            debug!(%err, "unreadable frame");
+                            let why = format!("the relay closed this connection: {err}");
+                            Some(Some(error(ErrorKind::BadRequest, &why)))
                         }
-                    };
-                    if let Flow::Close = flow {
-                        self.flush_and_close(&mut sink, &mut out).await;
-                        break;
+                        Some(Ok(Message::Close(_))) | None => break,
                     }
                 }
+            };
+            if let Some(last) = closing {
+                out.extend(last);
+                self.flush_and_close(&mut sink, &mut out).await;
+                break;
             }
         }
         self.cleanup();
+    }
+
+    fn idle_error(&self, what: &str) -> ServerMsg {
+        self.state.metrics.reject("idle");
+        error(
+            ErrorKind::Idle,
+            &format!(
+                "the relay closed this connection after {} s {what}; start again",
+                self.state.idle.as_secs()
+            ),
+        )
     }
 
     async fn flush_and_close(&self, sink: &mut Sink, out: &mut Vec<ServerMsg>) {
@@ -152,6 +202,12 @@ impl Connection {
 
     fn handle(&mut self, msg: ClientMsg, out: &mut Vec<ServerMsg>) -> Flow {
         match (msg, self.nameplate) {
+            (ClientMsg::Allocate | ClientMsg::Claim { .. }, None) if self.rate_limited(out) => {
+                return Flow::Close;
+            }
+            (ClientMsg::Allocate, None) if !self.authorized => {
+                return self.refuse(MailboxError::Unauthorized, out);
+            }
             (ClientMsg::Allocate, None) => match self.state.mailboxes.allocate(self.id, self.tx.clone()) {
                 Ok(n) => {
                     debug!(nameplate = %n, "allocated");
@@ -164,7 +220,11 @@ impl Connection {
                 Err(e) => return self.refuse(e, out),
             },
             (ClientMsg::Claim { nameplate }, None) => {
-                match self.state.mailboxes.claim(nameplate, self.id, self.tx.clone()) {
+                match self
+                    .state
+                    .mailboxes
+                    .claim(nameplate, self.id, self.tx.clone(), self.authorized)
+                {
                     Ok(peer_present) => {
                         debug!(%nameplate, peer_present, "claimed");
                         if peer_present {
@@ -216,6 +276,23 @@ impl Connection {
         Flow::Continue
     }
 
+    /// Whether this address opened too many codes lately; if so, say so.
+    fn rate_limited(&self, out: &mut Vec<ServerMsg>) -> bool {
+        let Err(wait) = self.state.code_rate.check(self.ip) else {
+            return false;
+        };
+        self.state.metrics.reject("rate_limited");
+        let secs = wait.as_secs() + 1;
+        out.push(error(
+            ErrorKind::RateLimited,
+            &format!(
+                "too many new codes from your address ({}); try again in {secs} s",
+                self.ip
+            ),
+        ));
+        true
+    }
+
     fn refuse(&self, e: MailboxError, out: &mut Vec<ServerMsg>) -> Flow {
         self.state.metrics.reject(e.label());
         refuse(e, out)
@@ -245,6 +322,13 @@ async fn flush(sink: &mut Sink, out: &mut Vec<ServerMsg>) -> bool {
     true
 }
 
+fn shutting_down() -> ServerMsg {
+    error(
+        ErrorKind::ShuttingDown,
+        "the relay is shutting down; try again in a minute",
+    )
+}
+
 fn error(kind: ErrorKind, message: &str) -> ServerMsg {
     ServerMsg::Error {
         kind,
@@ -257,6 +341,7 @@ fn refuse(e: MailboxError, out: &mut Vec<ServerMsg>) -> Flow {
         MailboxError::InUse => ErrorKind::InUse,
         MailboxError::Exhausted => ErrorKind::Exhausted,
         MailboxError::Backlog => ErrorKind::BadRequest,
+        MailboxError::Unauthorized => ErrorKind::Unauthorized,
     };
     out.push(error(kind, &e.to_string()));
     Flow::Close

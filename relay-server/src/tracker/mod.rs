@@ -1,12 +1,17 @@
 //! The bundled BitTorrent HTTP tracker (BEP 3, compact peers per BEP 23, `peers6` per
-//! BEP 7). It serves only info-hashes a live sender session registered, so it is not an
-//! open tracker. Every reply carries `interval` and `peers`; errors are a bencoded
-//! `failure reason` with status 200, as clients expect.
+//! BEP 7, scrape per BEP 48). It serves only info-hashes a live sender session registered,
+//! so it is not an open tracker, unless the operator asks for one (`--open-tracker`).
+//! Every reply carries `interval` and `peers`; errors are a bencoded `failure reason` with
+//! status 200, as clients expect.
 
 mod announce;
 mod swarm;
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use axum::{
     extract::{ConnectInfo, RawQuery, State},
@@ -16,12 +21,29 @@ use axum::{
 use serde::Serialize;
 use serde_bytes::ByteBuf;
 
+use announce::Event;
 pub(crate) use swarm::Swarms;
-use swarm::{Announce, AnnounceOutcome};
+use swarm::{Announce, AnnounceOutcome, Refusal};
 
 use crate::{metrics::Metrics, state::AppState};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The tracker's settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TrackerSettings {
+    /// Announce interval handed to peers.
+    pub(crate) interval: Duration,
+    /// Most peers handed out in one reply.
+    pub(crate) max_numwant: usize,
+}
+
+impl TrackerSettings {
+    /// A peer that missed three announces is gone.
+    pub(crate) fn stale_after(&self) -> Duration {
+        self.interval * 3
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct InfoHash(pub(crate) [u8; 20]);
 
 impl InfoHash {
@@ -96,7 +118,7 @@ pub(crate) async fn announce(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let interval = state.announce_interval.as_secs();
+    let interval = state.tracker.interval.as_secs();
     Metrics::inc(&state.metrics.announces);
     let fail = |label: &'static str, reason: String| {
         state.metrics.reject(label);
@@ -115,16 +137,59 @@ pub(crate) async fn announce(
         peer_id: req.peer_id,
         addr: SocketAddr::new(ip, req.port),
         left: req.left,
-        stopped: req.event.as_deref() == Some("stopped"),
-        numwant: req.numwant,
+        stopped: req.event == Event::Stopped,
+        completed: req.event == Event::Completed,
+        numwant: req.numwant.min(state.tracker.max_numwant),
     };
-    match state.swarms.announce(&a, state.announce_interval * 3) {
-        Some(outcome) => bencoded(&success(outcome, req.compact, interval)),
-        None => fail(
+    match state.swarms.announce(&a, state.tracker.stale_after()) {
+        Ok(outcome) => bencoded(&success(outcome, req.compact, interval)),
+        Err(Refusal::Unregistered) => fail(
             "tracker_unregistered",
             "unregistered info_hash: this tracker only serves transfers in progress on this relay".into(),
         ),
+        Err(Refusal::Full) => fail(
+            "tracker_full",
+            "this tracker serves as many swarms as it can; try again later".into(),
+        ),
     }
+}
+
+#[derive(Serialize)]
+struct ScrapeFile {
+    complete: usize,
+    downloaded: u64,
+    incomplete: usize,
+}
+
+#[derive(Serialize)]
+struct Scrape {
+    files: BTreeMap<ByteBuf, ScrapeFile>,
+}
+
+/// `GET /scrape` (BEP 48): counts for the named swarms this tracker serves.
+pub(crate) async fn scrape(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let hashes = match announce::parse_scrape(query.as_deref().unwrap_or("")) {
+        Ok(h) => h,
+        Err(reason) => {
+            state.metrics.reject("tracker_malformed");
+            let interval = state.tracker.interval.as_secs();
+            return bencoded(&Failure { reason, interval });
+        }
+    };
+    let files = state
+        .swarms
+        .scrape(&hashes)
+        .into_iter()
+        .map(|(h, s)| {
+            let file = ScrapeFile {
+                complete: s.complete,
+                downloaded: s.downloaded,
+                incomplete: s.incomplete,
+            };
+            (ByteBuf::from(h.0.to_vec()), file)
+        })
+        .collect();
+    bencoded(&Scrape { files })
 }
 
 fn success(outcome: AnnounceOutcome, compact: bool, interval: u64) -> Success {
@@ -159,8 +224,8 @@ fn success(outcome: AnnounceOutcome, compact: bool, interval: u64) -> Success {
     Success {
         interval,
         min_interval: interval,
-        complete: outcome.complete,
-        incomplete: outcome.incomplete,
+        complete: outcome.stats.complete,
+        incomplete: outcome.stats.incomplete,
         peers,
         peers6: (compact && !v6.is_empty()).then(|| ByteBuf::from(v6)),
     }

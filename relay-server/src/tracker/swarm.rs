@@ -1,5 +1,5 @@
-//! Swarm state of the bundled tracker: which info-hashes are registered by a live sender
-//! session, and which peers announced them recently.
+//! Swarm state of the bundled tracker: which info-hashes it serves (registered by a live
+//! sender session, or any in open-tracker mode) and which peers announced them recently.
 
 use std::{
     collections::HashMap,
@@ -9,6 +9,9 @@ use std::{
 };
 
 use super::{InfoHash, PeerId};
+
+/// Most swarms an open tracker keeps; announces for new hashes beyond it are refused.
+pub(crate) const MAX_OPEN_SWARMS: usize = 100_000;
 
 #[derive(Debug)]
 struct Peer {
@@ -22,14 +25,34 @@ struct Swarm {
     /// Live rendezvous connections that registered this hash.
     registrations: usize,
     peers: HashMap<PeerId, Peer>,
+    /// `completed` events seen (the scrape's `downloaded`).
+    downloaded: u64,
+}
+
+impl Swarm {
+    fn stats(&self) -> SwarmStats {
+        let complete = self.peers.values().filter(|p| p.seeding).count();
+        SwarmStats {
+            complete,
+            incomplete: self.peers.len() - complete,
+            downloaded: self.downloaded,
+        }
+    }
+}
+
+/// Counts a tracker reports for one swarm.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SwarmStats {
+    pub(crate) complete: usize,
+    pub(crate) incomplete: usize,
+    pub(crate) downloaded: u64,
 }
 
 /// Result of one announce.
 #[derive(Debug, Default)]
 pub(crate) struct AnnounceOutcome {
     pub(crate) peers: Vec<(PeerId, SocketAddr)>,
-    pub(crate) complete: usize,
-    pub(crate) incomplete: usize,
+    pub(crate) stats: SwarmStats,
 }
 
 /// What an announcing peer says about itself.
@@ -40,22 +63,40 @@ pub(crate) struct Announce {
     pub(crate) addr: SocketAddr,
     pub(crate) left: u64,
     pub(crate) stopped: bool,
+    pub(crate) completed: bool,
     pub(crate) numwant: usize,
 }
 
-#[derive(Debug, Default)]
+/// Why an announce was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Unregistered,
+    Full,
+}
+
+#[derive(Debug)]
 pub(crate) struct Swarms {
     inner: Mutex<HashMap<InfoHash, Swarm>>,
+    /// Serve any info-hash, not only registered ones.
+    open: bool,
 }
 
 impl Swarms {
+    pub(crate) fn new(open: bool) -> Self {
+        Self {
+            inner: Mutex::default(),
+            open,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<InfoHash, Swarm>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Swarms currently registered.
-    pub(crate) fn count(&self) -> usize {
-        self.lock().len()
+    /// Swarms currently served, and the peers in them.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let swarms = self.lock();
+        (swarms.len(), swarms.values().map(|s| s.peers.len()).sum())
     }
 
     pub(crate) fn register(&self, h: InfoHash) {
@@ -66,21 +107,36 @@ impl Swarms {
         let mut swarms = self.lock();
         if let Some(s) = swarms.get_mut(&h) {
             s.registrations = s.registrations.saturating_sub(1);
-            if s.registrations == 0 {
+            // An open tracker keeps a swarm its peers still use.
+            if s.registrations == 0 && (!self.open || s.peers.is_empty()) {
                 swarms.remove(&h);
             }
         }
     }
 
-    /// Record the announce and pick up to `numwant` other peers, or `None` if the hash is
-    /// not registered. Peers silent for longer than `stale_after` are forgotten.
-    pub(crate) fn announce(&self, a: &Announce, stale_after: Duration) -> Option<AnnounceOutcome> {
+    /// Record the announce and pick up to `numwant` other peers. Peers silent for longer
+    /// than `stale_after` are forgotten.
+    pub(crate) fn announce(&self, a: &Announce, stale_after: Duration) -> Result<AnnounceOutcome, Refusal> {
         let mut swarms = self.lock();
-        let swarm = swarms.get_mut(&a.info_hash)?;
+        if !swarms.contains_key(&a.info_hash) {
+            if !self.open {
+                return Err(Refusal::Unregistered);
+            }
+            if a.stopped {
+                return Ok(AnnounceOutcome::default());
+            }
+            if swarms.len() >= MAX_OPEN_SWARMS {
+                return Err(Refusal::Full);
+            }
+        }
+        let swarm = swarms.entry(a.info_hash).or_default();
         let now = Instant::now();
         swarm
             .peers
             .retain(|_, p| now.duration_since(p.seen) < stale_after);
+        if a.completed {
+            swarm.downloaded += 1;
+        }
         if a.stopped {
             swarm.peers.remove(&a.peer_id);
         } else {
@@ -93,8 +149,7 @@ impl Swarms {
                 },
             );
         }
-        let complete = swarm.peers.values().filter(|p| p.seeding).count();
-        Some(AnnounceOutcome {
+        Ok(AnnounceOutcome {
             peers: swarm
                 .peers
                 .iter()
@@ -102,9 +157,28 @@ impl Swarms {
                 .take(a.numwant)
                 .map(|(id, p)| (*id, p.addr))
                 .collect(),
-            complete,
-            incomplete: swarm.peers.len() - complete,
+            stats: swarm.stats(),
         })
+    }
+
+    /// Counts for each served hash among `hashes`; others are left out (BEP 48), so a
+    /// scrape does not reveal more than an announce would.
+    pub(crate) fn scrape(&self, hashes: &[InfoHash]) -> Vec<(InfoHash, SwarmStats)> {
+        let swarms = self.lock();
+        hashes
+            .iter()
+            .filter_map(|h| swarms.get(h).map(|s| (*h, s.stats())))
+            .collect()
+    }
+
+    /// Forget peers silent for longer than `stale_after`, and open-tracker swarms left
+    /// with nobody.
+    pub(crate) fn prune(&self, stale_after: Duration) {
+        let now = Instant::now();
+        self.lock().retain(|_, s| {
+            s.peers.retain(|_, p| now.duration_since(p.seen) < stale_after);
+            s.registrations > 0 || !s.peers.is_empty()
+        });
     }
 }
 
@@ -119,15 +193,19 @@ mod tests {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             left: if peer == 1 { 0 } else { 10 },
             stopped,
+            completed: false,
             numwant: 50,
         }
     }
 
     #[test]
     fn only_registered_swarms_and_stopped_peers_leave() {
-        let s = Swarms::default();
+        let s = Swarms::new(false);
         let ttl = Duration::from_secs(60);
-        assert!(s.announce(&ann(1, 1000, false), ttl).is_none());
+        assert_eq!(
+            s.announce(&ann(1, 1000, false), ttl).unwrap_err(),
+            Refusal::Unregistered
+        );
         s.register(InfoHash([1; 20]));
         assert!(s.announce(&ann(1, 1000, false), ttl).unwrap().peers.is_empty());
         let out = s.announce(&ann(2, 2000, false), ttl).unwrap();
@@ -135,10 +213,35 @@ mod tests {
             out.peers,
             vec![(PeerId([1; 20]), SocketAddr::from(([127, 0, 0, 1], 1000)))]
         );
-        assert_eq!((out.complete, out.incomplete), (1, 1));
+        assert_eq!((out.stats.complete, out.stats.incomplete), (1, 1));
         s.announce(&ann(1, 1000, true), ttl).unwrap();
         assert!(s.announce(&ann(2, 2000, false), ttl).unwrap().peers.is_empty());
         s.unregister(InfoHash([1; 20]));
-        assert!(s.announce(&ann(2, 2000, false), ttl).is_none());
+        assert_eq!(
+            s.announce(&ann(2, 2000, false), ttl).unwrap_err(),
+            Refusal::Unregistered
+        );
+    }
+
+    #[test]
+    fn open_tracker_creates_and_prunes_swarms() {
+        let s = Swarms::new(true);
+        let mut a = ann(2, 2000, false);
+        a.completed = true;
+        s.announce(&a, Duration::from_secs(60)).unwrap();
+        let stats = s.scrape(&[InfoHash([1; 20]), InfoHash([9; 20])]);
+        assert_eq!(stats.len(), 1, "unknown hashes are left out");
+        assert_eq!(stats[0].1.downloaded, 1);
+        assert_eq!(s.counts(), (1, 1));
+        s.prune(Duration::ZERO);
+        assert_eq!(s.counts(), (0, 0), "a swarm with no live peer goes");
+        assert_eq!(
+            s.announce(&ann(3, 3000, true), Duration::from_secs(60))
+                .unwrap()
+                .peers
+                .len(),
+            0
+        );
+        assert_eq!(s.counts(), (0, 0), "a stopped event does not create a swarm");
     }
 }

@@ -29,6 +29,8 @@ impl ProtocolVersion {
 pub const RENDEZVOUS_PATH: &str = "/v1/rendezvous";
 /// Path of the bundled tracker.
 pub const ANNOUNCE_PATH: &str = "/announce";
+/// The bundled tracker's scrape path (BEP 48: announce with `scrape` in place of `announce`).
+pub const SCRAPE_PATH: &str = "/scrape";
 /// Largest rendezvous message either side may send (a torrent for a huge file fits).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Messages the relay queues for a side that has not read them yet.

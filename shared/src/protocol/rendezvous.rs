@@ -82,6 +82,14 @@ pub enum ErrorKind {
     Expired,
     /// Protocol misuse (wrong order, bad field, too large).
     BadRequest,
+    /// Too many new codes from this address; try later.
+    RateLimited,
+    /// A private relay: opening a code needs its access token.
+    Unauthorized,
+    /// The connection said nothing for too long.
+    Idle,
+    /// The relay is shutting down.
+    ShuttingDown,
     #[serde(other)]
     Other,
 }

@@ -1,0 +1,153 @@
+//! Abuse limits that more than one endpoint applies: who the client is (its IP address,
+//! behind a trusted proxy too), the per-IP rate of new codes, and the private relay's
+//! access token.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
+    time::Duration,
+};
+
+use axum::http::{HeaderMap, header};
+use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Keys of idle addresses are dropped once the limiter holds this many.
+const PRUNE_ABOVE: usize = 10_000;
+
+/// The secret that makes a relay private. Its `Debug` never shows it.
+#[derive(Clone)]
+pub struct AccessToken(String);
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessToken(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for AccessToken {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.len() < 16 {
+            return Err("an access token needs at least 16 characters".into());
+        }
+        if !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("an access token is printable ASCII without spaces".into());
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl AccessToken {
+    /// Whether the request carries `Authorization: Bearer <this token>` (compared in
+    /// constant time).
+    pub(crate) fn admits(&self, headers: &HeaderMap) -> bool {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        Sha256::digest(presented.as_bytes())
+            .ct_eq(&Sha256::digest(self.0.as_bytes()))
+            .into()
+    }
+}
+
+/// The client's address: the TCP peer, or the last `X-Forwarded-For` entry when the relay
+/// sits behind a proxy it trusts to write that header.
+pub(crate) fn client_ip(peer: SocketAddr, headers: &HeaderMap, trust_forwarded_for: bool) -> IpAddr {
+    let forwarded = trust_forwarded_for
+        .then(|| headers.get_all("x-forwarded-for").iter().next_back())
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok());
+    let ip = forwarded.unwrap_or(peer.ip());
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// How many new codes each IP address may open.
+#[derive(Debug)]
+pub(crate) struct CodeRate {
+    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+impl CodeRate {
+    /// `per_minute` 0 means no limit.
+    pub(crate) fn new(per_minute: u32, burst: u32) -> Self {
+        let limiter = NonZeroU32::new(per_minute).map(|rate| {
+            let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+            DefaultKeyedRateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst))
+        });
+        Self { limiter }
+    }
+
+    /// `Err(wait)` when `ip` must wait before opening another code.
+    pub(crate) fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter
+            .check_key(&ip)
+            .map_err(|not_until| not_until.wait_time_from(governor::clock::DefaultClock::default().now()))
+    }
+
+    /// Forget addresses whose allowance is full again, once there are many.
+    pub(crate) fn prune(&self) {
+        if let Some(l) = &self.limiter
+            && l.len() > PRUNE_ABOVE
+        {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_is_checked_and_never_shown() {
+        let t: AccessToken = "correct-horse-battery".parse().unwrap();
+        assert_eq!(format!("{t:?}"), "AccessToken(<redacted>)");
+        let mut h = HeaderMap::new();
+        assert!(!t.admits(&h));
+        h.insert(
+            header::AUTHORIZATION,
+            "Bearer correct-horse-battery".parse().unwrap(),
+        );
+        assert!(t.admits(&h));
+        h.insert(
+            header::AUTHORIZATION,
+            "Bearer correct-horse-batterz".parse().unwrap(),
+        );
+        assert!(!t.admits(&h));
+        assert!("short".parse::<AccessToken>().is_err());
+    }
+
+    #[test]
+    fn forwarded_for_only_when_trusted() {
+        let peer = SocketAddr::from(([10, 0, 0, 1], 5));
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.2.3.4, 5.6.7.8".parse().unwrap());
+        assert_eq!(client_ip(peer, &h, false), peer.ip());
+        assert_eq!(client_ip(peer, &h, true), "5.6.7.8".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn rate_limits_per_address() {
+        let r = CodeRate::new(1, 2);
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert!(r.check(a).is_ok() && r.check(a).is_ok());
+        let wait = r.check(a).unwrap_err();
+        assert!(wait > Duration::from_secs(50), "{wait:?}");
+        assert!(r.check(b).is_ok(), "another address has its own allowance");
+        assert!(CodeRate::new(0, 0).check(a).is_ok());
+    }
+}
