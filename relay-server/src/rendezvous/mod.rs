@@ -34,6 +34,9 @@ use crate::{limits::client_ip, metrics::Metrics, state::AppState, tracker::InfoH
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
+/// Bytes read from a rendezvous socket at a time.
+const READ_BUFFER: usize = 4096;
+
 pub(crate) async fn handler(
     ws: WebSocketUpgrade,
     State(state): State<AppState>,
@@ -55,8 +58,12 @@ pub(crate) async fn handler(
     let authorized = state.access_token.as_ref().is_none_or(|t| t.admits(&headers));
     let max = state.max_message_bytes;
     let tasks = state.tasks.clone();
+    // Small buffers: thousands of sessions wait here, each with a few small messages
+    // (tungstenite's 128 KiB defaults cost about 135 KiB a session).
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| {
             let span = info_span!("rendezvous", conn, %ip);
             tasks.track_future(
