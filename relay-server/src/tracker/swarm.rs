@@ -25,18 +25,42 @@ struct Swarm {
     /// Live rendezvous connections that registered this hash.
     registrations: usize,
     peers: HashMap<PeerId, Peer>,
+    /// Peers in `peers` that are seeding (kept in step, so no announce walks the swarm).
+    seeders: usize,
     /// `completed` events seen (the scrape's `downloaded`).
     downloaded: u64,
 }
 
 impl Swarm {
     fn stats(&self) -> SwarmStats {
-        let complete = self.peers.values().filter(|p| p.seeding).count();
         SwarmStats {
-            complete,
-            incomplete: self.peers.len() - complete,
+            complete: self.seeders,
+            incomplete: self.peers.len() - self.seeders,
             downloaded: self.downloaded,
         }
+    }
+
+    fn insert(&mut self, id: PeerId, peer: Peer) {
+        self.seeders += usize::from(peer.seeding);
+        if let Some(old) = self.peers.insert(id, peer) {
+            self.seeders -= usize::from(old.seeding);
+        }
+    }
+
+    fn remove(&mut self, id: &PeerId) {
+        if let Some(old) = self.peers.remove(id) {
+            self.seeders -= usize::from(old.seeding);
+        }
+    }
+
+    fn prune(&mut self, now: Instant, stale_after: Duration) {
+        let mut gone_seeders = 0;
+        self.peers.retain(|_, p| {
+            let keep = now.duration_since(p.seen) < stale_after;
+            gone_seeders += usize::from(!keep && p.seeding);
+            keep
+        });
+        self.seeders -= gone_seeders;
     }
 }
 
@@ -131,29 +155,25 @@ impl Swarms {
         }
         let swarm = swarms.entry(a.info_hash).or_default();
         let now = Instant::now();
-        swarm
-            .peers
-            .retain(|_, p| now.duration_since(p.seen) < stale_after);
         if a.completed {
             swarm.downloaded += 1;
         }
         if a.stopped {
-            swarm.peers.remove(&a.peer_id);
+            swarm.remove(&a.peer_id);
         } else {
-            swarm.peers.insert(
-                a.peer_id,
-                Peer {
-                    addr: a.addr,
-                    seeding: a.left == 0,
-                    seen: now,
-                },
-            );
+            let peer = Peer {
+                addr: a.addr,
+                seeding: a.left == 0,
+                seen: now,
+            };
+            swarm.insert(a.peer_id, peer);
         }
+        // Stale peers are dropped by `prune`; until then they are not handed out.
         Ok(AnnounceOutcome {
             peers: swarm
                 .peers
                 .iter()
-                .filter(|(id, _)| **id != a.peer_id)
+                .filter(|(id, p)| **id != a.peer_id && now.duration_since(p.seen) < stale_after)
                 .take(a.numwant)
                 .map(|(id, p)| (*id, p.addr))
                 .collect(),
@@ -176,7 +196,7 @@ impl Swarms {
     pub(crate) fn prune(&self, stale_after: Duration) {
         let now = Instant::now();
         self.lock().retain(|_, s| {
-            s.peers.retain(|_, p| now.duration_since(p.seen) < stale_after);
+            s.prune(now, stale_after);
             s.registrations > 0 || !s.peers.is_empty()
         });
     }
@@ -214,6 +234,15 @@ mod tests {
             vec![(PeerId([1; 20]), SocketAddr::from(([127, 0, 0, 1], 1000)))]
         );
         assert_eq!((out.stats.complete, out.stats.incomplete), (1, 1));
+        let mut done = ann(2, 2000, false);
+        done.left = 0;
+        let out = s.announce(&done, ttl).unwrap();
+        assert_eq!(
+            (out.stats.complete, out.stats.incomplete),
+            (2, 0),
+            "a leecher became a seeder"
+        );
+        s.announce(&ann(2, 2000, false), ttl).unwrap();
         s.announce(&ann(1, 1000, true), ttl).unwrap();
         assert!(s.announce(&ann(2, 2000, false), ttl).unwrap().peers.is_empty());
         s.unregister(InfoHash([1; 20]));
