@@ -10,6 +10,7 @@ pub mod limits;
 mod metrics;
 mod rendezvous;
 mod server;
+mod shared;
 mod state;
 mod stun;
 mod tracker;

@@ -62,7 +62,7 @@ pub(crate) async fn handler(State(state): State<AppState>) -> impl IntoResponse 
         "convey_relay_nameplates_open",
         "gauge",
         "Nameplates currently open.",
-        state.mailboxes.open_count() as u64,
+        state.nameplates.open_count().await as u64,
     );
     metric(
         &mut out,
@@ -85,7 +85,7 @@ pub(crate) async fn handler(State(state): State<AppState>) -> impl IntoResponse 
         "Tracker announces received.",
         get(&m.announces),
     );
-    let (swarms, peers) = state.swarms.counts();
+    let (swarms, peers) = state.swarms.counts().await;
     metric(
         &mut out,
         "convey_relay_tracker_swarms",
@@ -93,13 +93,15 @@ pub(crate) async fn handler(State(state): State<AppState>) -> impl IntoResponse 
         "Swarms the tracker serves (registered by live sessions, or announced in open mode).",
         swarms as u64,
     );
-    metric(
-        &mut out,
-        "convey_relay_tracker_peers",
-        "gauge",
-        "Peers in those swarms.",
-        peers as u64,
-    );
+    if let Some(peers) = peers {
+        metric(
+            &mut out,
+            "convey_relay_tracker_peers",
+            "gauge",
+            "Peers in those swarms.",
+            peers as u64,
+        );
+    }
     metric(
         &mut out,
         "convey_relay_tunnels_paired_total",

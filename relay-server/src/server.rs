@@ -7,6 +7,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     Config, http,
+    shared::Shared,
     state::{AppState, Stopping},
 };
 
@@ -20,6 +21,8 @@ pub enum SpawnError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot use the shared store: {0}")]
+    Store(#[from] crate::shared::StoreError),
 }
 
 /// A relay serving on a bound socket until [`Server::shutdown`].
@@ -65,7 +68,14 @@ impl Server {
             draining: CancellationToken::new(),
             now: CancellationToken::new(),
         };
-        let mut state = AppState::new(&config, stopping.clone());
+        let (shared, subscription) = match &config.redis_url {
+            Some(url) => {
+                let (shared, task) = Shared::connect(url, 2 * config.idle(), stopping.now.clone()).await?;
+                (Some(shared), Some(task))
+            }
+            None => (None, None),
+        };
+        let mut state = AppState::new(&config, stopping.clone(), shared);
         state.stun_port = stun.as_ref().map(|(_, port)| *port);
         let stun_addr = stun.as_ref().and_then(|(s, _)| s.local_addr().ok());
         let tasks = state.tasks.clone();
@@ -84,7 +94,10 @@ impl Server {
                 stop.now.cancel();
             }
             stop.now.cancelled().await;
-            for t in [stun_task, Some(housekeeping)].into_iter().flatten() {
+            for t in [stun_task, Some(housekeeping), subscription]
+                .into_iter()
+                .flatten()
+            {
                 let _ = t.await;
             }
         });

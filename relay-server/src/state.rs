@@ -8,8 +8,9 @@ use crate::{
     Config,
     limits::{AccessToken, CodeRate},
     metrics::Metrics,
-    rendezvous::Mailboxes,
-    tracker::{Swarms, TrackerSettings},
+    rendezvous::{Mailboxes, Nameplates},
+    shared::Shared,
+    tracker::{SwarmStore, Swarms, TrackerSettings},
     tunnel::{TunnelLimits, Tunnels},
 };
 
@@ -24,8 +25,8 @@ pub(crate) struct Stopping {
 
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
-    pub(crate) mailboxes: Arc<Mailboxes>,
-    pub(crate) swarms: Arc<Swarms>,
+    pub(crate) nameplates: Arc<Nameplates>,
+    pub(crate) swarms: Arc<SwarmStore>,
     pub(crate) tunnels: Arc<Tunnels>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) code_rate: Arc<CodeRate>,
@@ -44,10 +45,28 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    pub(crate) fn new(config: &Config, stopping: Stopping) -> Self {
+    /// State for `config`; nameplates and swarms live in `shared` when several instances
+    /// share them, else in this process.
+    pub(crate) fn new(config: &Config, stopping: Stopping, shared: Option<Arc<Shared>>) -> Self {
+        let (nameplates, swarms) = match shared {
+            None => (
+                Nameplates::Memory(Mailboxes::new(config.max_nameplates)),
+                SwarmStore::Memory(Swarms::new(config.open_tracker)),
+            ),
+            Some(store) => (
+                Nameplates::Shared {
+                    store: store.clone(),
+                    max: config.max_nameplates,
+                },
+                SwarmStore::Shared {
+                    store,
+                    open: config.open_tracker,
+                },
+            ),
+        };
         Self {
-            mailboxes: Arc::new(Mailboxes::new(config.max_nameplates)),
-            swarms: Arc::new(Swarms::new(config.open_tracker)),
+            nameplates: Arc::new(nameplates),
+            swarms: Arc::new(swarms),
             tunnels: Arc::default(),
             metrics: Arc::default(),
             code_rate: Arc::new(CodeRate::new(config.rate_per_minute, config.rate_burst)),

@@ -4,6 +4,7 @@ mod failures;
 mod interop;
 mod limits;
 mod metrics;
+mod redis;
 mod shutdown;
 mod tracker;
 mod transfer;

@@ -117,6 +117,12 @@ pub struct Config {
     #[arg(long, env = "CONVEY_RELAY_STUN_LISTEN", default_value = DEFAULT_STUN_LISTEN, value_parser = parse_stun)]
     pub stun_listen: StunListen,
 
+    /// Keep nameplates and tracker swarms in this Redis (`redis://host:6379/0`), so several
+    /// relay instances behind one load balancer pair sides that reach different instances.
+    /// Without it, state is in this process.
+    #[arg(long, env = "CONVEY_RELAY_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
     /// Seconds running transfers get to finish after SIGTERM before they are cut.
     #[arg(long, env = "CONVEY_RELAY_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
@@ -143,6 +149,7 @@ impl Config {
             tunnel_max_secs: DEFAULT_TUNNEL_MAX_SECS,
             tunnel_wait_secs: DEFAULT_TUNNEL_WAIT_SECS,
             stun_listen: StunListen(None),
+            redis_url: None,
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
         }
     }

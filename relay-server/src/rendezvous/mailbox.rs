@@ -32,6 +32,8 @@ pub(crate) enum MailboxError {
         "this relay is private: opening a code needs its access token (--relay-token or CONVEY_RELAY_TOKEN); ask the relay's operator, or join a code someone with the token opened"
     )]
     Unauthorized,
+    #[error("the relay cannot reach its shared store; try again in a minute")]
+    Unavailable,
 }
 
 impl MailboxError {
@@ -42,6 +44,7 @@ impl MailboxError {
             Self::Exhausted => "nameplates_exhausted",
             Self::Backlog => "message_backlog",
             Self::Unauthorized => "unauthorized",
+            Self::Unavailable => "store_unavailable",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! [`convey_shared::protocol::rendezvous`]. Bodies are opaque to the relay.
 
 mod mailbox;
+mod store;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -29,10 +30,14 @@ use tracing::{Instrument, debug, info_span};
 
 pub(crate) use mailbox::Mailboxes;
 use mailbox::{ConnId, MailboxError};
+pub(crate) use store::Nameplates;
 
 use crate::{limits::client_ip, metrics::Metrics, state::AppState, tracker::InfoHash};
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// Swarms one rendezvous connection may register (a transfer needs one).
+const MAX_SWARMS_PER_SESSION: usize = 8;
 
 /// Bytes read from a rendezvous socket at a time.
 const READ_BUFFER: usize = 4096;
@@ -145,6 +150,7 @@ impl Connection {
                     if sink.send(Message::Ping(Default::default())).await.is_err() {
                         break 'conn;
                     }
+                    self.keep_records_alive().await;
                     None
                 }
                 Some(msg) = self.rx.recv() => {
@@ -158,7 +164,7 @@ impl Connection {
                     silent_deadline.as_mut().reset(tokio::time::Instant::now() + idle);
                     match frame {
                         Some(Ok(Message::Text(text))) => match serde_json::from_str::<ClientMsg>(&text) {
-                            Ok(msg) => match self.handle(msg, &mut out) {
+                            Ok(msg) => match self.handle(msg, &mut out).await {
                                 Flow::Continue => None,
                                 Flow::Close => Some(None),
                             },
@@ -187,7 +193,17 @@ impl Connection {
                 break;
             }
         }
-        self.cleanup();
+        self.cleanup().await;
+    }
+
+    /// This connection is alive: so are its nameplate and registrations (shared store).
+    async fn keep_records_alive(&self) {
+        if let Some(n) = self.nameplate {
+            self.state.nameplates.refresh(n).await;
+        }
+        for h in &self.swarms {
+            self.state.swarms.refresh(*h, self.id).await;
+        }
     }
 
     fn idle_error(&self, what: &str) -> ServerMsg {
@@ -207,7 +223,7 @@ impl Connection {
         }
     }
 
-    fn handle(&mut self, msg: ClientMsg, out: &mut Vec<ServerMsg>) -> Flow {
+    async fn handle(&mut self, msg: ClientMsg, out: &mut Vec<ServerMsg>) -> Flow {
         match (msg, self.nameplate) {
             (ClientMsg::Allocate | ClientMsg::Claim { .. }, None) if self.rate_limited(out) => {
                 return Flow::Close;
@@ -215,22 +231,25 @@ impl Connection {
             (ClientMsg::Allocate, None) if !self.authorized => {
                 return self.refuse(MailboxError::Unauthorized, out);
             }
-            (ClientMsg::Allocate, None) => match self.state.mailboxes.allocate(self.id, self.tx.clone()) {
-                Ok(n) => {
-                    debug!(nameplate = %n, "allocated");
-                    self.nameplate = Some(n);
-                    out.push(ServerMsg::Claimed {
-                        nameplate: n,
-                        peer_present: false,
-                    });
+            (ClientMsg::Allocate, None) => {
+                match self.state.nameplates.allocate(self.id, self.tx.clone()).await {
+                    Ok(n) => {
+                        debug!(nameplate = %n, "allocated");
+                        self.nameplate = Some(n);
+                        out.push(ServerMsg::Claimed {
+                            nameplate: n,
+                            peer_present: false,
+                        });
+                    }
+                    Err(e) => return self.refuse(e, out),
                 }
-                Err(e) => return self.refuse(e, out),
-            },
+            }
             (ClientMsg::Claim { nameplate }, None) => {
                 match self
                     .state
-                    .mailboxes
+                    .nameplates
                     .claim(nameplate, self.id, self.tx.clone(), self.authorized)
+                    .await
                 {
                     Ok(peer_present) => {
                         debug!(%nameplate, peer_present, "claimed");
@@ -248,15 +267,19 @@ impl Connection {
                 }
             }
             (ClientMsg::Send { body }, Some(n)) => {
-                if let Err(e) = self.state.mailboxes.send(n, self.id, body) {
+                if let Err(e) = self.state.nameplates.send(n, self.id, body).await {
                     return self.refuse(e, out);
                 }
             }
             (ClientMsg::RegisterSwarm { info_hash }, Some(_)) if self.paired => {
                 match InfoHash::from_hex(&info_hash) {
+                    Some(_) if self.swarms.len() >= MAX_SWARMS_PER_SESSION => out.push(error(
+                        ErrorKind::BadRequest,
+                        "a session may register only a few swarms",
+                    )),
                     Some(h) => {
                         if !self.swarms.contains(&h) {
-                            self.state.swarms.register(h);
+                            self.state.swarms.register(h, self.id).await;
                             self.swarms.push(h);
                         }
                         out.push(ServerMsg::SwarmRegistered { info_hash });
@@ -305,12 +328,12 @@ impl Connection {
         refuse(e, out)
     }
 
-    fn cleanup(&mut self) {
+    async fn cleanup(&mut self) {
         if let Some(n) = self.nameplate.take() {
-            self.state.mailboxes.leave(n, self.id, self.mood);
+            self.state.nameplates.leave(n, self.id, self.mood).await;
         }
         for h in self.swarms.drain(..) {
-            self.state.swarms.unregister(h);
+            self.state.swarms.unregister(h, self.id).await;
         }
         debug!(mood = ?self.mood, "connection closed");
     }
@@ -349,6 +372,7 @@ fn refuse(e: MailboxError, out: &mut Vec<ServerMsg>) -> Flow {
         MailboxError::Exhausted => ErrorKind::Exhausted,
         MailboxError::Backlog => ErrorKind::BadRequest,
         MailboxError::Unauthorized => ErrorKind::Unauthorized,
+        MailboxError::Unavailable => ErrorKind::Other,
     };
     out.push(error(kind, &e.to_string()));
     Flow::Close

@@ -5,6 +5,7 @@
 //! status 200, as clients expect.
 
 mod announce;
+mod store;
 mod swarm;
 
 use std::{
@@ -22,6 +23,7 @@ use serde::Serialize;
 use serde_bytes::ByteBuf;
 
 use announce::Event;
+pub(crate) use store::SwarmStore;
 pub(crate) use swarm::Swarms;
 use swarm::{Announce, AnnounceOutcome, Refusal};
 
@@ -141,7 +143,7 @@ pub(crate) async fn announce(
         completed: req.event == Event::Completed,
         numwant: req.numwant.min(state.tracker.max_numwant),
     };
-    match state.swarms.announce(&a, state.tracker.stale_after()) {
+    match state.swarms.announce(&a, state.tracker.stale_after()).await {
         Ok(outcome) => bencoded(&success(outcome, req.compact, interval)),
         Err(Refusal::Unregistered) => fail(
             "tracker_unregistered",
@@ -150,6 +152,10 @@ pub(crate) async fn announce(
         Err(Refusal::Full) => fail(
             "tracker_full",
             "this tracker serves as many swarms as it can; try again later".into(),
+        ),
+        Err(Refusal::Unavailable) => fail(
+            "store_unavailable",
+            "the tracker cannot reach its shared store; try again later".into(),
         ),
     }
 }
@@ -178,7 +184,8 @@ pub(crate) async fn scrape(State(state): State<AppState>, RawQuery(query): RawQu
     };
     let files = state
         .swarms
-        .scrape(&hashes)
+        .scrape(&hashes, state.tracker.stale_after())
+        .await
         .into_iter()
         .map(|(h, s)| {
             let file = ScrapeFile {

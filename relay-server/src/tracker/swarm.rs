@@ -96,6 +96,8 @@ pub(crate) struct Announce {
 pub(crate) enum Refusal {
     Unregistered,
     Full,
+    /// The shared store did not answer.
+    Unavailable,
 }
 
 #[derive(Debug)]

@@ -1,0 +1,126 @@
+//! State shared by several relay instances behind one load balancer, kept in Redis: the
+//! nameplates and the messages between their two sides, and the tracker's swarms. Each
+//! instance subscribes once to its own channel pattern and hands what arrives to its local
+//! connections. Keys expire unless their connections refresh them, so a crashed instance
+//! leaves nothing behind for long.
+
+mod scripts;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use convey_shared::protocol::rendezvous::ServerMsg;
+use futures::StreamExt;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use scripts::{ClaimOutcome, RedisAnnounce};
+
+/// Prefix of every key and channel, so a Redis can be shared with other uses.
+const PREFIX: &str = "convey:";
+
+/// The shared store is unreachable or answered nonsense.
+#[derive(Debug, thiserror::Error)]
+#[error("the relay's shared store (Redis) failed: {0}")]
+pub struct StoreError(String);
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// One instance's handle on the shared store.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    conn: MultiplexedConnection,
+    /// This instance's name in member ids and channels.
+    instance: String,
+    /// Local connections that messages published to this instance go to.
+    inboxes: Mutex<HashMap<u64, mpsc::Sender<ServerMsg>>>,
+    /// How long keys live without a refresh.
+    key_ttl: Duration,
+}
+
+impl Shared {
+    /// Connect, and start the task that delivers this instance's messages (it ends when
+    /// `stop` is cancelled; the caller awaits it).
+    pub(crate) async fn connect(
+        url: &str,
+        key_ttl: Duration,
+        stop: CancellationToken,
+    ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), StoreError> {
+        let client = redis::Client::open(url)?;
+        let conn = client.get_multiplexed_async_connection().await?;
+        let mut pubsub = client.get_async_pubsub().await?;
+        let instance = hex::encode(rand::random::<[u8; 8]>());
+        pubsub.psubscribe(format!("{PREFIX}to:{instance}:*")).await?;
+        let shared = Arc::new(Self {
+            conn,
+            instance,
+            inboxes: Mutex::default(),
+            key_ttl,
+        });
+        let me = shared.clone();
+        let task = tokio::spawn(async move {
+            let mut messages = pubsub.into_on_message();
+            loop {
+                let msg = tokio::select! {
+                    () = stop.cancelled() => return,
+                    m = messages.next() => m,
+                };
+                let Some(msg) = msg else {
+                    tracing::error!(
+                        "lost the Redis subscription; sessions on this instance stop hearing their peers"
+                    );
+                    return;
+                };
+                me.deliver(msg.get_channel_name(), msg.get_payload::<String>().ok());
+            }
+        });
+        Ok((shared, task))
+    }
+
+    fn inboxes(&self) -> MutexGuard<'_, HashMap<u64, mpsc::Sender<ServerMsg>>> {
+        self.inboxes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn deliver(&self, channel: &str, payload: Option<String>) {
+        let conn = channel.rsplit(':').next().and_then(|c| c.parse::<u64>().ok());
+        let msg = payload.and_then(|p| serde_json::from_str::<ServerMsg>(&p).ok());
+        let (Some(conn), Some(msg)) = (conn, msg) else {
+            tracing::warn!(channel, "unreadable message from the shared store");
+            return;
+        };
+        if let Some(tx) = self.inboxes().get(&conn)
+            && tx.try_send(msg).is_err()
+        {
+            tracing::warn!(conn, "a connection's inbox is full; message dropped");
+        }
+    }
+
+    /// The id other instances use to reach local connection `conn`.
+    fn member(&self, conn: u64) -> String {
+        format!("{}:{conn}", self.instance)
+    }
+
+    pub(crate) fn listen(&self, conn: u64, tx: mpsc::Sender<ServerMsg>) {
+        self.inboxes().insert(conn, tx);
+    }
+
+    pub(crate) fn forget(&self, conn: u64) {
+        self.inboxes().remove(&conn);
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.key_ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn conn(&self) -> MultiplexedConnection {
+        self.conn.clone()
+    }
+}

@@ -1,0 +1,406 @@
+//! The shared store's operations, each one Lua script so it is atomic across instances and
+//! costs one round trip. Keys: `np:{n}` (hash: sides `a`, `b`, `burned`), `np:{n}:pending`
+//! (bodies sent before the other side came), `nps` (open nameplates, scored by expiry),
+//! `sw:{hash}:reg` (registering members, scored by expiry), `sw:{hash}:peers` (peer id ->
+//! "seeding seen_ms ip port"), `sw:{hash}:done` (completed count), `sws` (served swarms).
+
+use std::net::SocketAddr;
+
+use convey_shared::protocol::rendezvous::{Mood, ServerMsg};
+use redis::{Script, Value};
+
+use super::{PREFIX, Shared, StoreError};
+
+const NOW: &str = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n";
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{NOW}{body}"))
+}
+
+const ALLOCATE: &str = r"
+local p, max, member, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', p .. 'nps', '-inf', now)
+if redis.call('ZCARD', p .. 'nps') >= max then return -1 end
+local i = 1
+while redis.call('EXISTS', p .. 'np:' .. i) == 1 do i = i + 1 end
+redis.call('HSET', p .. 'np:' .. i, 'a', member)
+redis.call('PEXPIRE', p .. 'np:' .. i, ttl)
+redis.call('ZADD', p .. 'nps', now + ttl, i)
+return i
+";
+
+const CLAIM: &str = r"
+local p, n, max, member, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local k = p .. 'np:' .. n
+local a = redis.call('HGET', k, 'a')
+local b = redis.call('HGET', k, 'b')
+if not a and not b then
+  if ARGV[6] ~= '1' then return {'unauthorized'} end
+  redis.call('ZREMRANGEBYSCORE', p .. 'nps', '-inf', now)
+  if redis.call('ZCARD', p .. 'nps') >= max then return {'exhausted'} end
+  redis.call('HSET', k, 'a', member)
+  redis.call('PEXPIRE', k, ttl)
+  redis.call('ZADD', p .. 'nps', now + ttl, n)
+  return {'alone'}
+end
+if (a and b) or redis.call('HGET', k, 'burned') then return {'in-use'} end
+local other = a or b
+if a then redis.call('HSET', k, 'b', member) else redis.call('HSET', k, 'a', member) end
+redis.call('HSET', k, 'burned', '1')
+redis.call('PEXPIRE', k, ttl)
+redis.call('ZADD', p .. 'nps', now + ttl, n)
+redis.call('PUBLISH', p .. 'to:' .. other, ARGV[7])
+local out = {'joined'}
+for _, v in ipairs(redis.call('LRANGE', k .. ':pending', 0, -1)) do out[#out + 1] = v end
+redis.call('DEL', k .. ':pending')
+return out
+";
+
+const SEND: &str = r"
+local p, n, member = ARGV[1], ARGV[2], ARGV[3]
+local k = p .. 'np:' .. n
+local a = redis.call('HGET', k, 'a')
+local b = redis.call('HGET', k, 'b')
+local other
+if a == member then other = b elseif b == member then other = a else return 'gone' end
+if other then
+  redis.call('PUBLISH', p .. 'to:' .. other, ARGV[5])
+  return 'sent'
+end
+if redis.call('HGET', k, 'burned') then return 'sent' end
+if redis.call('LLEN', k .. ':pending') >= tonumber(ARGV[6]) then return 'backlog' end
+redis.call('RPUSH', k .. ':pending', ARGV[4])
+redis.call('PEXPIRE', k .. ':pending', tonumber(ARGV[7]))
+return 'sent'
+";
+
+const LEAVE: &str = r"
+local p, n, member = ARGV[1], ARGV[2], ARGV[3]
+local k = p .. 'np:' .. n
+local a = redis.call('HGET', k, 'a')
+local b = redis.call('HGET', k, 'b')
+local other
+if a == member then redis.call('HDEL', k, 'a'); other = b
+elseif b == member then redis.call('HDEL', k, 'b'); other = a
+else return 0 end
+if other then
+  redis.call('PUBLISH', p .. 'to:' .. other, ARGV[4])
+  return 1
+end
+redis.call('DEL', k, k .. ':pending')
+redis.call('ZREM', p .. 'nps', n)
+return 0
+";
+
+const REFRESH: &str = r"
+local p, n, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if redis.call('PEXPIRE', p .. 'np:' .. n, ttl) == 1 then
+  redis.call('ZADD', p .. 'nps', now + ttl, n)
+end
+return 0
+";
+
+const OPEN: &str = r"
+redis.call('ZREMRANGEBYSCORE', ARGV[1] .. 'nps', '-inf', now)
+redis.call('ZREMRANGEBYSCORE', ARGV[1] .. 'sws', '-inf', now)
+return {redis.call('ZCARD', ARGV[1] .. 'nps'), redis.call('ZCARD', ARGV[1] .. 'sws')}
+";
+
+const REGISTER: &str = r"
+local p, h, member, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+if ARGV[5] == '1' then
+  redis.call('ZADD', p .. 'sw:' .. h .. ':reg', now + ttl, member)
+  redis.call('PEXPIRE', p .. 'sw:' .. h .. ':reg', ttl)
+  redis.call('ZADD', p .. 'sws', now + ttl, h)
+else
+  redis.call('ZREM', p .. 'sw:' .. h .. ':reg', member)
+end
+return 0
+";
+
+const ANNOUNCE: &str = r"
+local p, h, id = ARGV[1], ARGV[2], ARGV[3]
+local reg, peers, done = p .. 'sw:' .. h .. ':reg', p .. 'sw:' .. h .. ':peers', p .. 'sw:' .. h .. ':done'
+local stale = tonumber(ARGV[9])
+redis.call('ZREMRANGEBYSCORE', reg, '-inf', now)
+if redis.call('ZCARD', reg) == 0 then
+  if ARGV[10] ~= '1' then return {'unregistered'} end
+  if redis.call('EXISTS', peers) == 0 then
+    if ARGV[6] == '1' then return {'ok', 0, 0} end
+    redis.call('ZREMRANGEBYSCORE', p .. 'sws', '-inf', now)
+    if redis.call('ZCARD', p .. 'sws') >= tonumber(ARGV[11]) then return {'full'} end
+  end
+end
+if ARGV[7] == '1' then redis.call('INCR', done); redis.call('PEXPIRE', done, stale) end
+if ARGV[6] == '1' then
+  redis.call('HDEL', peers, id)
+else
+  redis.call('HSET', peers, id, ARGV[5] .. ' ' .. now .. ' ' .. ARGV[4])
+  redis.call('PEXPIRE', peers, stale)
+  redis.call('ZADD', p .. 'sws', now + stale, h)
+end
+local all = redis.call('HGETALL', peers)
+local out = {'ok', 0, 0}
+local complete, incomplete, taken, want = 0, 0, 0, tonumber(ARGV[8])
+for i = 1, #all, 2 do
+  local pid, v = all[i], all[i + 1]
+  local seeding, seen, addr = string.match(v, '^(%d) (%d+) (.+)$')
+  if not seen or now - tonumber(seen) >= stale then
+    redis.call('HDEL', peers, pid)
+  else
+    if seeding == '1' then complete = complete + 1 else incomplete = incomplete + 1 end
+    if pid ~= id and taken < want then
+      out[#out + 1] = pid
+      out[#out + 1] = addr
+      taken = taken + 1
+    end
+  end
+end
+out[2] = complete
+out[3] = incomplete
+return out
+";
+
+const SCRAPE: &str = r"
+local p, h, stale = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local reg, peers = p .. 'sw:' .. h .. ':reg', p .. 'sw:' .. h .. ':peers'
+redis.call('ZREMRANGEBYSCORE', reg, '-inf', now)
+if redis.call('ZCARD', reg) == 0 and (ARGV[4] ~= '1' or redis.call('EXISTS', peers) == 0) then return {} end
+local complete, incomplete = 0, 0
+local all = redis.call('HGETALL', peers)
+for i = 2, #all, 2 do
+  local seeding, seen = string.match(all[i], '^(%d) (%d+) ')
+  if seen and now - tonumber(seen) < stale then
+    if seeding == '1' then complete = complete + 1 else incomplete = incomplete + 1 end
+  end
+end
+local done = tonumber(redis.call('GET', p .. 'sw:' .. h .. ':done') or '0')
+return {complete, done, incomplete}
+";
+
+/// How a claim went.
+#[derive(Debug)]
+pub(crate) enum ClaimOutcome {
+    /// Nobody was there yet.
+    Alone,
+    /// The other side was there; these bodies were waiting for us.
+    Joined(Vec<String>),
+    InUse,
+    Unauthorized,
+    Exhausted,
+}
+
+/// An announce, as the shared store takes it.
+#[derive(Debug)]
+pub(crate) struct RedisAnnounce<'a> {
+    pub(crate) info_hash: &'a [u8; 20],
+    pub(crate) peer_id: &'a [u8; 20],
+    pub(crate) addr: SocketAddr,
+    pub(crate) seeding: bool,
+    pub(crate) stopped: bool,
+    pub(crate) completed: bool,
+    pub(crate) numwant: usize,
+    pub(crate) stale_ms: u64,
+    pub(crate) open: bool,
+    pub(crate) max_swarms: usize,
+}
+
+/// Peers, complete and incomplete counts of a served swarm, or why it is not served.
+pub(crate) type AnnounceReply = Result<(Vec<([u8; 20], SocketAddr)>, usize, usize), &'static str>;
+
+fn json(msg: &ServerMsg) -> String {
+    serde_json::to_string(msg).unwrap_or_default()
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn number(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(n) => Some(*n),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+fn bad(what: &str) -> StoreError {
+    StoreError(format!("unexpected reply to {what}"))
+}
+
+fn flag(b: bool) -> &'static str {
+    if b { "1" } else { "0" }
+}
+
+impl Shared {
+    pub(crate) async fn allocate(&self, conn: u64, max: usize) -> Result<Option<u32>, StoreError> {
+        let n: i64 = script(ALLOCATE)
+            .arg(PREFIX)
+            .arg(max)
+            .arg(self.member(conn))
+            .arg(self.ttl_ms())
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(u32::try_from(n).ok())
+    }
+
+    pub(crate) async fn claim(
+        &self,
+        n: u32,
+        conn: u64,
+        max: usize,
+        may_open: bool,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let reply: Vec<Value> = script(CLAIM)
+            .arg(PREFIX)
+            .arg(n)
+            .arg(max)
+            .arg(self.member(conn))
+            .arg(self.ttl_ms())
+            .arg(flag(may_open))
+            .arg(json(&ServerMsg::PeerJoined))
+            .invoke_async(&mut self.conn())
+            .await?;
+        let status = reply.first().and_then(text).ok_or_else(|| bad("claim"))?;
+        Ok(match status.as_str() {
+            "alone" => ClaimOutcome::Alone,
+            "joined" => ClaimOutcome::Joined(reply[1..].iter().filter_map(text).collect()),
+            "in-use" => ClaimOutcome::InUse,
+            "unauthorized" => ClaimOutcome::Unauthorized,
+            "exhausted" => ClaimOutcome::Exhausted,
+            _ => return Err(bad("claim")),
+        })
+    }
+
+    /// Deliver `body` to the other side or keep it for them; `false` when too many wait.
+    pub(crate) async fn send(
+        &self,
+        n: u32,
+        conn: u64,
+        body: String,
+        max_pending: usize,
+    ) -> Result<bool, StoreError> {
+        let message = json(&ServerMsg::Message { body: body.clone() });
+        let status: String = script(SEND)
+            .arg(PREFIX)
+            .arg(n)
+            .arg(self.member(conn))
+            .arg(body)
+            .arg(message)
+            .arg(max_pending)
+            .arg(self.ttl_ms())
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(status != "backlog")
+    }
+
+    pub(crate) async fn leave(&self, n: u32, conn: u64, mood: Option<Mood>) -> Result<(), StoreError> {
+        let _: i64 = script(LEAVE)
+            .arg(PREFIX)
+            .arg(n)
+            .arg(self.member(conn))
+            .arg(json(&ServerMsg::PeerLeft { mood }))
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Keep nameplate `n` alive (its connection is).
+    pub(crate) async fn refresh(&self, n: u32) -> Result<(), StoreError> {
+        let _: i64 = script(REFRESH)
+            .arg(PREFIX)
+            .arg(n)
+            .arg(self.ttl_ms())
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Open nameplates and served swarms, across all instances.
+    pub(crate) async fn counts(&self) -> Result<(usize, usize), StoreError> {
+        let v: Vec<i64> = script(OPEN).arg(PREFIX).invoke_async(&mut self.conn()).await?;
+        let get = |i: usize| v.get(i).and_then(|n| usize::try_from(*n).ok()).unwrap_or(0);
+        Ok((get(0), get(1)))
+    }
+
+    /// Register (or, with `on` false, unregister) `conn` as serving `info_hash`; registering
+    /// again refreshes it.
+    pub(crate) async fn register(&self, info_hash: &[u8; 20], conn: u64, on: bool) -> Result<(), StoreError> {
+        let _: i64 = script(REGISTER)
+            .arg(PREFIX)
+            .arg(hex::encode(info_hash))
+            .arg(self.member(conn))
+            .arg(self.ttl_ms())
+            .arg(flag(on))
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn announce(&self, a: &RedisAnnounce<'_>) -> Result<AnnounceReply, StoreError> {
+        let reply: Vec<Value> = script(ANNOUNCE)
+            .arg(PREFIX)
+            .arg(hex::encode(a.info_hash))
+            .arg(hex::encode(a.peer_id))
+            .arg(format!("{} {}", a.addr.ip(), a.addr.port()))
+            .arg(flag(a.seeding))
+            .arg(flag(a.stopped))
+            .arg(flag(a.completed))
+            .arg(a.numwant)
+            .arg(a.stale_ms)
+            .arg(flag(a.open))
+            .arg(a.max_swarms)
+            .invoke_async(&mut self.conn())
+            .await?;
+        match reply.first().and_then(text).as_deref() {
+            Some("unregistered") => return Ok(Err("unregistered")),
+            Some("full") => return Ok(Err("full")),
+            Some("ok") => {}
+            _ => return Err(bad("announce")),
+        }
+        let count = |i: usize| {
+            reply
+                .get(i)
+                .and_then(number)
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(0)
+        };
+        let peers = reply[3..]
+            .chunks_exact(2)
+            .filter_map(|pair| {
+                let id: [u8; 20] = hex::decode(text(&pair[0])?).ok()?.try_into().ok()?;
+                let addr = text(&pair[1])?;
+                let (ip, port) = addr.split_once(' ')?;
+                Some((id, SocketAddr::new(ip.parse().ok()?, port.parse().ok()?)))
+            })
+            .collect();
+        Ok(Ok((peers, count(1), count(2))))
+    }
+
+    /// (complete, downloaded, incomplete) of a served swarm.
+    pub(crate) async fn scrape(
+        &self,
+        info_hash: &[u8; 20],
+        stale_ms: u64,
+        open: bool,
+    ) -> Result<Option<(usize, u64, usize)>, StoreError> {
+        let v: Vec<i64> = script(SCRAPE)
+            .arg(PREFIX)
+            .arg(hex::encode(info_hash))
+            .arg(stale_ms)
+            .arg(flag(open))
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(match v.as_slice() {
+            [c, d, i] => Some((
+                usize::try_from(*c).unwrap_or(0),
+                u64::try_from(*d).unwrap_or(0),
+                usize::try_from(*i).unwrap_or(0),
+            )),
+            _ => None,
+        })
+    }
+}

@@ -1,0 +1,143 @@
+//! Horizontal scale: two relay instances sharing one Redis (Debian's redis-server, started
+//! by the test on loopback) pair a sender on one with a receiver on the other, never hand out
+//! the same nameplate twice, and serve one tracker view.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use convey_tests::{
+    Recorder, TestRelay, http_get, next_json, random_file, receive_options, rendezvous_ws, send_json,
+    send_options, sha256_file,
+};
+
+/// A private redis-server on a free loopback port, killed on drop.
+struct Redis {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is required (apt-get install redis-server; .ci/run installs it)");
+        let began = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            url: format!("redis://127.0.0.1:{port}/0"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pct(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("%{b:02X}")).collect()
+}
+
+async fn announce(relay: &TestRelay, hash: [u8; 20], peer: u8, port: u16) -> String {
+    let q = format!(
+        "/announce?info_hash={}&peer_id={}&port={port}&left=5&compact=0",
+        pct(&hash),
+        pct(&[peer; 20])
+    );
+    let (status, body) = http_get(relay.server.local_addr(), &q).await;
+    assert_eq!(status, 200);
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_relays_sharing_redis_act_as_one() {
+    let redis = Redis::start();
+    let a = TestRelay::spawn_with(|c| c.redis_url = Some(redis.url.clone())).await;
+    let b = TestRelay::spawn_with(|c| c.redis_url = Some(redis.url.clone())).await;
+
+    // Nameplates are unique across instances.
+    let mut on_a = rendezvous_ws(a.server.local_addr(), None).await;
+    send_json(&mut on_a, serde_json::json!({"type": "allocate"})).await;
+    let first = next_json(&mut on_a).await["nameplate"].clone();
+    let mut on_b = rendezvous_ws(b.server.local_addr(), None).await;
+    send_json(&mut on_b, serde_json::json!({"type": "allocate"})).await;
+    assert_ne!(next_json(&mut on_b).await["nameplate"], first);
+
+    // A swarm registered through instance A is served by instance B's tracker too.
+    let mut joiner = rendezvous_ws(b.server.local_addr(), None).await;
+    send_json(
+        &mut joiner,
+        serde_json::json!({"type": "claim", "nameplate": first}),
+    )
+    .await;
+    assert_eq!(next_json(&mut joiner).await["peer_present"], true);
+    assert_eq!(
+        next_json(&mut on_a).await["type"],
+        "peer-joined",
+        "told across instances"
+    );
+    let hash = [0x42; 20];
+    send_json(
+        &mut on_a,
+        serde_json::json!({"type": "register-swarm", "info_hash": hex::encode(hash)}),
+    )
+    .await;
+    assert_eq!(next_json(&mut on_a).await["type"], "swarm-registered");
+    let reply = announce(&a, hash, 1, 1111).await;
+    assert!(!reply.contains("failure reason"), "{reply}");
+    let reply = announce(&b, hash, 2, 2222).await;
+    assert!(
+        reply.contains("4:porti1111e"),
+        "instance B knows the peer that announced to A: {reply}"
+    );
+    drop((on_a, on_b, joiner));
+
+    // A real transfer: the sender's code comes from instance A, the receiver joins on B.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("payload.bin");
+    let digest = random_file(&src, 16 << 20, 21);
+    let rec = Recorder::default();
+    let sending = tokio::spawn(convey::send(send_options(&a, src), rec.sink()));
+    let out = dir.path().join("out");
+    let recv = receive_options(&b, rec.code().await, out.clone());
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        convey::receive(recv, Recorder::default().sink()),
+    )
+    .await
+    .expect("in time")
+    .expect("paired across instances");
+    sending.await.expect("task").expect("sent");
+    assert_eq!(sha256_file(&out.join("payload.bin")), digest);
+
+    // Once the registering session left, neither instance serves the swarm.
+    let began = Instant::now();
+    while !announce(&b, hash, 3, 3333).await.contains("unregistered") {
+        assert!(began.elapsed() < Duration::from_secs(10), "registration released");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.server.shutdown().await;
+    b.server.shutdown().await;
+}
