@@ -68,10 +68,16 @@ def reap(proc, limit):
     raise SystemExit(f"process {proc.args} did not finish in {limit}s")
 
 
-def cpu_seconds(pid):
+def cpu_split(pid):
+    """(user, system) CPU seconds of `pid` so far."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid):
+    return sum(cpu_split(pid))
 
 
 def run_once(size, work, relay_addr, typing_delay, transport):
@@ -155,16 +161,17 @@ def main():
                 time.sleep(0.05)
         rru_before = None
         for i in range(a.runs):
-            relay_cpu = cpu_seconds(relay.pid)
+            relay_cpu = cpu_split(relay.pid)
             r = run_once(size, work, f"127.0.0.1:{port}", a.typing_delay, a.transport)
-            relay_cpu = cpu_seconds(relay.pid) - relay_cpu
+            relay_user, relay_sys = (b - a for a, b in zip(relay_cpu, cpu_split(relay.pid)))
+            relay_cpu = relay_user + relay_sys
             mb = size / 1e6
             print(f"run {i + 1}: {a.size_mib} MiB on loopback over {a.transport}, receiver started {a.typing_delay:g} s after the code")
             print(f"  code printed after      {r['code_ms']:8.1f} ms   (target < 200 ms)")
             print(f"  receiver wall time      {r['wall_s']:8.2f} s    {mb / r['wall_s']:7.0f} MB/s  (receiver start -> verified file)")
             print(f"  transfer phase          {r['transfer_s']:8.2f} s    {mb / r['transfer_s']:7.0f} MB/s  (offer accepted -> verified file; target >= 500 MB/s)")
             print(f"  peak RSS  sender {r['send_rss_mib']:6.1f} MiB   receiver {r['recv_rss_mib']:6.1f} MiB   (target < 100 MiB)")
-            print(f"  CPU       sender {r['send_cpu_s']:6.2f} s     receiver {r['recv_cpu_s']:6.2f} s     relay {relay_cpu:6.2f} s")
+            print(f"  CPU       sender {r['send_cpu_s']:6.2f} s     receiver {r['recv_cpu_s']:6.2f} s     relay {relay_cpu:6.2f} s (user {relay_user:.2f}, system {relay_sys:.2f})")
             print(f"  extra disk written: sender {r['send_extra_disk']} B, receiver {r['recv_extra_disk']} B beyond the file (target sender 0)")
     finally:
         if relay:
