@@ -14,6 +14,7 @@ mod rendezvous;
 mod seed;
 mod send;
 mod session;
+mod tls;
 pub mod transfer;
 pub mod transport;
 

@@ -15,6 +15,8 @@ pub struct RelayAddr {
     prefix: String,
     /// A private relay's access token, presented when opening a code or a tunnel.
     token: Option<RelayToken>,
+    /// A CA certificate (PEM) to trust for an `https://` relay, beyond the system's roots.
+    ca: Option<std::path::PathBuf>,
 }
 
 /// A private relay's access token. Its `Debug` never shows it.
@@ -69,6 +71,7 @@ impl FromStr for RelayAddr {
                 .trim_end_matches('/')
                 .to_owned(),
             token: None,
+            ca: None,
         })
     }
 }
@@ -80,7 +83,19 @@ impl RelayAddr {
             authority: addr.to_string(),
             prefix: String::new(),
             token: None,
+            ca: None,
         }
+    }
+
+    /// This relay, trusting `ca` (a PEM file) for its TLS certificate too.
+    pub fn with_ca(mut self, ca: Option<std::path::PathBuf>) -> Self {
+        self.ca = ca;
+        self
+    }
+
+    /// How to connect to this relay's WebSocket endpoints.
+    pub(crate) fn connector(&self) -> crate::error::Result<tokio_tungstenite::Connector> {
+        crate::tls::connector(self.secure, self.ca.as_deref())
     }
 
     /// This relay, reached with a private relay's access token.

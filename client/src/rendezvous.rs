@@ -54,9 +54,10 @@ impl Rendezvous {
         }
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES + 4096));
+        let connector = relay.connector()?;
         let (ws, _) = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            tokio_tungstenite::connect_async_with_config(req, Some(config), false),
+            tokio_tungstenite::connect_async_tls_with_config(req, Some(config), false, Some(connector)),
         )
         .await
         .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?

@@ -6,6 +6,7 @@ mod limits;
 mod metrics;
 mod redis;
 mod shutdown;
+mod tls;
 mod tracker;
 mod transfer;
 mod transports;

@@ -16,6 +16,8 @@ pub(crate) struct Config {
     pub(crate) relay: Option<String>,
     /// A private relay's access token, as `--relay-token`.
     pub(crate) relay_token: Option<String>,
+    /// A CA certificate (PEM) for an https:// relay, as `--relay-ca`.
+    pub(crate) relay_ca: Option<PathBuf>,
     /// Default `--out` for `convey receive`.
     pub(crate) out: Option<PathBuf>,
     /// Default `--wait` for `convey receive` (e.g. "30s").

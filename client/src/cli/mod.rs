@@ -69,6 +69,9 @@ struct SendArgs {
     /// Access token of a private relay (needed to open a code there).
     #[arg(long, env = "CONVEY_RELAY_TOKEN", hide_env_values = true)]
     relay_token: Option<String>,
+    /// Trust this CA certificate (PEM) for an https:// relay, besides the system's roots.
+    #[arg(long, env = "CONVEY_RELAY_CA")]
+    relay_ca: Option<PathBuf>,
     /// Use this pre-agreed code instead of a generated one (e.g. 7-pilot-planet).
     #[arg(long, env = "CONVEY_CODE", hide_env_values = true)]
     code: Option<Code>,
@@ -100,6 +103,9 @@ struct ReceiveArgs {
     /// Access token of a private relay (needed to open a code there).
     #[arg(long, env = "CONVEY_RELAY_TOKEN", hide_env_values = true)]
     relay_token: Option<String>,
+    /// Trust this CA certificate (PEM) for an https:// relay, besides the system's roots.
+    #[arg(long, env = "CONVEY_RELAY_CA")]
+    relay_ca: Option<PathBuf>,
     /// Folder to save into [default: the current folder].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -285,7 +291,9 @@ fn print_qr(code: &str) {
 
 async fn receive(args: ReceiveArgs, config: &Config, out: &Arc<Output>) -> anyhow::Result<()> {
     let relay = match args.relay.or(config.relay()?) {
-        Some(r) => r.with_token(args.relay_token.or(config.relay_token.clone())),
+        Some(r) => r
+            .with_token(args.relay_token.or(config.relay_token.clone()))
+            .with_ca(args.relay_ca.or(config.relay_ca.clone())),
         None => convey::embedded::default_relay(),
     };
     let yes = args.yes;

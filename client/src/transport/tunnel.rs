@@ -36,9 +36,10 @@ pub(crate) async fn connect(relay: &RelayAddr, token: &str, side: TunnelSide) ->
             .map_err(|_| unreachable("the relay token must be printable ASCII".into()))?;
         req.headers_mut().insert("Authorization", value);
     }
+    let connector = relay.connector()?;
     let (ws, _) = tokio::time::timeout(
         CONNECT_TIMEOUT,
-        tokio_tungstenite::connect_async_with_config(req, Some(config), true),
+        tokio_tungstenite::connect_async_tls_with_config(req, Some(config), true, Some(connector)),
     )
     .await
     .map_err(|_| unreachable("the tunnel endpoint did not answer".into()))?
