@@ -4,6 +4,7 @@ mod failures;
 mod interop;
 mod limits;
 mod metrics;
+mod proxy;
 mod redis;
 mod shutdown;
 mod tls;
