@@ -235,3 +235,43 @@ async fn usage_errors_and_non_interactive_decline_have_distinct_exit_codes() {
     assert!(!dir.path().join("out").join("f.txt").exists());
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_relay_refuses_without_the_token_and_says_how_to_fix_it() {
+    let mut config = convey_relay::Config::with_listen("127.0.0.1:0".parse().expect("addr"));
+    config.access_token = Some("ci-shared-secret-token".parse().expect("token"));
+    let relay = Server::spawn(config).await.expect("relay");
+    let addr = relay.local_addr().to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("f.txt");
+    std::fs::write(&src, b"x").expect("write");
+
+    let refused = Command::new(BIN)
+        .args(["send", "--relay", &addr, "--wait", "5s"])
+        .arg(&src)
+        .env_remove("CONVEY_RELAY_TOKEN")
+        .output()
+        .expect("run");
+    assert_eq!(refused.status.code(), Some(7));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("private") && err.contains("--relay-token"), "{err}");
+
+    // With the token from the environment, the sender gets its code.
+    let mut sender = Command::new(BIN)
+        .args(["send", "--relay", &addr, "--wait", "5s"])
+        .arg(&src)
+        .env("CONVEY_RELAY_TOKEN", "ci-shared-secret-token")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut first = String::new();
+    BufReader::new(sender.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read");
+    assert!(first.starts_with("Code: "), "{first}");
+    let _ = sender.kill();
+    let _ = sender.wait();
+    relay.shutdown().await;
+}
