@@ -8,7 +8,7 @@ use std::{
 };
 
 use convey::{RelayAddr, Transport};
-use convey_tests::{Recorder, TestRelay, random_file, receive_options, send_options, sha256_file};
+use convey_tests::{Side, TestRelay, transfer};
 
 /// nginx in the foreground with its own prefix folder, killed on drop.
 struct Nginx {
@@ -72,25 +72,13 @@ async fn a_transfer_through_nginx_uses_only_its_one_port() {
     let via: RelayAddr = format!("http://127.0.0.1:{}", nginx.port)
         .parse()
         .expect("address");
-    let src = dir.path().join("payload.bin");
-    let digest = random_file(&src, 8 << 20, 41);
-    let rec = Recorder::default();
-    let mut send = send_options(&relay, src);
-    send.relay = via.clone();
-    send.transport = Transport::Relay;
-    let sending = tokio::spawn(convey::send(send, rec.sink()));
-    let out = dir.path().join("out");
-    let mut recv = receive_options(&relay, rec.code().await, out.clone());
-    recv.relay = via;
-    recv.transport = Transport::Relay;
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        convey::receive(recv, Recorder::default().sink()),
+    let (paths, _) = transfer(
+        &relay,
+        Side::new(&via, Transport::Relay),
+        Side::new(&via, Transport::Relay),
+        8 << 20,
     )
-    .await
-    .expect("in time")
-    .expect("received through nginx");
-    sending.await.expect("task").expect("sent");
-    assert_eq!(sha256_file(&out.join("payload.bin")), digest);
+    .await;
+    assert_eq!(paths, ["relay"]);
     relay.server.shutdown().await;
 }

@@ -7,10 +7,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use convey_tests::{
-    Recorder, TestRelay, http_get, next_json, random_file, receive_options, rendezvous_ws, send_json,
-    send_options, sha256_file,
-};
+use convey::Transport;
+use convey_tests::{Side, TestRelay, http_get, next_json, rendezvous_ws, send_json, transfer};
 
 /// A private redis-server on a free loopback port, killed on drop.
 struct Redis {
@@ -115,22 +113,13 @@ async fn two_relays_sharing_redis_act_as_one() {
     drop((on_a, on_b, joiner));
 
     // A real transfer: the sender's code comes from instance A, the receiver joins on B.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let src = dir.path().join("payload.bin");
-    let digest = random_file(&src, 16 << 20, 21);
-    let rec = Recorder::default();
-    let sending = tokio::spawn(convey::send(send_options(&a, src), rec.sink()));
-    let out = dir.path().join("out");
-    let recv = receive_options(&b, rec.code().await, out.clone());
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        convey::receive(recv, Recorder::default().sink()),
+    transfer(
+        &a,
+        Side::new(&a.addr, Transport::Auto),
+        Side::new(&b.addr, Transport::Auto),
+        16 << 20,
     )
-    .await
-    .expect("in time")
-    .expect("paired across instances");
-    sending.await.expect("task").expect("sent");
-    assert_eq!(sha256_file(&out.join("payload.bin")), digest);
+    .await;
 
     // Once the registering session left, neither instance serves the swarm.
     let began = Instant::now();

@@ -1,12 +1,10 @@
 //! Each `--transport` end to end: the file arrives identical and the events name the path.
 //! The relay tunnel test also checks that the relay never saw plaintext.
 
-use std::time::Duration;
+use convey::Transport;
+use convey_tests::{Side, TapProxy, TestRelay};
 
-use convey::{Event, Transport};
-use convey_tests::{Recorder, TapProxy, TestRelay, random_file, receive_options, send_options, sha256_file};
-
-/// Send `size` random bytes with the given transports; returns the receiver's path events.
+/// Send `size` random bytes with the given transports, both sides through `via`.
 async fn transfer(
     relay: &TestRelay,
     via: &convey::RelayAddr,
@@ -14,37 +12,7 @@ async fn transfer(
     receiver: Transport,
     size: u64,
 ) -> (Vec<String>, Vec<u8>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let src = dir.path().join("payload.bin");
-    let digest = random_file(&src, size, 9);
-    let out = dir.path().join("out");
-    let rec = Recorder::default();
-    let mut send = send_options(relay, src.clone());
-    send.relay = via.clone();
-    send.transport = sender;
-    let sending = tokio::spawn(convey::send(send, rec.sink()));
-    let code = rec.code().await;
-    let got = Recorder::default();
-    let mut recv = receive_options(relay, code, out.clone());
-    recv.relay = via.clone();
-    recv.transport = receiver;
-    tokio::time::timeout(Duration::from_secs(120), convey::receive(recv, got.sink()))
-        .await
-        .expect("receive in time")
-        .expect("receive succeeded");
-    sending.await.expect("sender task").expect("send succeeded");
-    assert_eq!(sha256_file(&out.join("payload.bin")), digest, "byte-identical");
-    let paths = got
-        .events
-        .lock()
-        .expect("events")
-        .iter()
-        .filter_map(|e| match e {
-            Event::Transport { path } => Some(path.clone()),
-            _ => None,
-        })
-        .collect();
-    (paths, std::fs::read(&src).expect("source"))
+    convey_tests::transfer(relay, Side::new(via, sender), Side::new(via, receiver), size).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -285,3 +285,54 @@ impl Drop for TapProxy {
         self.task.abort();
     }
 }
+
+/// One side of a test transfer: the relay address it uses and the paths it allows.
+#[derive(Debug, Clone)]
+pub struct Side {
+    pub relay: RelayAddr,
+    pub transport: convey::Transport,
+}
+
+impl Side {
+    pub fn new(relay: &RelayAddr, transport: convey::Transport) -> Self {
+        Self {
+            relay: relay.clone(),
+            transport,
+        }
+    }
+}
+
+/// Send `size` random bytes from `sender` to `receiver` (bounded by 120 s), assert they
+/// arrive byte-identical, and return the receiver's path events and the plaintext sent.
+pub async fn transfer(relay: &TestRelay, sender: Side, receiver: Side, size: u64) -> (Vec<String>, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("payload.bin");
+    let digest = random_file(&src, size, 9);
+    let out = dir.path().join("out");
+    let rec = Recorder::default();
+    let mut send = send_options(relay, src.clone());
+    send.relay = sender.relay;
+    send.transport = sender.transport;
+    let sending = tokio::spawn(convey::send(send, rec.sink()));
+    let got = Recorder::default();
+    let mut recv = receive_options(relay, rec.code().await, out.clone());
+    recv.relay = receiver.relay;
+    recv.transport = receiver.transport;
+    tokio::time::timeout(Duration::from_secs(120), convey::receive(recv, got.sink()))
+        .await
+        .expect("receive in time")
+        .expect("receive succeeded");
+    sending.await.expect("sender task").expect("send succeeded");
+    assert_eq!(sha256_file(&out.join("payload.bin")), digest, "byte-identical");
+    let paths = got
+        .events
+        .lock()
+        .expect("events")
+        .iter()
+        .filter_map(|e| match e {
+            Event::Transport { path } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    (paths, std::fs::read(&src).expect("source"))
+}
