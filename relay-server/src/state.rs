@@ -26,6 +26,8 @@ pub(crate) struct Stopping {
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
     pub(crate) nameplates: Arc<Nameplates>,
+    /// The store shared with other instances, if any (also behind `nameplates` and `swarms`).
+    pub(crate) shared: Option<Arc<Shared>>,
     pub(crate) swarms: Arc<SwarmStore>,
     pub(crate) tunnels: Arc<Tunnels>,
     pub(crate) metrics: Arc<Metrics>,
@@ -48,7 +50,7 @@ impl AppState {
     /// State for `config`; nameplates and swarms live in `shared` when several instances
     /// share them, else in this process.
     pub(crate) fn new(config: &Config, stopping: Stopping, shared: Option<Arc<Shared>>) -> Self {
-        let (nameplates, swarms) = match shared {
+        let (nameplates, swarms) = match shared.clone() {
             None => (
                 Nameplates::Memory(Mailboxes::new(config.max_nameplates)),
                 SwarmStore::Memory(Swarms::new(config.open_tracker)),
@@ -65,6 +67,7 @@ impl AppState {
             ),
         };
         Self {
+            shared,
             nameplates: Arc::new(nameplates),
             swarms: Arc::new(swarms),
             tunnels: Arc::default(),

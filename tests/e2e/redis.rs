@@ -23,6 +23,10 @@ impl Redis {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
+        Self::start_on(port)
+    }
+
+    fn start_on(port: u16) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
@@ -71,6 +75,7 @@ async fn announce(relay: &TestRelay, hash: [u8; 20], peer: u8, port: u16) -> Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_relays_sharing_redis_act_as_one() {
+    convey_tests::init_tracing();
     let redis = Redis::start();
     let a = TestRelay::spawn_with(|c| c.redis_url = Some(redis.url.clone())).await;
     let b = TestRelay::spawn_with(|c| c.redis_url = Some(redis.url.clone())).await;
@@ -127,6 +132,32 @@ async fn two_relays_sharing_redis_act_as_one() {
         assert!(began.elapsed() < Duration::from_secs(10), "registration released");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // Redis goes away: health checks say so; it comes back: both instances pair again.
+    let port: u16 = redis
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    drop(redis);
+    assert_eq!(http_get(a.server.local_addr(), "/healthz").await.0, 503);
+    let _redis = Redis::start_on(port);
+    let began = Instant::now();
+    while http_get(a.server.local_addr(), "/healthz").await.0 != 200 {
+        assert!(began.elapsed() < Duration::from_secs(20), "reconnected to Redis");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The subscriptions are renewed within about a second of the loss.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    transfer(
+        &b,
+        Side::new(&b.addr, Transport::Auto),
+        Side::new(&a.addr, Transport::Auto),
+        1 << 20,
+    )
+    .await;
     a.server.shutdown().await;
     b.server.shutdown().await;
 }

@@ -14,7 +14,7 @@ use std::{
 
 use convey_shared::protocol::rendezvous::ServerMsg;
 use futures::StreamExt;
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +22,9 @@ pub(crate) use scripts::{ClaimOutcome, RedisAnnounce};
 
 /// Prefix of every key and channel, so a Redis can be shared with other uses.
 const PREFIX: &str = "convey:";
+
+/// Pause before renewing a lost subscription.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 
 /// The shared store is unreachable or answered nonsense.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +38,8 @@ impl From<redis::RedisError> for StoreError {
 }
 
 /// One instance's handle on the shared store.
-#[derive(Debug)]
 pub(crate) struct Shared {
-    conn: MultiplexedConnection,
+    conn: ConnectionManager,
     /// This instance's name in member ids and channels.
     instance: String,
     /// Local connections that messages published to this instance go to.
@@ -46,19 +48,29 @@ pub(crate) struct Shared {
     key_ttl: Duration,
 }
 
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Shared {
     /// Connect, and start the task that delivers this instance's messages (it ends when
-    /// `stop` is cancelled; the caller awaits it).
+    /// `stop` is cancelled; the caller awaits it). Commands reconnect by themselves; the
+    /// subscription is renewed when it drops.
     pub(crate) async fn connect(
         url: &str,
         key_ttl: Duration,
         stop: CancellationToken,
     ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), StoreError> {
         let client = redis::Client::open(url)?;
-        let conn = client.get_multiplexed_async_connection().await?;
-        let mut pubsub = client.get_async_pubsub().await?;
+        let conn = ConnectionManager::new(client.clone()).await?;
         let instance = hex::encode(rand::random::<[u8; 8]>());
-        pubsub.psubscribe(format!("{PREFIX}to:{instance}:*")).await?;
+        let pattern = format!("{PREFIX}to:{instance}:*");
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.psubscribe(&pattern).await?;
         let shared = Arc::new(Self {
             conn,
             instance,
@@ -67,22 +79,48 @@ impl Shared {
         });
         let me = shared.clone();
         let task = tokio::spawn(async move {
-            let mut messages = pubsub.into_on_message();
+            let mut pubsub = Some(pubsub);
             loop {
-                let msg = tokio::select! {
-                    () = stop.cancelled() => return,
-                    m = messages.next() => m,
-                };
-                let Some(msg) = msg else {
-                    tracing::error!(
-                        "lost the Redis subscription; sessions on this instance stop hearing their peers"
-                    );
+                if let Some(p) = pubsub.take() {
+                    me.deliver_all(p, &stop).await;
+                }
+                if stop.is_cancelled() {
                     return;
-                };
-                me.deliver(msg.get_channel_name(), msg.get_payload::<String>().ok());
+                }
+                tracing::error!("lost the Redis subscription; renewing it");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(RESUBSCRIBE_AFTER) => {}
+                }
+                if let Ok(mut p) = client.get_async_pubsub().await
+                    && p.psubscribe(&pattern).await.is_ok()
+                {
+                    pubsub = Some(p);
+                }
             }
         });
         Ok((shared, task))
+    }
+
+    /// Hand every message of `pubsub` to its local connection, until it drops or `stop`.
+    async fn deliver_all(&self, pubsub: redis::aio::PubSub, stop: &CancellationToken) {
+        let mut messages = pubsub.into_on_message();
+        loop {
+            let msg = tokio::select! {
+                () = stop.cancelled() => return,
+                m = messages.next() => m,
+            };
+            let Some(msg) = msg else { return };
+            self.deliver(msg.get_channel_name(), msg.get_payload::<String>().ok());
+        }
+    }
+
+    /// Whether Redis answers (for `/healthz`).
+    pub(crate) async fn ping(&self) -> bool {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn())
+            .await
+            .is_ok()
     }
 
     fn inboxes(&self) -> MutexGuard<'_, HashMap<u64, mpsc::Sender<ServerMsg>>> {
@@ -120,7 +158,7 @@ impl Shared {
         u64::try_from(self.key_ttl.as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn conn(&self) -> MultiplexedConnection {
+    fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
 }

@@ -236,13 +236,30 @@ fn flag(b: bool) -> &'static str {
 }
 
 impl Shared {
+    /// Run a prepared script, once more if the connection had dropped (the connection
+    /// manager reconnects after the first failure, e.g. when Redis restarted).
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: &mut redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        match inv.invoke_async(&mut self.conn()).await {
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
+                Ok(inv.invoke_async(&mut self.conn()).await?)
+            }
+            r => Ok(r?),
+        }
+    }
+
     pub(crate) async fn allocate(&self, conn: u64, max: usize) -> Result<Option<u32>, StoreError> {
-        let n: i64 = script(ALLOCATE)
-            .arg(PREFIX)
-            .arg(max)
-            .arg(self.member(conn))
-            .arg(self.ttl_ms())
-            .invoke_async(&mut self.conn())
+        let n: i64 = self
+            .invoke(
+                script(ALLOCATE)
+                    .prepare_invoke()
+                    .arg(PREFIX)
+                    .arg(max)
+                    .arg(self.member(conn))
+                    .arg(self.ttl_ms()),
+            )
             .await?;
         Ok(u32::try_from(n).ok())
     }
@@ -254,15 +271,18 @@ impl Shared {
         max: usize,
         may_open: bool,
     ) -> Result<ClaimOutcome, StoreError> {
-        let reply: Vec<Value> = script(CLAIM)
-            .arg(PREFIX)
-            .arg(n)
-            .arg(max)
-            .arg(self.member(conn))
-            .arg(self.ttl_ms())
-            .arg(flag(may_open))
-            .arg(json(&ServerMsg::PeerJoined))
-            .invoke_async(&mut self.conn())
+        let reply: Vec<Value> = self
+            .invoke(
+                script(CLAIM)
+                    .prepare_invoke()
+                    .arg(PREFIX)
+                    .arg(n)
+                    .arg(max)
+                    .arg(self.member(conn))
+                    .arg(self.ttl_ms())
+                    .arg(flag(may_open))
+                    .arg(json(&ServerMsg::PeerJoined)),
+            )
             .await?;
         let status = reply.first().and_then(text).ok_or_else(|| bad("claim"))?;
         Ok(match status.as_str() {
@@ -284,44 +304,53 @@ impl Shared {
         max_pending: usize,
     ) -> Result<bool, StoreError> {
         let message = json(&ServerMsg::Message { body: body.clone() });
-        let status: String = script(SEND)
-            .arg(PREFIX)
-            .arg(n)
-            .arg(self.member(conn))
-            .arg(body)
-            .arg(message)
-            .arg(max_pending)
-            .arg(self.ttl_ms())
-            .invoke_async(&mut self.conn())
+        let status: String = self
+            .invoke(
+                script(SEND)
+                    .prepare_invoke()
+                    .arg(PREFIX)
+                    .arg(n)
+                    .arg(self.member(conn))
+                    .arg(body)
+                    .arg(message)
+                    .arg(max_pending)
+                    .arg(self.ttl_ms()),
+            )
             .await?;
         Ok(status != "backlog")
     }
 
     pub(crate) async fn leave(&self, n: u32, conn: u64, mood: Option<Mood>) -> Result<(), StoreError> {
-        let _: i64 = script(LEAVE)
-            .arg(PREFIX)
-            .arg(n)
-            .arg(self.member(conn))
-            .arg(json(&ServerMsg::PeerLeft { mood }))
-            .invoke_async(&mut self.conn())
+        let _: i64 = self
+            .invoke(
+                script(LEAVE)
+                    .prepare_invoke()
+                    .arg(PREFIX)
+                    .arg(n)
+                    .arg(self.member(conn))
+                    .arg(json(&ServerMsg::PeerLeft { mood })),
+            )
             .await?;
         Ok(())
     }
 
     /// Keep nameplate `n` alive (its connection is).
     pub(crate) async fn refresh(&self, n: u32) -> Result<(), StoreError> {
-        let _: i64 = script(REFRESH)
-            .arg(PREFIX)
-            .arg(n)
-            .arg(self.ttl_ms())
-            .invoke_async(&mut self.conn())
+        let _: i64 = self
+            .invoke(
+                script(REFRESH)
+                    .prepare_invoke()
+                    .arg(PREFIX)
+                    .arg(n)
+                    .arg(self.ttl_ms()),
+            )
             .await?;
         Ok(())
     }
 
     /// Open nameplates and served swarms, across all instances.
     pub(crate) async fn counts(&self) -> Result<(usize, usize), StoreError> {
-        let v: Vec<i64> = script(OPEN).arg(PREFIX).invoke_async(&mut self.conn()).await?;
+        let v: Vec<i64> = self.invoke(script(OPEN).prepare_invoke().arg(PREFIX)).await?;
         let get = |i: usize| v.get(i).and_then(|n| usize::try_from(*n).ok()).unwrap_or(0);
         Ok((get(0), get(1)))
     }
@@ -329,31 +358,37 @@ impl Shared {
     /// Register (or, with `on` false, unregister) `conn` as serving `info_hash`; registering
     /// again refreshes it.
     pub(crate) async fn register(&self, info_hash: &[u8; 20], conn: u64, on: bool) -> Result<(), StoreError> {
-        let _: i64 = script(REGISTER)
-            .arg(PREFIX)
-            .arg(hex::encode(info_hash))
-            .arg(self.member(conn))
-            .arg(self.ttl_ms())
-            .arg(flag(on))
-            .invoke_async(&mut self.conn())
+        let _: i64 = self
+            .invoke(
+                script(REGISTER)
+                    .prepare_invoke()
+                    .arg(PREFIX)
+                    .arg(hex::encode(info_hash))
+                    .arg(self.member(conn))
+                    .arg(self.ttl_ms())
+                    .arg(flag(on)),
+            )
             .await?;
         Ok(())
     }
 
     pub(crate) async fn announce(&self, a: &RedisAnnounce<'_>) -> Result<AnnounceReply, StoreError> {
-        let reply: Vec<Value> = script(ANNOUNCE)
-            .arg(PREFIX)
-            .arg(hex::encode(a.info_hash))
-            .arg(hex::encode(a.peer_id))
-            .arg(format!("{} {}", a.addr.ip(), a.addr.port()))
-            .arg(flag(a.seeding))
-            .arg(flag(a.stopped))
-            .arg(flag(a.completed))
-            .arg(a.numwant)
-            .arg(a.stale_ms)
-            .arg(flag(a.open))
-            .arg(a.max_swarms)
-            .invoke_async(&mut self.conn())
+        let reply: Vec<Value> = self
+            .invoke(
+                script(ANNOUNCE)
+                    .prepare_invoke()
+                    .arg(PREFIX)
+                    .arg(hex::encode(a.info_hash))
+                    .arg(hex::encode(a.peer_id))
+                    .arg(format!("{} {}", a.addr.ip(), a.addr.port()))
+                    .arg(flag(a.seeding))
+                    .arg(flag(a.stopped))
+                    .arg(flag(a.completed))
+                    .arg(a.numwant)
+                    .arg(a.stale_ms)
+                    .arg(flag(a.open))
+                    .arg(a.max_swarms),
+            )
             .await?;
         match reply.first().and_then(text).as_deref() {
             Some("unregistered") => return Ok(Err("unregistered")),
@@ -387,12 +422,15 @@ impl Shared {
         stale_ms: u64,
         open: bool,
     ) -> Result<Option<(usize, u64, usize)>, StoreError> {
-        let v: Vec<i64> = script(SCRAPE)
-            .arg(PREFIX)
-            .arg(hex::encode(info_hash))
-            .arg(stale_ms)
-            .arg(flag(open))
-            .invoke_async(&mut self.conn())
+        let v: Vec<i64> = self
+            .invoke(
+                script(SCRAPE)
+                    .prepare_invoke()
+                    .arg(PREFIX)
+                    .arg(hex::encode(info_hash))
+                    .arg(stale_ms)
+                    .arg(flag(open)),
+            )
             .await?;
         Ok(match v.as_slice() {
             [c, d, i] => Some((
