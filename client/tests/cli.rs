@@ -275,3 +275,27 @@ async fn a_private_relay_refuses_without_the_token_and_says_how_to_fix_it() {
     let _ = sender.wait();
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_is_not_a_crash() {
+    let relay = relay().await;
+    let addr = relay.local_addr().to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("f.bin");
+    write_random(&src, 1024);
+    // The reader of the code went away before it was written (as after `| head -1` for
+    // the lines that follow it): the sender goes on, here until its --wait runs out.
+    let mut sender = Command::new(BIN)
+        .args(["send", "--relay", &addr, "--wait", "1s"])
+        .arg(&src)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(sender.stdout.take());
+    let status = wait_with_timeout(&mut sender, Duration::from_secs(30));
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut sender.stderr.take().expect("stderr"), &mut err);
+    assert_eq!(status.code(), Some(4), "a timeout, not a panic: {err}");
+    relay.shutdown().await;
+}

@@ -1,7 +1,7 @@
 //! `convey-relay`: parse settings, log to stderr, serve until SIGINT/SIGTERM.
 
 use anyhow::Context;
-use convey_relay::{Config, Server};
+use convey_relay::{Config, Server, config::LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[derive(clap::Parser)]
@@ -34,35 +34,44 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    tracing_subscriber::fmt()
+    // A log line that cannot be written (stderr closed by a log collector) is dropped; the
+    // default would report it with eprintln!, which panics on a closed stderr.
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "convey_relay=info".into()))
-        .init();
+        .log_internal_errors(false)
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "convey_relay=info".into()));
+    match cli.config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    // Listen for the stop signals before announcing anything, so a SIGTERM sent as soon as
+    // the relay says it listens is a graceful stop, not the default kill.
+    let stop = stop_signals().context("listening for SIGINT/SIGTERM")?;
     let server = Server::spawn(cli.config).await.context("starting the relay")?;
     tracing::info!(addr = %server.local_addr(), "convey-relay listening");
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(err) => {
-                tracing::warn!(%err, "cannot listen for SIGTERM; only Ctrl-C stops the relay");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+/// Resolves on SIGINT or SIGTERM; the handlers are installed when this returns.
+#[cfg(unix)]
+fn stop_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
+}
+
+#[cfg(not(unix))]
+fn stop_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

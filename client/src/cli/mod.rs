@@ -135,8 +135,11 @@ pub(crate) fn init_logging(verbose: u8) {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // An unwritable log line is dropped rather than reported with eprintln!, which would
+    // panic when stderr is closed.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .with_env_filter(filter)
         .init();
 }
@@ -237,17 +240,20 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>) -> anyhow::Res
             true
         }
         Event::Code { code } => {
-            println!("Code: {code}");
+            // Written, not println!: a reader that takes only the first line (`| head -1`)
+            // and goes away must not make the sender panic on the next one.
+            let mut text = format!("Code: {code}\n");
             if mode == Mode::Human {
-                println!("On the other machine run:  {receive_hint}{code}");
+                text.push_str(&format!("On the other machine run:  {receive_hint}{code}\n"));
                 if on_default_port {
-                    println!("(on this machine:          convey receive {code})");
+                    text.push_str(&format!("(on this machine:          convey receive {code})\n"));
                 }
             }
             if qr {
-                print_qr(code);
+                text.push_str(&qr_text(code));
             }
-            let _ = std::io::stdout().flush();
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
             true
         }
         Event::Waiting if mode != Mode::Json => {
@@ -277,15 +283,16 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>) -> anyhow::Res
     Ok(())
 }
 
-fn print_qr(code: &str) {
+/// The code as a QR code drawn with text, or a note that it cannot be drawn.
+fn qr_text(code: &str) -> String {
     match qrcode::QrCode::new(code.as_bytes()) {
-        Ok(qr) => println!(
-            "{}",
+        Ok(qr) => format!(
+            "{}\n",
             qr.render::<qrcode::render::unicode::Dense1x2>()
                 .quiet_zone(true)
                 .build()
         ),
-        Err(err) => eprintln!("(cannot draw a QR code: {err})"),
+        Err(err) => format!("(cannot draw a QR code: {err})\n"),
     }
 }
 
@@ -332,10 +339,20 @@ async fn receive(args: ReceiveArgs, config: &Config, out: &Arc<Output>) -> anyho
         Received::Text(text) => {
             if out.mode == Mode::Json {
                 out.json(&serde_json::json!({"event": "text", "text": text}));
-            } else if std::io::stdout().is_terminal() {
-                println!("{}", convey::display_safe(&text, true));
             } else {
-                print!("{text}");
+                let shown = if std::io::stdout().is_terminal() {
+                    format!("{}\n", convey::display_safe(&text, true))
+                } else {
+                    text
+                };
+                let mut stdout = std::io::stdout().lock();
+                stdout
+                    .write_all(shown.as_bytes())
+                    .and_then(|()| stdout.flush())
+                    .map_err(|source| convey::Error::Io {
+                        context: "writing the received text to standard output".into(),
+                        source,
+                    })?;
             }
         }
         Received::Stream => out.say(&format!("Received {} in {secs:.1}s", human_bytes(report.bytes))),

@@ -123,6 +123,11 @@ pub struct Config {
     #[arg(long, env = "CONVEY_RELAY_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// Log lines as `text` (key=value fields) or `json` (one object a line, for log
+    /// collectors). Logs never carry a code's words, a key or a token.
+    #[arg(long, env = "CONVEY_RELAY_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
     /// Seconds running transfers get to finish after SIGTERM before they are cut.
     #[arg(long, env = "CONVEY_RELAY_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
@@ -150,6 +155,7 @@ impl Config {
             tunnel_wait_secs: DEFAULT_TUNNEL_WAIT_SECS,
             stun_listen: StunListen(None),
             redis_url: None,
+            log_format: LogFormat::Text,
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
         }
     }
@@ -165,6 +171,13 @@ impl Config {
     pub fn announce_interval(&self) -> Duration {
         Duration::from_secs(self.announce_interval_secs.max(1))
     }
+}
+
+/// How the relay binary writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Where STUN listens, if anywhere.
