@@ -18,6 +18,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use scripts::Scripts;
 pub(crate) use scripts::{ClaimOutcome, RedisAnnounce};
 
 /// Prefix of every key and channel, so a Redis can be shared with other uses.
@@ -46,6 +47,7 @@ pub(crate) struct Shared {
     inboxes: Mutex<HashMap<u64, mpsc::Sender<ServerMsg>>>,
     /// How long keys live without a refresh.
     key_ttl: Duration,
+    scripts: Scripts,
 }
 
 impl std::fmt::Debug for Shared {
@@ -76,6 +78,7 @@ impl Shared {
             instance,
             inboxes: Mutex::default(),
             key_ttl,
+            scripts: Scripts::new(),
         });
         let me = shared.clone();
         let task = tokio::spawn(async move {

@@ -17,6 +17,35 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{NOW}{body}"))
 }
 
+/// The scripts, hashed once (Redis runs them by their SHA-1, loading them when needed).
+pub(crate) struct Scripts {
+    allocate: Script,
+    claim: Script,
+    send: Script,
+    leave: Script,
+    refresh: Script,
+    open: Script,
+    register: Script,
+    announce: Script,
+    scrape: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Self {
+            allocate: script(ALLOCATE),
+            claim: script(CLAIM),
+            send: script(SEND),
+            leave: script(LEAVE),
+            refresh: script(REFRESH),
+            open: script(OPEN),
+            register: script(REGISTER),
+            announce: script(ANNOUNCE),
+            scrape: script(SCRAPE),
+        }
+    }
+}
+
 const ALLOCATE: &str = r"
 local p, max, member, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', p .. 'nps', '-inf', now)
@@ -253,7 +282,8 @@ impl Shared {
     pub(crate) async fn allocate(&self, conn: u64, max: usize) -> Result<Option<u32>, StoreError> {
         let n: i64 = self
             .invoke(
-                script(ALLOCATE)
+                self.scripts
+                    .allocate
                     .prepare_invoke()
                     .arg(PREFIX)
                     .arg(max)
@@ -273,7 +303,8 @@ impl Shared {
     ) -> Result<ClaimOutcome, StoreError> {
         let reply: Vec<Value> = self
             .invoke(
-                script(CLAIM)
+                self.scripts
+                    .claim
                     .prepare_invoke()
                     .arg(PREFIX)
                     .arg(n)
@@ -306,7 +337,8 @@ impl Shared {
         let message = json(&ServerMsg::Message { body: body.clone() });
         let status: String = self
             .invoke(
-                script(SEND)
+                self.scripts
+                    .send
                     .prepare_invoke()
                     .arg(PREFIX)
                     .arg(n)
@@ -323,7 +355,8 @@ impl Shared {
     pub(crate) async fn leave(&self, n: u32, conn: u64, mood: Option<Mood>) -> Result<(), StoreError> {
         let _: i64 = self
             .invoke(
-                script(LEAVE)
+                self.scripts
+                    .leave
                     .prepare_invoke()
                     .arg(PREFIX)
                     .arg(n)
@@ -338,7 +371,8 @@ impl Shared {
     pub(crate) async fn refresh(&self, n: u32) -> Result<(), StoreError> {
         let _: i64 = self
             .invoke(
-                script(REFRESH)
+                self.scripts
+                    .refresh
                     .prepare_invoke()
                     .arg(PREFIX)
                     .arg(n)
@@ -350,7 +384,9 @@ impl Shared {
 
     /// Open nameplates and served swarms, across all instances.
     pub(crate) async fn counts(&self) -> Result<(usize, usize), StoreError> {
-        let v: Vec<i64> = self.invoke(script(OPEN).prepare_invoke().arg(PREFIX)).await?;
+        let v: Vec<i64> = self
+            .invoke(self.scripts.open.prepare_invoke().arg(PREFIX))
+            .await?;
         let get = |i: usize| v.get(i).and_then(|n| usize::try_from(*n).ok()).unwrap_or(0);
         Ok((get(0), get(1)))
     }
@@ -360,7 +396,8 @@ impl Shared {
     pub(crate) async fn register(&self, info_hash: &[u8; 20], conn: u64, on: bool) -> Result<(), StoreError> {
         let _: i64 = self
             .invoke(
-                script(REGISTER)
+                self.scripts
+                    .register
                     .prepare_invoke()
                     .arg(PREFIX)
                     .arg(hex::encode(info_hash))
@@ -375,7 +412,8 @@ impl Shared {
     pub(crate) async fn announce(&self, a: &RedisAnnounce<'_>) -> Result<AnnounceReply, StoreError> {
         let reply: Vec<Value> = self
             .invoke(
-                script(ANNOUNCE)
+                self.scripts
+                    .announce
                     .prepare_invoke()
                     .arg(PREFIX)
                     .arg(hex::encode(a.info_hash))
@@ -424,7 +462,8 @@ impl Shared {
     ) -> Result<Option<(usize, u64, usize)>, StoreError> {
         let v: Vec<i64> = self
             .invoke(
-                script(SCRAPE)
+                self.scripts
+                    .scrape
                     .prepare_invoke()
                     .arg(PREFIX)
                     .arg(hex::encode(info_hash))
