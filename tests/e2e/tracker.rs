@@ -245,3 +245,46 @@ async fn by_default_only_registered_info_hashes_are_served() {
     );
     relay.server.shutdown().await;
 }
+
+/// An announce carrying `X-Forwarded-For: forwarded`, as a reverse proxy would send it.
+async fn announce_forwarded(via: SocketAddr, peer: u8, port: u16, forwarded: &str) -> Dict {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let q = format!(
+        "/announce?info_hash={}&peer_id={}&port={port}&left=5",
+        pct(&[8; 20]),
+        pct(&[peer; 20])
+    );
+    let mut s = tokio::net::TcpStream::connect(via).await.expect("connect");
+    s.write_all(format!("GET {q} HTTP/1.0\r\nHost: x\r\nX-Forwarded-For: {forwarded}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("reply")
+        .expect("read");
+    let body = memchr::memmem::find(&out, b"\r\n\r\n").expect("head") + 4;
+    decode(&out[body..])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_peers_get_the_clients_address() {
+    for trusted in [true, false] {
+        let relay = TestRelay::spawn_with(|c| {
+            c.open_tracker = true;
+            c.trust_forwarded_for = trusted;
+        })
+        .await;
+        let at = relay.server.local_addr();
+        announce_forwarded(at, 1, 1111, "203.0.113.9, 198.51.100.7").await;
+        let reply = announce_forwarded(at, 2, 2222, "198.51.100.8").await;
+        let mut want = if trusted {
+            vec![198, 51, 100, 7]
+        } else {
+            vec![127, 0, 0, 1]
+        };
+        want.extend_from_slice(&1111u16.to_be_bytes());
+        assert_eq!(bytes(&reply, "peers"), want.as_slice(), "trusted: {trusted}");
+        relay.server.shutdown().await;
+    }
+}

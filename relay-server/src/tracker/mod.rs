@@ -8,15 +8,11 @@ mod announce;
 mod store;
 mod swarm;
 
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use axum::{
     extract::{ConnectInfo, RawQuery, State},
-    http::header,
+    http::{HeaderMap, header},
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
@@ -27,7 +23,7 @@ pub(crate) use store::SwarmStore;
 pub(crate) use swarm::Swarms;
 use swarm::{Announce, AnnounceOutcome, Refusal};
 
-use crate::{metrics::Metrics, state::AppState};
+use crate::{limits::client_ip, metrics::Metrics, state::AppState};
 
 /// The tracker's settings.
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +114,7 @@ fn bencoded<T: Serialize>(value: &T) -> Response {
 pub(crate) async fn announce(
     State(state): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     let interval = state.tracker.interval.as_secs();
@@ -130,10 +127,8 @@ pub(crate) async fn announce(
         Ok(r) => r,
         Err(reason) => return fail("tracker_malformed", reason),
     };
-    let ip = match remote.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    };
+    // The peer's address as the rendezvous sees it: behind a trusted proxy, the client's.
+    let ip = client_ip(remote, &headers, state.trust_forwarded_for);
     let a = Announce {
         info_hash: req.info_hash,
         peer_id: req.peer_id,
