@@ -93,3 +93,11 @@ impl AppState {
         }
     }
 }
+
+impl AppState {
+    /// Whether a request may do what a private relay reserves for token holders (always,
+    /// on a relay without a token).
+    pub(crate) fn admits(&self, headers: &axum::http::HeaderMap) -> bool {
+        self.access_token.as_ref().is_none_or(|t| t.admits(headers))
+    }
+}

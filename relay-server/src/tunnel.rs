@@ -117,7 +117,7 @@ pub(crate) async fn handler(
     }
     // The sender listens; on a private relay that needs the token, the receiver dials with
     // only what the session gave it.
-    if side == TunnelSide::Listen && !state.access_token.as_ref().is_none_or(|t| t.admits(&headers)) {
+    if side == TunnelSide::Listen && !state.admits(&headers) {
         state.metrics.reject("unauthorized");
         return (
             StatusCode::UNAUTHORIZED,

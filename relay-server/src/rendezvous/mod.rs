@@ -60,7 +60,7 @@ pub(crate) async fn handler(
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     Metrics::inc(&state.metrics.connections);
     let ip = client_ip(peer, &headers, state.trust_forwarded_for);
-    let authorized = state.access_token.as_ref().is_none_or(|t| t.admits(&headers));
+    let authorized = state.admits(&headers);
     let max = state.max_message_bytes;
     let tasks = state.tasks.clone();
     // Small buffers: thousands of sessions wait here, each with a few small messages
