@@ -299,3 +299,33 @@ async fn a_closed_stdout_is_not_a_crash() {
     assert_eq!(status.code(), Some(4), "a timeout, not a panic: {err}");
     relay.shutdown().await;
 }
+
+#[test]
+fn both_commands_take_the_relay_ca() {
+    // A CA file that does not exist is reported before any connection is tried: proof that
+    // the flag (and its env twin) reached the TLS set-up on each side.
+    let missing = "/nonexistent/relay-ca.pem";
+    for args in [
+        vec![
+            "send",
+            "--relay",
+            "https://127.0.0.1:1",
+            "--relay-ca",
+            missing,
+            "Cargo.toml",
+        ],
+        vec!["receive", "--relay", "https://127.0.0.1:1", "7-pilot-planet"],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env("CONVEY_RELAY_CA", missing)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cannot set up TLS") && err.contains(missing),
+            "{args:?}: {err}"
+        );
+        assert_eq!(out.status.code(), Some(8), "{args:?}: {err}");
+    }
+}

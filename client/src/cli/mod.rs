@@ -61,17 +61,33 @@ enum Command {
     Completions { shell: clap_complete::Shell },
 }
 
+/// How to reach a private or TLS relay; the same for both commands.
 #[derive(Debug, Args)]
-struct SendArgs {
-    /// Relay address, HOST:PORT or http(s)://HOST:PORT. Without one, convey runs its own.
-    #[arg(long, env = "CONVEY_RELAY")]
-    relay: Option<RelayAddr>,
+struct RelayAccess {
     /// Access token of a private relay (needed to open a code there).
     #[arg(long, env = "CONVEY_RELAY_TOKEN", hide_env_values = true)]
     relay_token: Option<String>,
     /// Trust this CA certificate (PEM) for an https:// relay, besides the system's roots.
     #[arg(long, env = "CONVEY_RELAY_CA")]
     relay_ca: Option<PathBuf>,
+}
+
+impl RelayAccess {
+    /// `relay` with the token and CA from the flags, else from the config file.
+    fn apply(self, relay: RelayAddr, config: &Config) -> RelayAddr {
+        relay
+            .with_token(self.relay_token.or_else(|| config.relay_token.clone()))
+            .with_ca(self.relay_ca.or_else(|| config.relay_ca.clone()))
+    }
+}
+
+#[derive(Debug, Args)]
+struct SendArgs {
+    /// Relay address, HOST:PORT or http(s)://HOST:PORT. Without one, convey runs its own.
+    #[arg(long, env = "CONVEY_RELAY")]
+    relay: Option<RelayAddr>,
+    #[command(flatten)]
+    access: RelayAccess,
     /// Use this pre-agreed code instead of a generated one (e.g. 7-pilot-planet).
     #[arg(long, env = "CONVEY_CODE", hide_env_values = true)]
     code: Option<Code>,
@@ -100,12 +116,8 @@ struct ReceiveArgs {
     /// Relay address, HOST:PORT or http(s)://HOST:PORT [default: 127.0.0.1:4790].
     #[arg(long, env = "CONVEY_RELAY")]
     relay: Option<RelayAddr>,
-    /// Access token of a private relay (needed to open a code there).
-    #[arg(long, env = "CONVEY_RELAY_TOKEN", hide_env_values = true)]
-    relay_token: Option<String>,
-    /// Trust this CA certificate (PEM) for an https:// relay, besides the system's roots.
-    #[arg(long, env = "CONVEY_RELAY_CA")]
-    relay_ca: Option<PathBuf>,
+    #[command(flatten)]
+    access: RelayAccess,
     /// Folder to save into [default: the current folder].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -211,10 +223,7 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>) -> anyhow::Res
         (None, paths) => Payload::Paths(paths.to_vec()),
     };
     let (embedded, relay) = match args.relay.or(config.relay()?) {
-        Some(r) => (
-            None,
-            r.with_token(args.relay_token.or(config.relay_token.clone())),
-        ),
+        Some(r) => (None, args.access.apply(r, config)),
         None => {
             let e = EmbeddedRelay::start().await?;
             let local = e.local_addr();
@@ -298,9 +307,7 @@ fn qr_text(code: &str) -> String {
 
 async fn receive(args: ReceiveArgs, config: &Config, out: &Arc<Output>) -> anyhow::Result<()> {
     let relay = match args.relay.or(config.relay()?) {
-        Some(r) => r
-            .with_token(args.relay_token.or(config.relay_token.clone()))
-            .with_ca(args.relay_ca.or(config.relay_ca.clone())),
+        Some(r) => args.access.apply(r, config),
         None => convey::embedded::default_relay(),
     };
     let yes = args.yes;
