@@ -16,9 +16,10 @@ use subtle::ConstantTimeEq;
 /// Keys of idle addresses are dropped once the limiter holds this many.
 const PRUNE_ABOVE: usize = 10_000;
 
-/// The secret that makes a relay private. Its `Debug` never shows it.
+/// The secret that makes a relay private, kept as its SHA-256 (computed once). Its
+/// `Debug` never shows it.
 #[derive(Clone)]
-pub struct AccessToken(String);
+pub struct AccessToken([u8; 32]);
 
 impl std::fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -36,7 +37,7 @@ impl std::str::FromStr for AccessToken {
         if !s.bytes().all(|b| b.is_ascii_graphic()) {
             return Err("an access token is printable ASCII without spaces".into());
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(Sha256::digest(s.as_bytes()).into()))
     }
 }
 
@@ -49,9 +50,7 @@ impl AccessToken {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        Sha256::digest(presented.as_bytes())
-            .ct_eq(&Sha256::digest(self.0.as_bytes()))
-            .into()
+        Sha256::digest(presented.as_bytes()).ct_eq(&self.0).into()
     }
 }
 
