@@ -7,6 +7,7 @@ pub mod config;
 pub mod health;
 mod http;
 pub mod limits;
+mod listener;
 mod metrics;
 mod rendezvous;
 mod server;

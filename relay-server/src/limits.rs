@@ -57,10 +57,20 @@ impl AccessToken {
 /// The client's address: the TCP peer, or the last `X-Forwarded-For` entry when the relay
 /// sits behind a proxy it trusts to write that header.
 pub(crate) fn client_ip(peer: SocketAddr, headers: &HeaderMap, trust_forwarded_for: bool) -> IpAddr {
+    let last = headers.get_all("x-forwarded-for").iter().next_back();
+    client_ip_from(peer, last.map(|v| v.as_bytes()), trust_forwarded_for)
+}
+
+/// [`client_ip`], given the value of the last `X-Forwarded-For` header, if any.
+pub(crate) fn client_ip_from(
+    peer: SocketAddr,
+    forwarded_for: Option<&[u8]>,
+    trust_forwarded_for: bool,
+) -> IpAddr {
     let forwarded = trust_forwarded_for
-        .then(|| headers.get_all("x-forwarded-for").iter().next_back())
+        .then_some(forwarded_for)
         .flatten()
-        .and_then(|v| v.to_str().ok())
+        .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.rsplit(',').next())
         .and_then(|v| v.trim().parse::<IpAddr>().ok());
     let ip = forwarded.unwrap_or(peer.ip());

@@ -5,8 +5,11 @@ use std::{net::SocketAddr, time::Duration};
 use tokio::task::JoinHandle;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use axum::serve::ListenerExt;
+
 use crate::{
     Config, http,
+    listener::Bound,
     shared::Shared,
     state::{AppState, Stopping},
 };
@@ -42,12 +45,10 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
 impl Server {
     /// Bind `config.listen` (port 0 picks a free port) and start serving.
     pub async fn spawn(config: Config) -> Result<Self, SpawnError> {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| SpawnError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener = Bound::bind(config.listen).map_err(|source| SpawnError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let addr = listener.local_addr().map_err(|source| SpawnError::Bind {
             addr: config.listen,
             source,
@@ -80,6 +81,10 @@ impl Server {
         let stun_addr = stun.as_ref().and_then(|(s, _)| s.local_addr().ok());
         let tasks = state.tasks.clone();
         let housekeeping = housekeeping(state.clone());
+        let listener = listener.serve(state.clone()).map_err(|source| SpawnError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let stop = stopping.clone();
         let task = tokio::spawn(async move {
@@ -87,7 +92,8 @@ impl Server {
                 stun.map(|(socket, _)| tokio::spawn(crate::stun::serve(socket, stop.now.child_token())));
             let housekeeping = tokio::spawn(housekeeping);
             let serve =
-                axum::serve(listener, app).with_graceful_shutdown(stop.draining.clone().cancelled_owned());
+                // `tap_io` only lends axum's `ConnectInfo<SocketAddr>` to our listener.
+                axum::serve(listener.tap_io(|_| ()), app).with_graceful_shutdown(stop.draining.clone().cancelled_owned());
             if let Err(err) = serve.await {
                 tracing::error!(%err, "relay server stopped with an error");
                 stop.draining.cancel();

@@ -288,3 +288,71 @@ async fn behind_a_trusted_proxy_peers_get_the_clients_address() {
         relay.server.shutdown().await;
     }
 }
+
+/// Send `parts` of one request on a fresh connection, pausing `gap` before each, and read
+/// the reply until the relay closes: (head, bencoded body).
+async fn raw_request(via: SocketAddr, parts: &[&str], gap: std::time::Duration) -> (String, Dict) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(via).await.expect("connect");
+    for part in parts {
+        tokio::time::sleep(gap).await;
+        s.write_all(part.as_bytes()).await.expect("write");
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the relay answers and closes")
+        .expect("read");
+    let split = memchr::memmem::find(&out, b"\r\n\r\n").expect("head");
+    (
+        String::from_utf8_lossy(&out[..split]).to_ascii_lowercase(),
+        decode(&out[split + 4..]),
+    )
+}
+
+/// However the request arrives (whole at once, which the listener answers itself; in
+/// pieces, or after the client sat silent, which go to axum), the reply is the same, and
+/// the connection closes after it, keep-alive asked for or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announces_get_the_same_answer_however_the_request_arrives() {
+    use std::time::Duration;
+    let relay = TestRelay::spawn_with(|c| c.open_tracker = true).await;
+    let at = relay.server.local_addr();
+    announce(at, 5, 0xA, 1111, "&left=0&compact=1").await;
+    let request = |peer: u8| {
+        format!(
+            "GET /announce?info_hash={}&peer_id={}&port=2222&left=9&compact=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+            pct(&[5; 20]),
+            pct(&[peer; 20])
+        )
+    };
+    let whole = request(0xB);
+    let (head, at_once) = raw_request(at, &[&whole], Duration::ZERO).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("connection: close"),
+        "keep-alive is not offered: {head}"
+    );
+    assert_eq!(bytes(&at_once, "peers"), compact_v4(1111).as_slice());
+
+    let split = request(0xC);
+    let (head, pieces) = raw_request(at, &[&split[..30], &split[30..]], Duration::from_millis(150)).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    // Seeder A and leecher B; counts as for B plus this leecher.
+    assert_eq!((int(&pieces, "complete"), int(&pieces, "incomplete")), (1, 2));
+    assert_eq!(bytes(&pieces, "peers").len(), 12, "A and B: {pieces:?}");
+
+    // Silent past the kernel's deferred accept (5 s), then the request.
+    let late = request(0xD);
+    let (head, after_silence) = raw_request(at, &[&late], Duration::from_secs(7)).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(
+        (int(&after_silence, "complete"), int(&after_silence, "incomplete")),
+        (1, 3)
+    );
+
+    // Other endpoints still work on the same listener, whole or in pieces.
+    let (status, body) = http_get(at, "/healthz").await;
+    assert_eq!((status, body.as_slice()), (200, b"ok\n".as_slice()));
+    relay.server.shutdown().await;
+}

@@ -5,10 +5,15 @@
 //! status 200, as clients expect.
 
 mod announce;
+pub(crate) mod fast;
 mod store;
 mod swarm;
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use axum::{
     extract::{ConnectInfo, RawQuery, State},
@@ -102,8 +107,21 @@ struct Success {
 }
 
 fn bencoded<T: Serialize>(value: &T) -> Response {
-    match serde_bencode::to_bytes(value) {
-        Ok(body) => ([(header::CONTENT_TYPE, "text/plain")], body).into_response(),
+    reply_response(serde_bencode::to_bytes(value))
+}
+
+/// A bencoded body as the HTTP response a tracker client expects. A client announces once
+/// an interval, so the connection closes after it, as on the listener's fast path.
+fn reply_response(body: Result<Vec<u8>, serde_bencode::Error>) -> Response {
+    match body {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "text/plain"),
+                (header::CONNECTION, "close"),
+            ],
+            body,
+        )
+            .into_response(),
         Err(err) => {
             tracing::error!(%err, "cannot bencode tracker reply");
             axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
@@ -111,24 +129,36 @@ fn bencoded<T: Serialize>(value: &T) -> Response {
     }
 }
 
+/// `GET /announce` through axum: the requests the listener's fast path did not take
+/// (split across reads, behind the shared store, or with a body).
 pub(crate) async fn announce(
     State(state): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
+    // The peer's address as the rendezvous sees it: behind a trusted proxy, the client's.
+    let ip = client_ip(remote, &headers, state.trust_forwarded_for);
+    reply_response(announce_reply(&state, ip, query.as_deref().unwrap_or("")).await)
+}
+
+/// The bencoded reply to an announce with this `query` from a peer at `ip`: peers and
+/// counts, or a `failure reason`. Completes at once with the in-memory store.
+pub(crate) async fn announce_reply(
+    state: &AppState,
+    ip: IpAddr,
+    query: &str,
+) -> Result<Vec<u8>, serde_bencode::Error> {
     let interval = state.tracker.interval.as_secs();
     Metrics::inc(&state.metrics.announces);
     let fail = |label: &'static str, reason: String| {
         state.metrics.reject(label);
-        bencoded(&Failure { reason, interval })
+        serde_bencode::to_bytes(&Failure { reason, interval })
     };
-    let req = match announce::parse(query.as_deref().unwrap_or("")) {
+    let req = match announce::parse(query) {
         Ok(r) => r,
         Err(reason) => return fail("tracker_malformed", reason),
     };
-    // The peer's address as the rendezvous sees it: behind a trusted proxy, the client's.
-    let ip = client_ip(remote, &headers, state.trust_forwarded_for);
     let a = Announce {
         info_hash: req.info_hash,
         peer_id: req.peer_id,
@@ -139,7 +169,7 @@ pub(crate) async fn announce(
         numwant: req.numwant.min(state.tracker.max_numwant),
     };
     match state.swarms.announce(&a, state.tracker.stale_after()).await {
-        Ok(outcome) => bencoded(&success(outcome, req.compact, interval)),
+        Ok(outcome) => serde_bencode::to_bytes(&success(outcome, req.compact, interval)),
         Err(Refusal::Unregistered) => fail(
             "tracker_unregistered",
             "unregistered info_hash: this tracker only serves transfers in progress on this relay".into(),
