@@ -31,7 +31,14 @@ use crate::{
     error::Result,
     rendezvous::Rendezvous,
     session::{self, PeerLink},
-    transfer::{bt, prepare::parse_torrent, staging::Staging, storage::OpeningStorageFactory, stream},
+    transfer::{
+        bt,
+        prepare::parse_torrent,
+        staging::Staging,
+        storage::OpeningStorageFactory,
+        stream,
+        writer::{ChunkSet, Writer},
+    },
     transport::{
         Transport, path,
         rtc::RtcPeer,
@@ -520,7 +527,11 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
     };
     let mut relay_said = plan.paths.relay_said.subscribe();
     let torrent_session = bt::start_session(&folder, None).await?;
-    let storage = OpeningStorageFactory::new(files.clone(), plan.cipher.clone(), resume);
+    let written = Arc::new(ChunkSet::new(plan.cipher.chunk_count(), resume));
+    let writer = Writer::spawn(files.clone(), plan.cipher.clone(), written.clone(), !resume)
+        .map(Arc::new)
+        .map_err(Error::io("starting the writer"))?;
+    let storage = OpeningStorageFactory::new(files.clone(), plan.cipher.clone(), written, writer.clone());
     let total = plan.content.layout.total();
     let fetched = async {
         let mut direct_shown = transport == Transport::Direct;
@@ -605,14 +616,16 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
         s.shutdown().await;
     }
     bt::shutdown(&torrent_session).await;
+    let finished = writer.finish().await;
     files.close_all();
     let fetched = fetched?;
+    let hashed = finished.map_err(Error::Transfer)?.sha256;
     let verify_started = Instant::now();
     tracing::debug!(elapsed = ?verify_started.duration_since(download_started), "download complete");
 
     let (staging, content) = (plan.staging.clone(), plan.content.clone());
     let verify = tokio::task::spawn_blocking(move || {
-        if let Some(bad) = staging.verify(&content)? {
+        if let Some(bad) = staging.verify(&content, hashed.as_deref())? {
             staging.discard();
             return Err(Error::Transfer(format!(
                 "{} does not match the sender's SHA-256; nothing was kept",

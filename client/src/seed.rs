@@ -42,7 +42,7 @@ struct Seeding {
     manifest: Manifest,
     cipher: ContentCipher,
     torrent: Vec<u8>,
-    session: Arc<librqbit::Session>,
+    engine: bt::Engine,
     handle: Arc<librqbit::ManagedTorrent>,
 }
 
@@ -75,7 +75,7 @@ pub(crate) async fn send_files(
                 seeding = ready.await.ok();
             }
             if let Some(s) = seeding {
-                bt::shutdown(&s.session).await;
+                bt::shutdown(&s.engine).await;
             }
             return Err(e);
         }
@@ -89,7 +89,7 @@ pub(crate) async fn send_files(
         },
     };
     let result = offer_and_wait(&mut link, &seeding, opts, events).await;
-    bt::shutdown(&seeding.session).await;
+    bt::shutdown(&seeding.engine).await;
     finish(link, result.map(|()| seeding.prepared.size)).await
 }
 
@@ -124,10 +124,10 @@ async fn get_ready(
     let cipher = ContentCipher::new(&prepared.key, prepared.size);
     let torrent = prepared.torrent_bytes(None);
     let folder = std::env::temp_dir();
-    let session = bt::start_session(&folder, opts.upload_limit).await?;
+    let engine = bt::start_session(&folder, opts.upload_limit).await?;
     let storage = SealingStorageFactory::new(files, cipher.clone());
     let added = bt::add(
-        &session,
+        &engine,
         torrent.clone(),
         storage.boxed_factory(),
         bt::AddOptions {
@@ -150,11 +150,11 @@ async fn get_ready(
             manifest,
             cipher,
             torrent,
-            session,
+            engine,
             handle,
         }),
         Err(e) => {
-            bt::shutdown(&session).await;
+            bt::shutdown(&engine).await;
             Err(e)
         }
     }
@@ -171,15 +171,16 @@ async fn offer_and_wait(
         manifest,
         cipher,
         torrent,
-        session,
+        engine,
         handle,
     } = seeding;
     if opts.transport.allows_direct() {
         // Register first, so the tracker already knows the swarm when librqbit announces.
         link.register_swarm(&prepared.info_hash_hex()).await?;
     }
-    bt::start(session, handle).await?;
-    let port = session
+    bt::start(engine, handle).await?;
+    let port = engine
+        .session()
         .announce_port()
         .ok_or_else(|| Error::Transfer("BitTorrent is not listening".into()))?;
     let offered = Offered::new(opts.transport, &opts.relay, link, port).await;

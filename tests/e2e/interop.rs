@@ -32,7 +32,7 @@ struct Seeded {
     src: PathBuf,
     key: ContentKey,
     prepared: Prepared,
-    session: Arc<librqbit::Session>,
+    session: bt::Engine,
     sides: (Ws, Ws),
 }
 

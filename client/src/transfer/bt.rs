@@ -5,9 +5,11 @@ use std::{
     net::{IpAddr, Ipv6Addr, SocketAddr},
     num::NonZeroU32,
     path::Path,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
+
+use tokio::sync::oneshot;
 
 use librqbit::{
     AddTorrent, AddTorrentOptions, ListenerMode, ListenerOptions, ManagedTorrent, Session, SessionOptions,
@@ -21,8 +23,57 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most direct-address hints accepted from a peer.
 pub const MAX_HINTS: usize = 16;
 
+/// A librqbit session on a thread of its own, with a single-threaded tokio runtime.
+///
+/// On a multi-threaded runtime librqbit runs every 16 KiB block it reads or writes inside
+/// `block_in_place`, which hands the worker to another thread each time: tens of thousands
+/// of thread hand-offs a second. On a current-thread runtime it calls our storage inline.
+/// Every call that makes librqbit spawn tasks runs on this runtime, so they all stay here.
+pub struct Engine {
+    session: Arc<Session>,
+    runtime: tokio::runtime::Handle,
+    /// Ends the thread's runtime; taken by [`shutdown`].
+    stop: Mutex<Option<(oneshot::Sender<()>, std::thread::JoinHandle<()>)>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// Run `fut` on the engine's thread and wait for it.
+    async fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> Result<T> {
+        self.runtime
+            .spawn(fut)
+            .await
+            .map_err(|e| Error::Transfer(format!("BitTorrent stopped: {e}")))
+    }
+
+    /// End the thread (its runtime drops whatever librqbit left) and wait for it.
+    fn stop(&self) -> Option<std::thread::JoinHandle<()>> {
+        let (stop, thread) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        drop(stop);
+        Some(thread)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Only on paths that did not call `shutdown`; the runtime ends at once.
+        if let Some(thread) = self.stop() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// A librqbit session that listens on an ephemeral TCP port.
-pub async fn start_session(folder: &Path, upload_limit: Option<NonZeroU32>) -> Result<Arc<Session>> {
+pub async fn start_session(folder: &Path, upload_limit: Option<NonZeroU32>) -> Result<Engine> {
     let opts = SessionOptions {
         dht: None,
         disable_local_service_discovery: true,
@@ -40,21 +91,67 @@ pub async fn start_session(folder: &Path, upload_limit: Option<NonZeroU32>) -> R
         },
         ..Default::default()
     };
-    Session::new_with_opts(folder.to_owned(), opts)
-        .await
-        .map_err(|e| Error::Transfer(format!("cannot start BitTorrent: {e:#}")))
+    let cannot = |e: String| Error::Transfer(format!("cannot start BitTorrent: {e}"));
+    let (started_tx, started_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let folder = folder.to_owned();
+    let thread = std::thread::Builder::new()
+        .name("convey-bittorrent".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = started_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let started = Session::new_with_opts(folder, opts)
+                    .await
+                    .map(|s| (s, tokio::runtime::Handle::current()))
+                    .map_err(|e| format!("{e:#}"));
+                let ok = started.is_ok();
+                if started_tx.send(started).is_ok() && ok {
+                    let _ = stop_rx.await;
+                }
+            });
+        })
+        .map_err(|e| cannot(e.to_string()))?;
+    match started_rx.await {
+        Ok(Ok((session, runtime))) => Ok(Engine {
+            session,
+            runtime,
+            stop: Mutex::new(Some((stop_tx, thread))),
+        }),
+        Ok(Err(e)) => {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            Err(cannot(e))
+        }
+        Err(_) => Err(cannot("its thread ended".into())),
+    }
 }
 
 /// Stop a session without librqbit's fixed one-second sleep: remove every torrent (which
-/// pauses it and releases our storage), then cancel the session's tasks.
-pub async fn shutdown(session: &Arc<Session>) {
-    let ids = session.with_torrents(|ts| ts.map(|(id, _)| id).collect::<Vec<_>>());
-    for id in ids {
-        if let Err(err) = session.delete(id.into(), false).await {
-            tracing::debug!(%err, "removing torrent at shutdown");
-        }
+/// pauses it and releases our storage), cancel the session's tasks, end the thread.
+pub async fn shutdown(engine: &Engine) {
+    let session = engine.session.clone();
+    let removed = engine
+        .run(async move {
+            let ids = session.with_torrents(|ts| ts.map(|(id, _)| id).collect::<Vec<_>>());
+            for id in ids {
+                if let Err(err) = session.delete(id.into(), false).await {
+                    tracing::debug!(%err, "removing torrent at shutdown");
+                }
+            }
+            session.cancellation_token().cancel();
+        })
+        .await;
+    if let Err(err) = removed {
+        tracing::debug!(%err, "stopping BitTorrent");
     }
-    session.cancellation_token().cancel();
+    if let Some(thread) = engine.stop() {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
 }
 
 /// How to add a torrent.
@@ -70,7 +167,7 @@ pub struct AddOptions {
 
 /// Add the torrent with our storage.
 pub async fn add(
-    session: &Arc<Session>,
+    engine: &Engine,
     torrent: Vec<u8>,
     storage: BoxStorageFactory,
     opts: AddOptions,
@@ -85,20 +182,27 @@ pub async fn add(
         output_folder: Some(folder.to_string_lossy().into_owned()),
         ..Default::default()
     };
-    session
-        .add_torrent(AddTorrent::from_bytes(torrent), Some(opts))
-        .await
-        .map_err(|e| Error::Transfer(format!("cannot add the torrent: {e:#}")))?
+    let session = engine.session.clone();
+    engine
+        .run(async move {
+            session
+                .add_torrent(AddTorrent::from_bytes(torrent), Some(opts))
+                .await
+                .map_err(|e| format!("{e:#}"))
+        })
+        .await?
+        .map_err(|e| Error::Transfer(format!("cannot add the torrent: {e}")))?
         .into_handle()
         .ok_or_else(|| Error::Transfer("the torrent was not started".into()))
 }
 
 /// Start announcing and serving a torrent added with `paused: true`.
-pub async fn start(session: &Arc<Session>, handle: &Arc<ManagedTorrent>) -> Result<()> {
-    session
-        .unpause(handle)
-        .await
-        .map_err(|e| Error::Transfer(format!("cannot start seeding: {e:#}")))
+pub async fn start(engine: &Engine, handle: &Arc<ManagedTorrent>) -> Result<()> {
+    let (session, handle) = (engine.session.clone(), handle.clone());
+    engine
+        .run(async move { session.unpause(&handle).await.map_err(|e| format!("{e:#}")) })
+        .await?
+        .map_err(|e| Error::Transfer(format!("cannot start seeding: {e}")))
 }
 
 /// Wait until the sender's initial check is done and it has every piece.
@@ -154,8 +258,12 @@ pub fn stalled_error() -> Error {
 }
 
 /// Remove one torrent from a session (its data stays with our storage).
-pub async fn remove(session: &Arc<Session>, handle: &ManagedTorrent) {
-    if let Err(err) = session.delete(handle.id().into(), false).await {
+pub async fn remove(engine: &Engine, handle: &ManagedTorrent) {
+    let (session, id) = (engine.session.clone(), handle.id());
+    let removed = engine
+        .run(async move { session.delete(id.into(), false).await })
+        .await;
+    if let Ok(Err(err)) = removed {
         tracing::debug!(%err, "removing torrent");
     }
 }

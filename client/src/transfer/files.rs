@@ -7,6 +7,7 @@ use std::{
     collections::HashMap,
     fs::{File, OpenOptions},
     io,
+    num::NonZeroU64,
     os::unix::fs::FileExt,
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -99,6 +100,20 @@ impl FileSet {
             ));
         }
         Ok(())
+    }
+
+    /// Start writing `[offset, offset + len)` of the stream back to disk, without waiting,
+    /// and let the page cache drop what is already there (the receiver has hashed it).
+    pub fn start_writeback(&self, offset: u64, len: u64) {
+        for seg in self
+            .layout
+            .segments(offset, usize::try_from(len).unwrap_or(usize::MAX))
+        {
+            if let Ok(f) = self.file(seg.file) {
+                let len = NonZeroU64::new(seg.len as u64);
+                let _ = rustix::fs::fadvise(&*f, seg.offset, len, rustix::fs::Advice::DontNeed);
+            }
+        }
     }
 
     /// Close every open file (before the files are moved or removed).

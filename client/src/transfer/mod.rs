@@ -10,3 +10,4 @@ pub mod select;
 pub mod staging;
 pub mod storage;
 pub mod stream;
+pub mod writer;

@@ -112,22 +112,20 @@ impl Staging {
     }
 
     /// Check every file against the manifest's SHA-256 and flush it all to disk. Returns the
-    /// name of the first file that does not match.
-    pub fn verify(&self, content: &CheckedManifest) -> Result<Option<String>> {
-        let mut buf = vec![0u8; 1 << 20];
-        for (path, entry) in self.staged.iter().zip(&content.manifest.files) {
-            let mut f = File::open(path).map_err(Error::io(format!("reading {}", path.display())))?;
-            let mut h = Sha256::new();
-            loop {
-                let n = f
-                    .read(&mut buf)
-                    .map_err(Error::io(format!("reading {}", path.display())))?;
-                if n == 0 {
-                    break;
+    /// name of the first file that does not match. `hashed` holds the files' digests when
+    /// the writer computed them as the data arrived; otherwise (a resumed transfer) the
+    /// files are read back and hashed here.
+    pub fn verify(&self, content: &CheckedManifest, hashed: Option<&[[u8; 32]]>) -> Result<Option<String>> {
+        let mut buf = Vec::new();
+        for (i, (path, entry)) in self.staged.iter().zip(&content.manifest.files).enumerate() {
+            let digest = match hashed.and_then(|h| h.get(i)) {
+                Some(d) => *d,
+                None => {
+                    buf.resize(1 << 20, 0);
+                    hash_file(path, &mut buf)?
                 }
-                h.update(&buf[..n]);
-            }
-            if hex::encode(h.finalize()) != entry.sha256.to_ascii_lowercase() {
+            };
+            if hex::encode(digest) != entry.sha256.to_ascii_lowercase() {
                 return Ok(Some(entry.path.clone()));
             }
         }
@@ -174,5 +172,63 @@ impl Staging {
         {
             tracing::warn!(%err, path = %self.root.display(), "could not remove the staging folder");
         }
+    }
+}
+
+/// SHA-256 of the file at `path`, read through `buf`.
+fn hash_file(path: &Path, buf: &mut [u8]) -> Result<[u8; 32]> {
+    let mut f = File::open(path).map_err(Error::io(format!("reading {}", path.display())))?;
+    let mut h = Sha256::new();
+    loop {
+        let n = f
+            .read(buf)
+            .map_err(Error::io(format!("reading {}", path.display())))?;
+        if n == 0 {
+            return Ok(h.finalize().into());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use convey_shared::manifest::{FileEntry, Manifest};
+
+    use super::*;
+
+    fn entry(path: &str, data: &[u8]) -> FileEntry {
+        FileEntry {
+            path: path.into(),
+            size: data.len() as u64,
+            sha256: hex::encode(Sha256::digest(data)),
+            mode: 0o644,
+        }
+    }
+
+    /// The digests the writer computed, or a read-back when it has none, must match the
+    /// sender's manifest; the first file that does not is named.
+    #[test]
+    fn verify_names_the_file_whose_digest_does_not_match() {
+        let out = tempfile::tempdir().unwrap();
+        let manifest = Manifest {
+            files: vec![entry("a", b"alpha"), entry("b", b"beta")],
+            dirs: vec![],
+        };
+        let content = manifest.check().unwrap();
+        let staging = Staging::new(out.path(), &[1; 20], &content);
+        staging.create(&content).unwrap();
+        std::fs::write(&staging.staged[0], b"alpha").unwrap();
+        std::fs::write(&staging.staged[1], b"beta").unwrap();
+        let good: Vec<[u8; 32]> = [b"alpha".as_slice(), b"beta"]
+            .iter()
+            .map(|d| Sha256::digest(d).into())
+            .collect();
+        assert_eq!(staging.verify(&content, Some(&good)).unwrap(), None);
+        assert_eq!(staging.verify(&content, None).unwrap(), None, "read back");
+        let mut bad = good.clone();
+        bad[1][0] ^= 1;
+        assert_eq!(staging.verify(&content, Some(&bad)).unwrap(), Some("b".into()));
+        std::fs::write(&staging.staged[0], b"alphA").unwrap();
+        assert_eq!(staging.verify(&content, None).unwrap(), Some("a".into()));
     }
 }

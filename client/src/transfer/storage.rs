@@ -3,19 +3,19 @@
 //! * [`SealingStorage`] (sender): every read encrypts the requested chunks from the original
 //!   files, so no encrypted copy is ever written.
 //! * [`OpeningStorage`] (receiver): every 16 KiB block written is one ciphertext chunk; it is
-//!   authenticated and decrypted straight into the staging files. Reads (for librqbit's
-//!   piece hash check) re-encrypt, which is deterministic, so piece hashes still verify; that
+//!   handed to the [`Writer`] thread, which authenticates and decrypts it into the staging
+//!   files. Reads (for librqbit's piece hash check) return the kept ciphertext, or
+//!   re-encrypt what is on disk, which is deterministic, so piece hashes still verify; that
 //!   is also how a resumed transfer finds the pieces it already has.
 
 use std::{
     collections::HashMap,
     io::IoSlice,
     path::Path,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
+
+use bytes::Bytes;
 
 use anyhow::{Context, bail, ensure};
 use convey_shared::content::{CIPHER_CHUNK, ContentCipher, PLAIN_CHUNK, TAG_LEN};
@@ -24,7 +24,10 @@ use librqbit::{
     storage::{BoxStorageFactory, StorageFactory, StorageFactoryExt, TorrentStorage},
 };
 
-use super::files::FileSet;
+use super::{
+    files::FileSet,
+    writer::{ChunkSet, Writer},
+};
 
 const CHUNK: usize = CIPHER_CHUNK as usize;
 
@@ -135,35 +138,7 @@ impl TorrentStorage for SealingStorage {
 
 // ---------------------------------------------------------------- receiver
 
-/// Which chunks hold authenticated plaintext.
-#[derive(Debug)]
-struct ChunkSet {
-    bits: Vec<AtomicU64>,
-    any: AtomicBool,
-}
-
-impl ChunkSet {
-    /// `n` chunks, all unwritten, or all possibly written (`full`, when resuming).
-    fn new(n: u64, full: bool) -> Self {
-        let words = usize::try_from(n.div_ceil(64)).expect("chunk bitmap fits in memory");
-        let fill = if full { u64::MAX } else { 0 };
-        Self {
-            bits: (0..words).map(|_| AtomicU64::new(fill)).collect(),
-            any: AtomicBool::new(full),
-        }
-    }
-
-    fn set(&self, i: u64) {
-        self.bits[(i / 64) as usize].fetch_or(1 << (i % 64), Ordering::Release);
-        self.any.store(true, Ordering::Release);
-    }
-
-    fn get(&self, i: u64) -> bool {
-        self.bits[(i / 64) as usize].load(Ordering::Acquire) & (1 << (i % 64)) != 0
-    }
-}
-
-/// Receives ciphertext into plaintext staging files.
+/// Receives ciphertext into plaintext staging files, through the [`Writer`].
 #[derive(Debug, Clone)]
 pub struct OpeningStorageFactory {
     storage: OpeningStorage,
@@ -174,24 +149,32 @@ pub struct OpeningStorage {
     files: Arc<FileSet>,
     cipher: ContentCipher,
     written: Arc<ChunkSet>,
-    /// Ciphertext of chunks written but not yet read back by librqbit's piece check, so the
-    /// check does not have to re-encrypt them. Bounded; past the bound reads re-encrypt.
-    unchecked: Arc<Mutex<HashMap<u64, Box<[u8]>>>>,
+    writer: Arc<Writer>,
+    /// Ciphertext of chunks received but not yet read back by librqbit's piece check, so
+    /// the check needs neither the writer nor re-encryption. Bounded; past the bound the
+    /// check re-encrypts what the writer has written.
+    unchecked: Arc<Mutex<HashMap<u64, Bytes>>>,
 }
 
 /// Most chunks kept in [`OpeningStorage::unchecked`] (32 MiB).
 const MAX_UNCHECKED: usize = 2048;
 
 impl OpeningStorageFactory {
-    /// Write into `files` (already created at their sizes). With `resume`, they may hold
-    /// chunks from an earlier attempt, which librqbit's initial check then finds.
-    pub fn new(files: Arc<FileSet>, cipher: ContentCipher, resume: bool) -> Self {
-        let written = Arc::new(ChunkSet::new(cipher.chunk_count(), resume));
+    /// Write into `files` (already created at their sizes) through `writer`, which marks
+    /// `written`. With `resume`, `written` starts full: the files may hold chunks from an
+    /// earlier attempt, which librqbit's initial check then finds.
+    pub fn new(
+        files: Arc<FileSet>,
+        cipher: ContentCipher,
+        written: Arc<ChunkSet>,
+        writer: Arc<Writer>,
+    ) -> Self {
         Self {
             storage: OpeningStorage {
                 files,
                 cipher,
                 written,
+                writer,
                 unchecked: Arc::default(),
             },
         }
@@ -228,24 +211,15 @@ impl OpeningStorage {
             "block of {} bytes where chunk {i} has {ct_len}",
             data.len()
         );
-        let mut buf = [0u8; CHUNK];
-        buf[..ct_len].copy_from_slice(data);
-        if self.cipher.open_chunk(i, &mut buf[..ct_len]).is_err() {
-            // Forged or corrupted: keep nothing, so the piece hash check fails and
-            // librqbit fetches the piece again (and drops the peer that sent it).
-            tracing::debug!(chunk = i, "dropping a block that failed authentication");
-            return Ok(());
+        let ciphertext = Bytes::copy_from_slice(data);
+        self.written.mark_arrived();
+        {
+            let mut unchecked = self.unchecked.lock().unwrap_or_else(|e| e.into_inner());
+            if unchecked.len() < MAX_UNCHECKED {
+                unchecked.insert(i, ciphertext.clone());
+            }
         }
-        let n = ct_len - TAG_LEN as usize;
-        self.files
-            .write_all_at(i * PLAIN_CHUNK, &buf[..n])
-            .context("writing the received files")?;
-        self.written.set(i);
-        let mut unchecked = self.unchecked.lock().unwrap_or_else(|e| e.into_inner());
-        if unchecked.len() < MAX_UNCHECKED {
-            unchecked.insert(i, data.into());
-        }
-        Ok(())
+        self.writer.queue(i, ciphertext)
     }
 }
 
@@ -256,7 +230,7 @@ impl TorrentStorage for OpeningStorage {
 
     fn pread_exact(&self, _file_id: usize, offset: u64, buf: &mut [u8]) -> anyhow::Result<()> {
         // Before anything arrived, say so: librqbit's initial check then skips the file.
-        ensure!(self.written.any.load(Ordering::Acquire), "nothing received yet");
+        ensure!(self.written.any(), "nothing received yet");
         read_cipher(&self.cipher, offset, buf, |i, chunk| {
             let kept = self
                 .unchecked

@@ -1,0 +1,368 @@
+//! The receiver's writer thread. librqbit's thread only queues each received ciphertext
+//! chunk (its piece check reads the kept copy); this thread authenticates and decrypts the
+//! chunks into the staging files, hashes every file's plaintext in order as soon as the
+//! chunks before it are in, and starts write-back of what it has hashed. Opening and
+//! writing thus run beside the network on the other core, and when the last piece arrives
+//! the files are already hashed and mostly on disk: the receiver's verify pass and final
+//! flush, which used to take as long as the download, shrink to the tail.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc,
+    },
+    thread::JoinHandle,
+};
+
+use bytes::Bytes;
+use convey_shared::content::{CIPHER_CHUNK, ContentCipher, PLAIN_CHUNK, TAG_LEN};
+use sha2::{Digest, Sha256};
+
+use super::files::FileSet;
+
+/// Chunks queued for the writer (4 MiB); librqbit waits when the writer falls behind.
+const QUEUE: usize = 256;
+/// Write-back is started every this many hashed bytes.
+const WRITEBACK_EVERY: u64 = 32 << 20;
+
+/// Which chunks hold authenticated plaintext on disk.
+#[derive(Debug)]
+pub struct ChunkSet {
+    bits: Vec<AtomicU64>,
+    /// Something arrived (or may be on disk from an earlier attempt).
+    any: AtomicBool,
+}
+
+impl ChunkSet {
+    /// `n` chunks, all unwritten, or all possibly written (`full`, when resuming).
+    pub fn new(n: u64, full: bool) -> Self {
+        let words = usize::try_from(n.div_ceil(64)).expect("chunk bitmap fits in memory");
+        let fill = if full { u64::MAX } else { 0 };
+        Self {
+            bits: (0..words).map(|_| AtomicU64::new(fill)).collect(),
+            any: AtomicBool::new(full),
+        }
+    }
+
+    pub fn set(&self, i: u64) {
+        self.bits[(i / 64) as usize].fetch_or(1 << (i % 64), Ordering::Release);
+    }
+
+    pub fn get(&self, i: u64) -> bool {
+        self.bits[(i / 64) as usize].load(Ordering::Acquire) & (1 << (i % 64)) != 0
+    }
+
+    pub fn mark_arrived(&self) {
+        self.any.store(true, Ordering::Release);
+    }
+
+    pub fn any(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+}
+
+enum Job {
+    Chunk(u64, Bytes),
+    Finish,
+}
+
+/// What the writer found once everything was in.
+#[derive(Debug)]
+pub struct Written {
+    /// SHA-256 of every file, in manifest order, when the writer saw all of them arrive
+    /// (not when resuming: what was on disk before was not hashed).
+    pub sha256: Option<Vec<[u8; 32]>>,
+}
+
+/// Handle to the writer thread.
+#[derive(Debug)]
+pub struct Writer {
+    tx: mpsc::SyncSender<Job>,
+    /// The first write error; later chunks are refused with it.
+    failed: Arc<Mutex<Option<String>>>,
+    thread: Mutex<Option<JoinHandle<Written>>>,
+}
+
+impl Writer {
+    /// Start writing into `files`; `hash` when the files start empty (not resuming).
+    pub fn spawn(
+        files: Arc<FileSet>,
+        cipher: ContentCipher,
+        written: Arc<ChunkSet>,
+        hash: bool,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let failed = Arc::new(Mutex::new(None));
+        let mut state = WriterThread {
+            hasher: hash.then(|| FileHasher::new(files.layout().file_count())),
+            files,
+            cipher,
+            written,
+            failed: failed.clone(),
+            next: 0,
+            written_back: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name("convey-writer".into())
+            .spawn(move || state.run(rx))?;
+        Ok(Self {
+            tx,
+            failed,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queue ciphertext chunk `i` (waits while the queue is full). Fails once writing failed.
+    pub fn queue(&self, i: u64, ciphertext: Bytes) -> anyhow::Result<()> {
+        if let Some(e) = self.failed.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            anyhow::bail!("{e}");
+        }
+        self.tx
+            .send(Job::Chunk(i, ciphertext))
+            .map_err(|_| anyhow::anyhow!("the writer has stopped"))
+    }
+
+    /// Write what is queued, stop, and report; `Err` with the first write error.
+    pub async fn finish(&self) -> Result<Written, String> {
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(thread) = thread else {
+            return Err("the writer was already finished".into());
+        };
+        let tx = self.tx.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let _ = tx.send(Job::Finish);
+            thread.join()
+        })
+        .await;
+        let written = match joined {
+            Ok(Ok(w)) => w,
+            _ => return Err("the writer thread failed".into()),
+        };
+        match self.failed.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            Some(e) => Err(e),
+            None => Ok(written),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Paths that never called `finish` (a failed download): stop the thread.
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = self.tx.send(Job::Finish);
+            let _ = thread.join();
+        }
+    }
+}
+
+struct WriterThread {
+    files: Arc<FileSet>,
+    cipher: ContentCipher,
+    written: Arc<ChunkSet>,
+    failed: Arc<Mutex<Option<String>>>,
+    hasher: Option<FileHasher>,
+    /// The first chunk not hashed yet.
+    next: u64,
+    /// Plaintext bytes whose write-back has been started.
+    written_back: u64,
+}
+
+impl WriterThread {
+    fn run(&mut self, rx: mpsc::Receiver<Job>) -> Written {
+        let mut buf = [0u8; CIPHER_CHUNK as usize];
+        while let Ok(Job::Chunk(i, ciphertext)) = rx.recv() {
+            if self.failed.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                continue; // drain: librqbit hears the error on its next write
+            }
+            let n = ciphertext.len();
+            buf[..n].copy_from_slice(&ciphertext);
+            drop(ciphertext);
+            if self.cipher.open_chunk(i, &mut buf[..n]).is_err() {
+                // Forged or corrupted: keep nothing. Its piece fails librqbit's check and is
+                // fetched again (and the peer that sent it dropped).
+                tracing::debug!(chunk = i, "dropping a block that failed authentication");
+                continue;
+            }
+            let plain = &buf[..n - TAG_LEN as usize];
+            if let Err(e) = self.files.write_all_at(i * PLAIN_CHUNK, plain) {
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(format!("writing the received files: {e}"));
+                continue;
+            }
+            self.written.set(i);
+            if let Err(e) = self.hash_ready(i, plain) {
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(format!("reading the received files back: {e}"));
+            }
+        }
+        let complete = self.next == self.cipher.chunk_count();
+        Written {
+            sha256: self.hasher.take().filter(|_| complete).map(FileHasher::finish),
+        }
+    }
+
+    /// Hash the chunks that are now in order, from `just` (chunk `i`'s plaintext) or read
+    /// back from the files, and start write-back of what is hashed.
+    fn hash_ready(&mut self, i: u64, just: &[u8]) -> std::io::Result<()> {
+        let Some(hasher) = self.hasher.as_mut() else {
+            return Ok(());
+        };
+        let mut back = [0u8; PLAIN_CHUNK as usize];
+        while self.next < self.cipher.chunk_count() && self.written.get(self.next) {
+            let at = self.next * PLAIN_CHUNK;
+            let plain = if self.next == i {
+                just
+            } else {
+                let n = usize::try_from(self.cipher.plain_chunk_len(self.next)).unwrap_or(0);
+                self.files.read_exact_at(at, &mut back[..n])?;
+                &back[..n]
+            };
+            hasher.update(&self.files, at, plain);
+            self.next += 1;
+        }
+        let hashed = (self.next * PLAIN_CHUNK).min(self.cipher.plain_len());
+        if hashed - self.written_back >= WRITEBACK_EVERY || hashed == self.cipher.plain_len() {
+            self.files
+                .start_writeback(self.written_back, hashed - self.written_back);
+            self.written_back = hashed;
+        }
+        Ok(())
+    }
+}
+
+/// SHA-256 of each file of the stream, fed in stream order.
+struct FileHasher {
+    done: Vec<[u8; 32]>,
+    current: Sha256,
+    count: usize,
+}
+
+impl FileHasher {
+    fn new(count: usize) -> Self {
+        Self {
+            done: Vec::with_capacity(count),
+            current: Sha256::new(),
+            count,
+        }
+    }
+
+    /// Close files before `file` (empty files in between get the empty digest).
+    fn advance_to(&mut self, file: usize) {
+        while self.done.len() < file.min(self.count) {
+            let h = std::mem::take(&mut self.current);
+            self.done.push(h.finalize().into());
+        }
+    }
+
+    /// `plain` sits at stream offset `at`.
+    fn update(&mut self, files: &FileSet, at: u64, plain: &[u8]) {
+        let mut from = 0;
+        for seg in files.layout().segments(at, plain.len()) {
+            self.advance_to(seg.file);
+            self.current.update(&plain[from..from + seg.len]);
+            from += seg.len;
+        }
+    }
+
+    fn finish(mut self) -> Vec<[u8; 32]> {
+        self.advance_to(self.count);
+        self.done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use convey_shared::{content::ContentKey, layout::Layout};
+
+    use super::*;
+
+    /// Three files (one empty) as one stream, sealed in memory.
+    fn setup(dir: &std::path::Path) -> (Arc<FileSet>, ContentCipher, Vec<u8>, Vec<Vec<u8>>) {
+        let sizes = [40_000u64, 0, 20_000];
+        let plain: Vec<u8> = (0..60_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let paths: Vec<PathBuf> = (0..3).map(|i| dir.join(format!("f{i}"))).collect();
+        for (p, s) in paths.iter().zip(sizes) {
+            std::fs::File::create(p).unwrap().set_len(s).unwrap();
+        }
+        let files = Arc::new(FileSet::new(paths, Layout::new(sizes).unwrap(), true));
+        let cipher = ContentCipher::new(&ContentKey::from_bytes([9; 32]), plain.len() as u64);
+        let sealed = cipher.seal_in_memory(&plain);
+        let chunks = sealed.chunks(CIPHER_CHUNK as usize).map(<[u8]>::to_vec).collect();
+        (files, cipher, plain, chunks)
+    }
+
+    fn sha(data: &[u8]) -> [u8; 32] {
+        Sha256::digest(data).into()
+    }
+
+    #[tokio::test]
+    async fn opens_out_of_order_chunks_drops_forgeries_and_hashes_every_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, cipher, plain, chunks) = setup(dir.path());
+        let written = Arc::new(ChunkSet::new(cipher.chunk_count(), false));
+        let writer = Writer::spawn(files.clone(), cipher.clone(), written.clone(), true).unwrap();
+        let mut forged = chunks[1].clone();
+        forged[100] ^= 1;
+        writer.queue(1, Bytes::from(forged)).unwrap();
+        for i in (0..chunks.len()).rev() {
+            writer.queue(i as u64, Bytes::from(chunks[i].clone())).unwrap();
+        }
+        let done = writer.finish().await.unwrap();
+        let sha256 = done.sha256.expect("every chunk arrived, so every file is hashed");
+        assert_eq!(
+            sha256,
+            vec![sha(&plain[..40_000]), sha(b""), sha(&plain[40_000..])]
+        );
+        let on_disk: Vec<u8> = (0..3)
+            .flat_map(|i| std::fs::read(dir.path().join(format!("f{i}"))).unwrap())
+            .collect();
+        assert_eq!(
+            on_disk, plain,
+            "the forged chunk was dropped, the real one written"
+        );
+        assert!((0..cipher.chunk_count()).all(|i| written.get(i)));
+    }
+
+    #[tokio::test]
+    async fn a_missing_chunk_leaves_the_files_unhashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, cipher, _, chunks) = setup(dir.path());
+        let written = Arc::new(ChunkSet::new(cipher.chunk_count(), false));
+        let writer = Writer::spawn(files, cipher, written.clone(), true).unwrap();
+        for (i, c) in chunks.iter().enumerate().skip(1) {
+            writer.queue(i as u64, Bytes::from(c.clone())).unwrap();
+        }
+        assert!(writer.finish().await.unwrap().sha256.is_none());
+        assert!(!written.get(0));
+    }
+
+    #[tokio::test]
+    async fn a_write_error_is_reported_and_refuses_further_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, cipher, _, chunks) = setup(dir.path());
+        // Files that cannot be opened for writing: they do not exist.
+        let gone: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("missing/f{i}"))).collect();
+        let files = Arc::new(FileSet::new(
+            gone,
+            Layout::new([40_000, 0, 20_000]).unwrap(),
+            true,
+        ));
+        let written = Arc::new(ChunkSet::new(cipher.chunk_count(), false));
+        let writer = Writer::spawn(files, cipher, written, true).unwrap();
+        writer.queue(0, Bytes::from(chunks[0].clone())).unwrap();
+        let mut refused = false;
+        for _ in 0..200 {
+            if writer.queue(1, Bytes::from(chunks[1].clone())).is_err() {
+                refused = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(refused, "once a write failed, librqbit hears it");
+        let err = writer.finish().await.unwrap_err();
+        assert!(err.contains("writing the received files"), "{err}");
+    }
+}
