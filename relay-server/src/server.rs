@@ -45,14 +45,12 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
 impl Server {
     /// Bind `config.listen` (port 0 picks a free port) and start serving.
     pub async fn spawn(config: Config) -> Result<Self, SpawnError> {
-        let listener = Bound::bind(config.listen).map_err(|source| SpawnError::Bind {
+        let listen_err = |source| SpawnError::Bind {
             addr: config.listen,
             source,
-        })?;
-        let addr = listener.local_addr().map_err(|source| SpawnError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        };
+        let listener = Bound::bind(config.listen).map_err(listen_err)?;
+        let addr = listener.local_addr().map_err(listen_err)?;
         let stun = match config.stun_listen.0 {
             Some(stun_addr) => {
                 let bind_err = |source| SpawnError::Bind {
@@ -81,10 +79,7 @@ impl Server {
         let stun_addr = stun.as_ref().and_then(|(s, _)| s.local_addr().ok());
         let tasks = state.tasks.clone();
         let housekeeping = housekeeping(state.clone());
-        let listener = listener.serve(state.clone()).map_err(|source| SpawnError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let listener = listener.serve(state.clone()).map_err(listen_err)?;
         let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let stop = stopping.clone();
         let task = tokio::spawn(async move {
