@@ -5,6 +5,7 @@
 //! keeps a tunnel end open towards its own listener ([`serve::TunnelServer`]).
 
 pub mod rtc;
+mod rtc_runtime;
 pub mod select;
 pub mod serve;
 pub mod tunnel;
