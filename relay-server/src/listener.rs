@@ -169,11 +169,7 @@ fn first_look(state: &AppState, conn: Conn, remote: SocketAddr) -> FirstLook {
         return FirstLook::Done;
     }
     match conn.into_tokio() {
-        Ok(stream) => FirstLook::Other(Prefixed {
-            prefix: first.to_vec(),
-            at: 0,
-            stream,
-        }),
+        Ok(stream) => FirstLook::Other(Prefixed::new(first.to_vec(), stream)),
         Err(err) => {
             tracing::debug!(%err, "cannot serve a connection");
             FirstLook::Done
@@ -233,11 +229,7 @@ async fn look_later(
         FirstLook::Done => return,
         FirstLook::Other(io) => io,
         FirstLook::Nothing(conn) => match conn.into_tokio() {
-            Ok(stream) => Prefixed {
-                prefix: Vec::new(),
-                at: 0,
-                stream,
-            },
+            Ok(stream) => Prefixed::new(Vec::new(), stream),
             Err(_) => return,
         },
     };
@@ -308,6 +300,19 @@ pub(crate) struct Prefixed {
     prefix: Vec<u8>,
     at: usize,
     stream: TcpStream,
+}
+
+impl Prefixed {
+    fn new(prefix: Vec<u8>, stream: TcpStream) -> Self {
+        // Everything axum serves writes whole messages (rendezvous, tunnel frames with their
+        // header in the same write), so Nagle's delay would only hold back each one's tail.
+        let _ = stream.set_nodelay(true);
+        Self {
+            prefix,
+            at: 0,
+            stream,
+        }
+    }
 }
 
 impl AsyncRead for Prefixed {

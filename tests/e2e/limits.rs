@@ -59,7 +59,7 @@ async fn a_private_relay_needs_its_token_to_open_a_code_but_not_to_join_one() {
 
     // The sender's end of a tunnel without the token is refused before the upgrade.
     let url = format!(
-        "ws://{}/v1/tunnel/{}/listen",
+        "ws://{}/v2/tunnel/{}/listen",
         relay.server.local_addr(),
         "ab".repeat(32)
     );

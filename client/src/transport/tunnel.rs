@@ -1,7 +1,9 @@
 //! The client end of the relay's WebSocket tunnel, and splicing it with a local TCP socket.
+//! What arrives through the tunnel is the other peer's frames still masked, each behind its
+//! masking key (see `convey_shared::protocol::tunnel`); they are unmasked here.
 
-use bytes::Bytes;
-use convey_shared::protocol::tunnel::{MAX_TUNNEL_MESSAGE, TunnelSide};
+use bytes::{Bytes, BytesMut};
+use convey_shared::protocol::tunnel::{MAX_TUNNEL_MESSAGE, RELAYED_KEY_BYTES, TunnelSide, unmask_relayed};
 use futures::{SinkExt, StreamExt};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -59,12 +61,21 @@ pub(crate) async fn connect(relay: &RelayAddr, token: &str, side: TunnelSide) ->
     Ok(ws)
 }
 
+/// What the other peer sent in a message the relay passed on; `None` if it is malformed.
+fn relayed(data: Bytes) -> Option<Bytes> {
+    let mut data = data
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    unmask_relayed(&mut data)?;
+    Some(data.split_off(RELAYED_KEY_BYTES).freeze())
+}
+
 /// Wait for the first message through a tunnel end (the other end has joined and spoken).
 /// `None` when the relay closed it first (nobody joined in time).
 pub(crate) async fn first_message(ws: &mut Ws) -> Option<Bytes> {
     while let Some(msg) = ws.next().await {
         match msg {
-            Ok(Message::Binary(data)) => return Some(data),
+            Ok(Message::Binary(data)) => return relayed(data),
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
             Ok(Message::Text(_) | Message::Close(_)) | Err(_) => return None,
         }
@@ -119,6 +130,7 @@ pub(crate) async fn splice(ws: Ws, mut tcp: TcpStream, first: Option<Bytes>) -> 
         while let Some(msg) = ws_rx.next().await {
             match msg {
                 Ok(Message::Binary(data)) => {
+                    let Some(data) = relayed(data) else { break };
                     if tcp_tx.write_all(&data).await.is_err() {
                         break;
                     }

@@ -31,7 +31,7 @@ pub enum PeerMsg {
 }
 
 /// The sender serves the relay's WebSocket tunnel for this session.
-pub const ABILITY_TUNNEL: &str = "relay-tunnel-v1";
+pub const ABILITY_TUNNEL: &str = "relay-tunnel-v2";
 
 /// The ability to receive a stream of unknown length.
 pub const ABILITY_STREAM: &str = "stream-v1";

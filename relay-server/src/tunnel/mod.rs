@@ -1,7 +1,11 @@
 //! The WebSocket tunnel: the transport of last resort when the peers cannot reach each other
 //! directly or over WebRTC. One `listen` and one `dial` connection with the same token are
-//! paired and their binary messages spliced. The relay sees only what the peers send, which
-//! is BitTorrent framing around ciphertext. Every session (token) has a byte and a time cap.
+//! paired and each one's frames passed on to the other ([`forward`]). The relay sees only what
+//! the peers send, masked: BitTorrent framing around ciphertext. Every session (token) has a
+//! byte and a time cap.
+
+mod forward;
+mod frames;
 
 use std::{
     collections::HashMap,
@@ -14,19 +18,19 @@ use std::{
 };
 
 use axum::{
-    extract::{
-        ConnectInfo, Path, State,
-        ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
-    },
-    http::{HeaderMap, StatusCode},
+    extract::{ConnectInfo, Path, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use convey_shared::protocol::tunnel::{MAX_TUNNEL_MESSAGE, TunnelSide, is_token};
-use futures::{SinkExt, StreamExt, stream::SplitSink, stream::SplitStream};
+use base64::Engine as _;
+use convey_shared::protocol::tunnel::{TunnelSide, is_token};
+use hyper_util::rt::TokioIo;
+use sha1::{Digest, Sha1};
 use tokio::sync::oneshot;
 use tracing::{Instrument, debug, info_span};
 
 use crate::{metrics::Metrics, state::AppState};
+use forward::{Conn, Ended, Inbound, Outbound};
 
 /// Caps on relayed sessions.
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +53,7 @@ struct Usage {
 /// Ends waiting for their partner, and per-session usage.
 #[derive(Debug, Default)]
 pub(crate) struct Tunnels {
-    waiting: Mutex<HashMap<(String, TunnelSide), oneshot::Sender<WebSocket>>>,
+    waiting: Mutex<HashMap<(String, TunnelSide), oneshot::Sender<Conn>>>,
     usage: Mutex<HashMap<String, (Arc<Usage>, usize)>>,
 }
 
@@ -102,22 +106,56 @@ impl Tunnels {
 const BYTE_CAP: &str = "the relay's byte cap for this transfer is reached";
 const TIME_CAP: &str = "the relay's time cap for this transfer is reached";
 
+/// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
+fn accept_key(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+/// Does header `name` list `token` (comma-separated, any case)?
+fn lists(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
 pub(crate) async fn handler(
-    ws: WebSocketUpgrade,
     Path((token, side)): Path<(String, String)>,
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    mut req: Request,
 ) -> Response {
     let Some(side) = TunnelSide::parse(&side).filter(|_| is_token(&token)) else {
         return (StatusCode::NOT_FOUND, "no such tunnel endpoint\n").into_response();
+    };
+    let headers = req.headers();
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| accept_key(k.as_bytes()));
+    let Some(key) = key.filter(|_| {
+        lists(headers, header::CONNECTION, "upgrade")
+            && lists(headers, header::UPGRADE, "websocket")
+            && headers
+                .get(header::SEC_WEBSOCKET_VERSION)
+                .is_some_and(|v| v == "13")
+    }) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "the tunnel is a WebSocket (version 13) endpoint\n",
+        )
+            .into_response();
     };
     if state.stopping.draining.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "the relay is shutting down\n").into_response();
     }
     // The sender listens; on a private relay that needs the token, the receiver dials with
     // only what the session gave it.
-    if side == TunnelSide::Listen && !state.admits(&headers) {
+    if side == TunnelSide::Listen && !state.admits(headers) {
         state.metrics.reject("unauthorized");
         return (
             StatusCode::UNAUTHORIZED,
@@ -129,24 +167,30 @@ pub(crate) async fn handler(
     if let Some(reason) = state.tunnels.exhausted(&token, &state.tunnel_limits) {
         return (StatusCode::FORBIDDEN, format!("{reason}\n")).into_response();
     }
+    let upgrade = hyper::upgrade::on(&mut req);
     let tasks = state.tasks.clone();
-    ws.max_message_size(MAX_TUNNEL_MESSAGE + 1024)
-        .on_upgrade(move |socket| {
-            let span = info_span!("tunnel", side = side.as_str(), %peer);
-            tasks.track_future(run(socket, token, side, state).instrument(span))
-        })
-        .into_response()
+    let span = info_span!("tunnel", side = side.as_str(), %peer);
+    tasks.spawn(
+        async move {
+            let upgraded = match upgrade.await {
+                Ok(u) => u,
+                Err(err) => return debug!(%err, "tunnel upgrade failed"),
+            };
+            run(TokioIo::new(upgraded), token, side, state).await;
+        }
+        .instrument(span),
+    );
+    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&key) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    resp
 }
 
-async fn close(socket: &mut SplitSink<WebSocket, Message>, reason: &str) {
-    let frame = CloseFrame {
-        code: axum::extract::ws::close_code::POLICY,
-        reason: reason.into(),
-    };
-    let _ = socket.send(Message::Close(Some(frame))).await;
-}
-
-async fn run(socket: WebSocket, token: String, side: TunnelSide, state: AppState) {
+async fn run(socket: Conn, token: String, side: TunnelSide, state: AppState) {
     let tunnels = state.tunnels.clone();
     let usage = tunnels.acquire(&token);
     let mut socket = Some(socket);
@@ -173,8 +217,9 @@ async fn run(socket: WebSocket, token: String, side: TunnelSide, state: AppState
             },
             Err(None) => {
                 state.metrics.reject("tunnel_side_busy");
-                let (mut sink, _) = mine.split();
-                close(&mut sink, "another connection of this side is already waiting").await;
+                let (_, mut out) = forward::split(mine);
+                out.close("another connection of this side is already waiting")
+                    .await;
                 break None;
             }
             Err(Some(rx)) => {
@@ -209,41 +254,50 @@ async fn run(socket: WebSocket, token: String, side: TunnelSide, state: AppState
     tunnels.release(&token);
 }
 
-/// Forward binary messages from `rx` to `tx`, counting them against the session's cap.
+/// Pass frames from `rx` to `tx`, counting their payloads against the session's cap.
 async fn forward(
-    rx: &mut SplitStream<WebSocket>,
-    tx: &mut SplitSink<WebSocket, Message>,
+    rx: &mut Inbound,
+    tx: &mut Outbound,
     usage: &Usage,
     max_bytes: u64,
     metrics: &Metrics,
-) -> &'static str {
-    while let Some(msg) = rx.next().await {
-        match msg {
-            Ok(Message::Binary(data)) => {
-                let used = usage.bytes.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
-                metrics
-                    .tunnel_bytes
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                if used > max_bytes {
-                    metrics.reject("tunnel_byte_cap");
-                    return BYTE_CAP;
-                }
-                if tx.send(Message::Binary(data)).await.is_err() {
-                    return "peer gone";
-                }
-            }
-            Ok(Message::Ping(_) | Message::Pong(_)) => {}
-            Ok(Message::Text(_)) => return "text frames are not allowed in a tunnel",
-            Ok(Message::Close(_)) | Err(_) => return "closed",
-        }
+) -> Ended {
+    match pass_frames(rx, tx, usage, max_bytes, metrics).await {
+        Err(reason) => reason,
+        Ok(never) => match never {},
     }
-    "closed"
 }
 
-async fn splice(a: WebSocket, b: WebSocket, usage: &Usage, state: &AppState) -> &'static str {
+async fn pass_frames(
+    rx: &mut Inbound,
+    tx: &mut Outbound,
+    usage: &Usage,
+    max_bytes: u64,
+    metrics: &Metrics,
+) -> Result<std::convert::Infallible, Ended> {
+    loop {
+        let frame = rx.header().await?;
+        match frame.opcode {
+            frames::OP_BINARY | frames::OP_CONTINUATION => {
+                let used = usage.bytes.fetch_add(frame.len, Ordering::Relaxed) + frame.len;
+                metrics.tunnel_bytes.fetch_add(frame.len, Ordering::Relaxed);
+                if used > max_bytes {
+                    metrics.reject("tunnel_byte_cap");
+                    return Err(BYTE_CAP);
+                }
+                rx.pass(frame, tx).await?;
+            }
+            frames::OP_PING | frames::OP_PONG => rx.skip(frame.len).await?,
+            frames::OP_TEXT => return Err("text frames are not allowed in a tunnel"),
+            _ => return Err("closed"),
+        }
+    }
+}
+
+async fn splice(a: Conn, b: Conn, usage: &Usage, state: &AppState) -> Ended {
+    let (mut a_rx, mut a_tx) = forward::split(a);
+    let (mut b_rx, mut b_tx) = forward::split(b);
     let limits = state.tunnel_limits;
-    let (mut a_tx, mut a_rx) = a.split();
-    let (mut b_tx, mut b_rx) = b.split();
     let left = limits.max_time.saturating_sub(usage.started.elapsed());
     let reason = tokio::select! {
         r = forward(&mut a_rx, &mut b_tx, usage, limits.max_bytes, &state.metrics) => r,
@@ -254,7 +308,7 @@ async fn splice(a: WebSocket, b: WebSocket, usage: &Usage, state: &AppState) -> 
         }
         _ = state.stopping.now.cancelled() => "the relay is shutting down",
     };
-    close(&mut a_tx, reason).await;
-    close(&mut b_tx, reason).await;
+    a_tx.close(reason).await;
+    b_tx.close(reason).await;
     reason
 }

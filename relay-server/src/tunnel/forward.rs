@@ -1,0 +1,125 @@
+//! Passing tunnel frames from one peer's connection to the other's. Each client frame's
+//! payload goes on still masked, behind a server frame header that carries the masking key
+//! (`convey_shared::protocol::tunnel`), written straight from the read buffer together with
+//! that header: the relay neither unmasks nor copies messages between buffers, which with a
+//! WebSocket library was most of its user-space work.
+
+use std::{
+    io::{self, IoSlice},
+    sync::atomic::{AtomicBool, Ordering},
+};
+
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+
+use super::frames::{self, Header};
+
+/// Read buffer of each direction.
+const CHUNK: usize = 256 * 1024;
+
+/// One peer's upgraded tunnel connection.
+pub(crate) type Conn = TokioIo<Upgraded>;
+
+/// The reading end of one direction.
+pub(crate) struct Inbound {
+    rd: BufReader<ReadHalf<Conn>>,
+}
+
+/// The writing end of one direction, and whether it stopped inside a frame (then no close
+/// frame may follow).
+pub(crate) struct Outbound {
+    wr: WriteHalf<Conn>,
+    mid_frame: AtomicBool,
+}
+
+/// Split a connection into the end frames are read from and the end frames are written to.
+pub(crate) fn split(conn: Conn) -> (Inbound, Outbound) {
+    let (rd, wr) = tokio::io::split(conn);
+    (
+        Inbound {
+            rd: BufReader::with_capacity(CHUNK, rd),
+        },
+        Outbound {
+            wr,
+            mid_frame: AtomicBool::new(false),
+        },
+    )
+}
+
+/// What ended a direction.
+pub(crate) type Ended = &'static str;
+
+impl Inbound {
+    /// The next frame's header.
+    pub(crate) async fn header(&mut self) -> Result<Header, Ended> {
+        let mut buf = [0u8; frames::MAX_HEADER];
+        self.rd.read_exact(&mut buf[..2]).await.map_err(|_| "closed")?;
+        let len = frames::header_len([buf[0], buf[1]]);
+        self.rd.read_exact(&mut buf[2..len]).await.map_err(|_| "closed")?;
+        frames::parse_client_header(&buf[..len])
+    }
+
+    /// Pass on a data frame's payload to `out`, behind its server frame start.
+    pub(crate) async fn pass(&mut self, frame: Header, out: &mut Outbound) -> Result<(), Ended> {
+        let (start, n) = frames::relayed_frame_start(frame.len, frame.mask);
+        let mut head = &start[..n];
+        let mut left = frame.len;
+        out.mid_frame.store(true, Ordering::Relaxed);
+        while left > 0 || !head.is_empty() {
+            let take = if left > 0 {
+                let avail = self.rd.fill_buf().await.map_err(|_| "closed")?;
+                if avail.is_empty() {
+                    return Err("closed");
+                }
+                let take = usize::try_from(left).unwrap_or(usize::MAX).min(avail.len());
+                write_both(&mut out.wr, head, &avail[..take])
+                    .await
+                    .map_err(|_| "peer gone")?;
+                take
+            } else {
+                write_both(&mut out.wr, head, &[])
+                    .await
+                    .map_err(|_| "peer gone")?;
+                0
+            };
+            head = &[];
+            self.rd.consume(take);
+            left -= take as u64;
+        }
+        out.mid_frame.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Read past a control frame's payload.
+    pub(crate) async fn skip(&mut self, len: u64) -> Result<(), Ended> {
+        let mut sink = [0u8; 125];
+        let len = usize::try_from(len).unwrap_or(usize::MAX).min(sink.len());
+        self.rd.read_exact(&mut sink[..len]).await.map_err(|_| "closed")?;
+        Ok(())
+    }
+}
+
+/// Write all of `a` then `b`, in as few writes as the socket allows.
+async fn write_both(w: &mut WriteHalf<Conn>, mut a: &[u8], mut b: &[u8]) -> io::Result<()> {
+    while !a.is_empty() || !b.is_empty() {
+        let n = w.write_vectored(&[IoSlice::new(a), IoSlice::new(b)]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_a = n.min(a.len());
+        a = &a[from_a..];
+        b = &b[n - from_a..];
+    }
+    Ok(())
+}
+
+impl Outbound {
+    /// Tell the peer why the tunnel ends, if that can still be framed, and close.
+    pub(crate) async fn close(&mut self, reason: &str) {
+        if !self.mid_frame.load(Ordering::Relaxed) {
+            let _ = self.wr.write_all(&frames::close_frame(reason)).await;
+        }
+        let _ = self.wr.shutdown().await;
+    }
+}
