@@ -11,3 +11,4 @@ mod tls;
 mod tracker;
 mod transfer;
 mod transports;
+mod tunnel;
