@@ -34,16 +34,26 @@ pub(super) fn runtime() -> Arc<dyn Runtime> {
 /// the default, which still works, only slower.
 fn enlarge_buffers(sock: &std::net::UdpSocket) {
     use rustix::net::sockopt;
-    if sockopt::socket_recv_buffer_size(sock).unwrap_or(0) < UDP_BUFFER {
-        let _ = sockopt::set_socket_recv_buffer_size(sock, UDP_BUFFER);
-        if sockopt::socket_recv_buffer_size(sock).unwrap_or(0) < UDP_BUFFER {
-            let _ = sockopt::set_socket_recv_buffer_size_force(sock, UDP_BUFFER);
-        }
-    }
-    if sockopt::socket_send_buffer_size(sock).unwrap_or(0) < UDP_BUFFER {
-        let _ = sockopt::set_socket_send_buffer_size(sock, UDP_BUFFER);
-        if sockopt::socket_send_buffer_size(sock).unwrap_or(0) < UDP_BUFFER {
-            let _ = sockopt::set_socket_send_buffer_size_force(sock, UDP_BUFFER);
+    type Get = fn(&std::net::UdpSocket) -> rustix::io::Result<usize>;
+    type Set = fn(&std::net::UdpSocket, usize) -> rustix::io::Result<()>;
+    let ways: [(Get, Set, Set); 2] = [
+        (
+            |s| sockopt::socket_recv_buffer_size(s),
+            |s, n| sockopt::set_socket_recv_buffer_size(s, n),
+            |s, n| sockopt::set_socket_recv_buffer_size_force(s, n),
+        ),
+        (
+            |s| sockopt::socket_send_buffer_size(s),
+            |s, n| sockopt::set_socket_send_buffer_size(s, n),
+            |s, n| sockopt::set_socket_send_buffer_size_force(s, n),
+        ),
+    ];
+    for (get, set, force) in ways {
+        for grow in [set, force] {
+            if get(sock).unwrap_or(0) >= UDP_BUFFER {
+                break;
+            }
+            let _ = grow(sock, UDP_BUFFER);
         }
     }
     tracing::debug!(

@@ -4,10 +4,7 @@
 //! that header: the relay neither unmasks nor copies messages between buffers, which with a
 //! WebSocket library was most of its user-space work.
 
-use std::{
-    io::{self, IoSlice},
-    sync::atomic::{AtomicBool, Ordering},
-};
+use std::io::{self, IoSlice};
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -30,7 +27,7 @@ pub(crate) struct Inbound {
 /// frame may follow).
 pub(crate) struct Outbound {
     wr: WriteHalf<Conn>,
-    mid_frame: AtomicBool,
+    mid_frame: bool,
 }
 
 /// Split a connection into the end frames are read from and the end frames are written to.
@@ -40,10 +37,7 @@ pub(crate) fn split(conn: Conn) -> (Inbound, Outbound) {
         Inbound {
             rd: BufReader::with_capacity(CHUNK, rd),
         },
-        Outbound {
-            wr,
-            mid_frame: AtomicBool::new(false),
-        },
+        Outbound { wr, mid_frame: false },
     )
 }
 
@@ -65,29 +59,30 @@ impl Inbound {
         let (start, n) = frames::relayed_frame_start(frame.len, frame.mask);
         let mut head = &start[..n];
         let mut left = frame.len;
-        out.mid_frame.store(true, Ordering::Relaxed);
-        while left > 0 || !head.is_empty() {
-            let take = if left > 0 {
+        out.mid_frame = true;
+        // The header goes out with the first piece of payload (or alone, for an empty one).
+        loop {
+            let piece: &[u8] = if left > 0 {
                 let avail = self.rd.fill_buf().await.map_err(|_| "closed")?;
                 if avail.is_empty() {
                     return Err("closed");
                 }
-                let take = usize::try_from(left).unwrap_or(usize::MAX).min(avail.len());
-                write_both(&mut out.wr, head, &avail[..take])
-                    .await
-                    .map_err(|_| "peer gone")?;
-                take
+                &avail[..usize::try_from(left).unwrap_or(usize::MAX).min(avail.len())]
             } else {
-                write_both(&mut out.wr, head, &[])
-                    .await
-                    .map_err(|_| "peer gone")?;
-                0
+                &[]
             };
+            let taken = piece.len();
+            write_both(&mut out.wr, head, piece)
+                .await
+                .map_err(|_| "peer gone")?;
             head = &[];
-            self.rd.consume(take);
-            left -= take as u64;
+            self.rd.consume(taken);
+            left -= taken as u64;
+            if left == 0 {
+                break;
+            }
         }
-        out.mid_frame.store(false, Ordering::Relaxed);
+        out.mid_frame = false;
         Ok(())
     }
 
@@ -117,7 +112,7 @@ async fn write_both(w: &mut WriteHalf<Conn>, mut a: &[u8], mut b: &[u8]) -> io::
 impl Outbound {
     /// Tell the peer why the tunnel ends, if that can still be framed, and close.
     pub(crate) async fn close(&mut self, reason: &str) {
-        if !self.mid_frame.load(Ordering::Relaxed) {
+        if !self.mid_frame {
             let _ = self.wr.write_all(&frames::close_frame(reason)).await;
         }
         let _ = self.wr.shutdown().await;

@@ -6,8 +6,8 @@
 //! The relay does not unmask. A client's frames are masked (RFC 6455 §5.3) with a fresh key
 //! each; the relay sends each one on as a server frame (unmasked, as the RFC requires) whose
 //! payload is that 4-byte key followed by the frame's payload still masked, and the receiving
-//! peer unmasks ([`unmask_relayed`]). So the relay never touches a payload byte and can move
-//! payloads between its sockets with `splice(2)`, without copying them through user space.
+//! peer unmasks ([`unmask_relayed`]). So the relay never touches a payload byte: it writes
+//! each payload on straight from its read buffer.
 
 use crate::crypto::SessionKey;
 
