@@ -4,7 +4,6 @@
 //! [`Event`]s; it never prints. The `convey` binary is a thin shell around it.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-mod display;
 pub mod embedded;
 mod error;
 mod events;
@@ -19,10 +18,10 @@ pub mod transfer;
 pub mod transport;
 
 pub use convey_shared::Code;
-pub use display::safe as display_safe;
+pub use convey_shared::display::safe as display_safe;
 pub use error::Error;
 pub use events::{Event, EventSink, ignore_events};
-pub use receive::{AcceptFn, OfferSummary, ReceiveOptions, ReceiveReport, Received, receive};
+pub use receive::{AcceptFn, OfferSummary, PEER_SILENCE, ReceiveOptions, ReceiveReport, Received, receive};
 pub use relay_addr::{ParseRelayError, RelayAddr};
 pub use send::{Payload, SendOptions, SendReport, send};
 pub use transport::Transport;

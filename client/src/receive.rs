@@ -18,16 +18,17 @@ use convey_shared::{
     Code,
     content::{CIPHER_CHUNK, ContentCipher, ContentKey, StreamCipher},
     crypto::Side,
+    display::{self, TextGuard},
     manifest::{CheckedManifest, Manifest},
     protocol::{
-        peer::{ABILITY_TUNNEL, MAX_TEXT_BYTES, OfferBody, PeerMsg},
+        peer::{ABILITY_TUNNEL, MAX_TEXT_BYTES, OfferBody, PeerMsg, dialable_hints},
         rendezvous::Mood,
     },
 };
 use librqbit::ManagedTorrent;
 
 use crate::{
-    Error, Event, EventSink, RelayAddr, display,
+    Error, Event, EventSink, RelayAddr,
     error::Result,
     rendezvous::Rendezvous,
     session::{self, PeerLink},
@@ -55,6 +56,8 @@ const FAILOVER_AFTER: Duration = Duration::from_secs(8);
 const MAX_PIECE_LENGTH: u64 = 64 * 1024 * 1024;
 /// Top-level names shown in an offer summary.
 const SHOWN_NAMES: usize = 5;
+/// Default for [`ReceiveOptions::silence`].
+pub const PEER_SILENCE: Duration = Duration::from_secs(60);
 
 /// What the user is asked to accept.
 #[derive(Debug, Clone)]
@@ -84,6 +87,13 @@ pub struct ReceiveOptions {
     pub accept: AcceptFn,
     /// Which paths to the sender may be used.
     pub transport: Transport,
+    /// Standard output is a terminal: write a received stream there only while it is plain
+    /// text (no binary data, no escape sequences), as curl does.
+    pub guard_terminal: bool,
+    /// Longest the sender may stay silent after key confirmation before its offer (it says
+    /// it is still preparing every [`session::HEARTBEAT`]) and during a stream (it sends a
+    /// keep-alive when its input is quiet): [`PEER_SILENCE`] unless a test shortens it.
+    pub silence: Duration,
 }
 
 impl std::fmt::Debug for ReceiveOptions {
@@ -131,9 +141,23 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
         .map_err(|_| Error::Timeout("the key exchange with the sender did not finish in time".into()))??;
     events(Event::Connected);
 
-    let offer = match link.recv().await? {
-        PeerMsg::Offer(o) => *o,
-        other => return reject(link, Error::Protocol(format!("expected an offer, got {other:?}"))).await,
+    let offer = loop {
+        match tokio::time::timeout(opts.silence, link.recv()).await {
+            Ok(Ok(PeerMsg::Offer(o))) => break *o,
+            Ok(Ok(PeerMsg::Preparing)) => continue,
+            Ok(Ok(other)) => {
+                let e = Error::Protocol(format!("expected an offer, got {}", other.kind()));
+                return reject(link, e).await;
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                let e = Error::Timeout(format!(
+                    "the sender confirmed the code, then sent nothing for {}s; it may have stopped: run both commands again",
+                    opts.silence.as_secs()
+                ));
+                return reject(link, e).await;
+            }
+        }
     };
     let tunnel = offer.abilities.iter().any(|a| a == ABILITY_TUNNEL);
     let rtc_offer = offer.rtc;
@@ -141,12 +165,10 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
         OfferBody::Text { text } => receive_text(link, text, &events).await,
         OfferBody::Stream {
             content_key,
-            token,
             direct_hints,
         } => {
             let paths = paths_to_sender(&opts, &link, direct_hints, tunnel);
-            let offer = (&content_key, token.as_str(), rtc_offer.as_deref());
-            receive_stream(link, offer, paths, &opts, &events).await
+            receive_stream(link, (&content_key, rtc_offer.as_deref()), paths, &opts, &events).await
         }
         OfferBody::Files {
             manifest,
@@ -190,13 +212,8 @@ fn tunnel_ended(said: Option<String>) -> Error {
 }
 
 /// Where and how the sender may be reached, as the offer and `--transport` allow.
-fn paths_to_sender(
-    opts: &ReceiveOptions,
-    link: &PeerLink,
-    mut hints: Vec<SocketAddr>,
-    tunnel: bool,
-) -> Paths {
-    hints.truncate(bt::MAX_HINTS);
+fn paths_to_sender(opts: &ReceiveOptions, link: &PeerLink, hints: Vec<SocketAddr>, tunnel: bool) -> Paths {
+    let hints = dialable_hints(hints, bt::MAX_HINTS);
     Paths {
         transport: opts.transport,
         hints,
@@ -291,6 +308,14 @@ async fn receive_text(mut link: PeerLink, text: String, events: &EventSink) -> R
     if text.len() > MAX_TEXT_BYTES {
         return reject(link, Error::Protocol("the offered text is too long".into())).await;
     }
+    // An offer event for the text too: it is what tells the output that the offer is
+    // here (JSON lines are held until then) and scripts what kind arrived.
+    events(Event::Offer {
+        kind: "text".into(),
+        files: 0,
+        bytes: Some(text.len() as u64),
+        names: Vec::new(),
+    });
     let answered = link
         .send(&PeerMsg::Answer {
             accept: true,
@@ -312,19 +337,12 @@ async fn receive_text(mut link: PeerLink, text: String, events: &EventSink) -> R
 
 async fn receive_stream(
     mut link: PeerLink,
-    (key, token, rtc_offer): (&ContentKey, &str, Option<&str>),
+    (key, rtc_offer): (&ContentKey, Option<&str>),
     mut paths: Paths,
     opts: &ReceiveOptions,
     events: &EventSink,
 ) -> Result<ReceiveReport> {
-    let mut tok = [0u8; stream::TOKEN_LEN];
-    if hex::decode_to_slice(token, &mut tok).is_err() {
-        return reject(
-            link,
-            Error::Protocol("the stream offer's token is malformed".into()),
-        )
-        .await;
-    }
+    let hello = link.stream_hello;
     let summary = OfferSummary {
         kind: "stream",
         files: 1,
@@ -337,9 +355,18 @@ async fn receive_stream(
         ask(&mut link, summary, opts, events, &mut paths, rtc_offer).await?;
         let selector = PathSelector::spawn(paths.clone(), events.clone()).await?;
         let received = async {
-            let conn = stream::connect(selector.addr(), &tok).await?;
+            let conn = stream::connect(selector.addr(), &hello).await?;
             let progress = |bytes| events(Event::Progress { bytes, total: None });
-            stream::receive(conn, &StreamCipher::new(key), tokio::io::stdout(), progress).await
+            let guard = opts.guard_terminal.then(TextGuard::default);
+            let out = tokio::io::stdout();
+            stream::receive(
+                conn,
+                &StreamCipher::new(key),
+                out,
+                (guard, opts.silence),
+                progress,
+            )
+            .await
         }
         .await;
         selector.shutdown().await;
@@ -388,7 +415,7 @@ fn check_files(
         || info.piece_length == 0
         || info.piece_length % CIPHER_CHUNK != 0
         || info.piece_length > MAX_PIECE_LENGTH
-        || info.pieces.len() as u64 != pieces * 20
+        || Some(info.pieces.len() as u64) != pieces.checked_mul(20)
         || info.private != 1
     {
         return Err(Error::Protocol(
@@ -450,7 +477,7 @@ async fn receive_files(
     let started = Instant::now();
     let result = async {
         ask(&mut link, summary, opts, events, &mut plan.paths, rtc_offer).await?;
-        download(&mut link, &plan, &opts.relay, events).await
+        download(&mut link, &plan, opts, events).await
     }
     .await;
     plan.paths.close().await;
@@ -460,16 +487,9 @@ async fn receive_files(
         seconds: started.elapsed().as_secs_f64(),
         fetched: Some(fetched),
     });
-    let mut tops: Vec<PathBuf> = Vec::new();
-    for parts in plan.content.dir_parts.iter().chain(&plan.content.file_parts) {
-        let top = opts.out_dir.join(&parts[0]);
-        if !tops.contains(&top) {
-            tops.push(top);
-        }
-    }
     Ok(ReceiveReport {
         received: Received::Files {
-            paths: tops,
+            paths: plan.staging.tops().to_vec(),
             count: plan.content.manifest.files.len(),
         },
         bytes: total,
@@ -478,7 +498,13 @@ async fn receive_files(
 }
 
 /// Fetch, verify and install. Returns the ciphertext bytes fetched over the network.
-async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &EventSink) -> Result<u64> {
+async fn download(
+    link: &mut PeerLink,
+    plan: &Plan,
+    opts: &ReceiveOptions,
+    events: &EventSink,
+) -> Result<u64> {
+    let relay = &opts.relay;
     let resume = plan.staging.exists();
     let files = Arc::new(plan.staging.create(&plan.content)?);
     let download_started = Instant::now();
@@ -584,7 +610,7 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
                 }
                 msg = link.recv() => return match msg {
                     Err(e) => Err(e),
-                    Ok(other) => Err(Error::Protocol(format!("unexpected message during transfer: {other:?}"))),
+                    Ok(other) => Err(Error::Protocol(format!("unexpected {} from the sender during the transfer", other.kind()))),
                 },
             };
             match outcome {
@@ -623,7 +649,7 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
     let verify_started = Instant::now();
     tracing::debug!(elapsed = ?verify_started.duration_since(download_started), "download complete");
 
-    let (staging, content) = (plan.staging.clone(), plan.content.clone());
+    let (staging, content, overwrite) = (plan.staging.clone(), plan.content.clone(), opts.overwrite);
     let verify = tokio::task::spawn_blocking(move || {
         if let Some(bad) = staging.verify(&content, hashed.as_deref())? {
             staging.discard();
@@ -632,7 +658,7 @@ async fn download(link: &mut PeerLink, plan: &Plan, relay: &RelayAddr, events: &
                 display::safe(&bad, false)
             )));
         }
-        staging.install(&content)
+        staging.install(&content, overwrite)
     });
     link.keep_alive_while(verify)
         .await

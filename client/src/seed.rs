@@ -83,7 +83,7 @@ pub(crate) async fn send_files(
     let seeding = match seeding {
         Some(s) => s,
         // Hashing a large folder can outlast the relay's idle limit: keep answering it.
-        None => match link.keep_alive_while(ready).await {
+        None => match link.heartbeat_while(ready).await.and_then(|r| r) {
             Ok(s) => s,
             Err(e) => return finish(link, Err(e)).await,
         },

@@ -158,7 +158,10 @@ pub(crate) async fn offer(
             reason,
             ..
         } => Err(Error::Declined(reason)),
-        other => Err(Error::Protocol(format!("expected an answer, got {other:?}"))),
+        other => Err(Error::Protocol(format!(
+            "expected an answer, got {}",
+            other.kind()
+        ))),
     }
 }
 
@@ -170,7 +173,7 @@ pub(crate) async fn await_done(link: &mut PeerLink) -> Result<()> {
             "the receiver reported: {}",
             message.unwrap_or_else(|| "unknown error".into())
         ))),
-        other => Err(Error::Protocol(format!("expected done, got {other:?}"))),
+        other => Err(Error::Protocol(format!("expected done, got {}", other.kind()))),
     }
 }
 
@@ -198,7 +201,7 @@ async fn send_text(text: &str, mut link: PeerLink, events: &EventSink) -> Result
 }
 
 async fn send_stdin(mut link: PeerLink, opts: &SendOptions, events: &EventSink) -> Result<u64> {
-    let server = match stream::StreamServer::bind().await {
+    let server = match stream::StreamServer::bind(link.stream_hello).await {
         Ok(s) => s,
         Err(e) => return finish(link, Err(e)).await,
     };
@@ -211,7 +214,6 @@ async fn send_stdin(mut link: PeerLink, opts: &SendOptions, events: &EventSink) 
         let key = ContentKey::generate();
         let body = OfferBody::Stream {
             content_key: key.clone(),
-            token: server.token_hex(),
             direct_hints: offered.hints.clone(),
         };
         offer(&mut link, body, &offered, &[ABILITY_STREAM]).await?;

@@ -5,7 +5,7 @@ use convey_shared::{
     Code,
     crypto::{Channel, Side, confirmation, verify_confirmation},
     pake::Pake,
-    protocol::{peer::PeerMsg, rendezvous::Mood, tunnel::tunnel_token},
+    protocol::{MAX_MESSAGE_BYTES, peer::PeerMsg, rendezvous::Mood, stream, tunnel::tunnel_token},
 };
 
 use crate::{Error, error::Result, rendezvous::Rendezvous};
@@ -19,7 +19,12 @@ pub(crate) struct PeerLink {
     pub(crate) tunnel_token: String,
     /// The relay's STUN URL, for WebRTC.
     pub(crate) stun: Option<String>,
+    /// What a stream's receiver writes first on the connection (derived from the session key).
+    pub(crate) stream_hello: [u8; stream::HELLO_LEN],
 }
+
+/// How often a sender that is still preparing its offer says so.
+pub(crate) const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Run the PAKE and key confirmation. Nothing but the SPAKE2 message and the confirmation
 /// MAC leaves this machine before the peer has proven it knows the code.
@@ -43,12 +48,23 @@ pub(crate) async fn establish(mut rv: Rendezvous, code: &Code, side: Side) -> Re
         rv,
         channel,
         tunnel_token: tunnel_token(&key),
+        stream_hello: stream::hello(&key),
     })
 }
 
 impl PeerLink {
     pub(crate) async fn send(&mut self, msg: &PeerMsg) -> Result<()> {
         let json = serde_json::to_vec(msg).expect("peer messages always serialize");
+        // Base64 on the rendezvous grows a body by a third; the relay refuses more than this.
+        let on_wire = json.len().div_ceil(3) * 4;
+        if on_wire > MAX_MESSAGE_BYTES {
+            return Err(Error::Refused(format!(
+                "this {} is {} KiB, more than the {} KiB one message through the relay carries: send fewer files or shorter names, or one stream (tar c FOLDER | convey send -)",
+                msg.kind(),
+                on_wire / 1024,
+                MAX_MESSAGE_BYTES / 1024
+            )));
+        }
         let sealed = self.channel.seal(&json);
         self.rv.send_body(&sealed).await
     }
@@ -60,6 +76,25 @@ impl PeerLink {
             .open(&sealed)
             .map_err(|e| Error::Protocol(e.to_string()))?;
         serde_json::from_slice(&json).map_err(|e| Error::Protocol(format!("bad message from peer: {e}")))
+    }
+
+    /// Run `work` (hashing before the offer) while keeping the relay connection alive and
+    /// telling the peer every [`HEARTBEAT`] that we are still here.
+    pub(crate) async fn heartbeat_while<F: Future>(&mut self, work: F) -> Result<F::Output> {
+        tokio::pin!(work);
+        loop {
+            let beat = tokio::time::sleep(HEARTBEAT);
+            let step = async {
+                tokio::select! {
+                    out = &mut work => Some(out),
+                    () = beat => None,
+                }
+            };
+            match self.rv.keep_alive_while(step).await {
+                Some(out) => return Ok(out),
+                None => self.send(&PeerMsg::Preparing).await?,
+            }
+        }
     }
 
     /// Run `work` (a prompt, a long check) while keeping the relay connection alive.

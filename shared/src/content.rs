@@ -96,8 +96,11 @@ impl ContentCipher {
         self.plain_len.div_ceil(PLAIN_CHUNK).max(1)
     }
 
+    /// Plaintext plus one tag per chunk. Saturates instead of wrapping, so a hostile size
+    /// can never come out small (manifests are capped well below that anyway).
     pub fn cipher_len(&self) -> u64 {
-        self.plain_len + TAG_LEN * self.chunk_count()
+        self.plain_len
+            .saturating_add(TAG_LEN.saturating_mul(self.chunk_count()))
     }
 
     /// Plaintext bytes that `cipher_bytes` of ciphertext stand for, for progress display.

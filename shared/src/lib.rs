@@ -15,6 +15,7 @@
 pub mod code;
 pub mod content;
 pub mod crypto;
+pub mod display;
 pub mod layout;
 pub mod manifest;
 pub mod pake;

@@ -11,8 +11,27 @@ use crate::layout::Layout;
 pub const MAX_COMPONENT_BYTES: usize = 255;
 /// Deepest accepted path.
 pub const MAX_DEPTH: usize = 64;
-/// Most files and folders in one offer.
-pub const MAX_ENTRIES: usize = 1_000_000;
+/// Longest accepted relative path, in bytes: with the receiver's `--out` in front it must
+/// stay within the kernel's 4096-byte `PATH_MAX`, which the receiver checks too.
+pub const MAX_PATH_BYTES: usize = 3072;
+/// Most files and folders in one offer. Both sides enforce it: the sender before hashing,
+/// the receiver before asking. At this count an offer of ordinary names still fits in one
+/// rendezvous message ([`crate::protocol::MAX_MESSAGE_BYTES`]); more files go as a stream
+/// (`tar c DIR | convey send -`).
+pub const MAX_ENTRIES: usize = 20_000;
+/// Largest total size accepted (64 PiB): far beyond any disk, and small enough that the
+/// ciphertext length (plaintext plus a tag per chunk) can never overflow.
+pub const MAX_TOTAL_BYTES: u64 = 1 << 56;
+/// Prefix and suffix of the receiver's staging folders; no entry may be called that.
+const STAGING_PREFIX: &str = ".convey-";
+const STAGING_SUFFIX: &str = ".partial";
+
+/// Is `first` (a top-level name) reserved for a receiver's staging folder? Compared without
+/// regard to case, as a case-folding file system would.
+pub fn is_reserved_name(first: &str) -> bool {
+    let lower = first.to_lowercase();
+    lower.starts_with(STAGING_PREFIX) && lower.ends_with(STAGING_SUFFIX)
+}
 /// Permission bits a receiver applies (no set-uid, set-gid or sticky bits).
 pub const MODE_MASK: u32 = 0o777;
 
@@ -78,6 +97,8 @@ pub enum ManifestError {
     BadDigest(String),
     #[error("the offer's sizes add up to more than any disk holds")]
     TooLarge,
+    #[error("the offer names {0:?}, a name reserved for convey's staging folders")]
+    Reserved(String),
     #[error("the offer is empty")]
     Empty,
 }
@@ -134,7 +155,16 @@ impl Manifest {
                 ));
             }
         }
-        let layout = Layout::new(self.files.iter().map(|f| f.size)).ok_or(ManifestError::TooLarge)?;
+        if let Some(p) = file_parts
+            .iter()
+            .chain(&dir_parts)
+            .find(|p| p.first().is_some_and(|f| is_reserved_name(f)))
+        {
+            return Err(ManifestError::Reserved(p[0].escape_debug().to_string()));
+        }
+        let layout = Layout::new(self.files.iter().map(|f| f.size))
+            .filter(|l| l.total() <= MAX_TOTAL_BYTES)
+            .ok_or(ManifestError::TooLarge)?;
         Ok(CheckedManifest {
             manifest: self,
             file_parts,
@@ -165,6 +195,9 @@ pub fn sanitize_relative_path(name: &str) -> Result<Vec<String>, UnsafePath> {
     }
     if name.starts_with('/') {
         return Err(bad("absolute path"));
+    }
+    if name.len() > MAX_PATH_BYTES {
+        return Err(bad("path too long"));
     }
     let parts: Vec<&str> = name.split('/').collect();
     if parts.len() > MAX_DEPTH {
@@ -260,6 +293,46 @@ mod tests {
             .check()
             .is_err()
         );
+    }
+
+    /// Names that would address a receiver's staging folder, in any case, and totals whose
+    /// ciphertext length would overflow are refused; so is a path too long for `PATH_MAX`.
+    #[test]
+    fn refuses_staging_names_huge_totals_and_long_paths() {
+        for name in [
+            ".convey-0011223344556677889a.partial/x",
+            ".CONVEY-ab.PARTIAL",
+            ".Convey-.Partial/y/z",
+        ] {
+            let m = Manifest {
+                files: vec![file(name)],
+                dirs: vec![],
+            };
+            assert!(matches!(m.check(), Err(ManifestError::Reserved(_))), "{name}");
+        }
+        assert!(
+            Manifest {
+                files: vec![file("a/.convey-x.partial")],
+                dirs: vec![]
+            }
+            .check()
+            .is_ok()
+        );
+        let mut big = vec![file("a"), file("b")];
+        big[0].size = 16368 * ((1 << 50) + 1);
+        assert_eq!(
+            Manifest {
+                files: big,
+                dirs: vec![]
+            }
+            .check()
+            .err(),
+            Some(ManifestError::TooLarge)
+        );
+        let long = vec!["c".repeat(200); 50].join("/");
+        assert!(sanitize_relative_path(&long).is_err());
+        let fits = vec!["c".repeat(200); 15].join("/");
+        assert!(sanitize_relative_path(&fits).is_ok());
     }
 
     #[test]

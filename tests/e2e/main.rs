@@ -1,6 +1,7 @@
 //! End-to-end tests: real relay, real librqbit sessions on loopback, real third-party clients.
 
 mod failures;
+mod hostile;
 mod interop;
 mod limits;
 mod metrics;

@@ -10,6 +10,8 @@ use std::{
     time::Duration,
 };
 
+pub mod hostile;
+
 use convey::{Code, Event, EventSink, Payload, ReceiveOptions, RelayAddr, SendOptions};
 use convey_relay::{Config, Server};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
@@ -224,6 +226,8 @@ pub fn receive_options(relay: &TestRelay, code: Code, out_dir: PathBuf) -> Recei
         wait: Duration::from_secs(10),
         accept: Arc::new(|_| true),
         transport: convey::Transport::Auto,
+        guard_terminal: false,
+        silence: convey::PEER_SILENCE,
     }
 }
 

@@ -25,6 +25,8 @@ use output::{Mode, Output, human_bytes};
 const USAGE: u8 = 2;
 /// Exit code after Ctrl-C (128 + SIGINT), as shells use.
 const INTERRUPTED: u8 = 130;
+/// Top-level names listed in the "Received" line.
+const SHOWN_NAMES: usize = 5;
 /// Default for how long a receiver waits for the sender.
 const RECEIVE_WAIT: Duration = Duration::from_secs(30);
 
@@ -127,6 +129,10 @@ struct ReceiveArgs {
     /// Replace existing files of the same names.
     #[arg(long)]
     overwrite: bool,
+    /// Write a received stream to the terminal even if it holds binary data or escape
+    /// sequences (without it, such a stream stops with a message, as curl does).
+    #[arg(long)]
+    to_terminal: bool,
     /// How long to wait for the sender to show up (e.g. 30s, 5m) [default: 30s].
     #[arg(long, value_parser = humantime::parse_duration)]
     wait: Option<Duration>,
@@ -339,6 +345,8 @@ async fn receive(args: ReceiveArgs, config: &Config, out: &Arc<Output>) -> anyho
         wait: args.wait.or(config.receive_wait()).unwrap_or(RECEIVE_WAIT),
         accept,
         transport: args.transport,
+        guard_terminal: std::io::stdout().is_terminal() && !args.to_terminal,
+        silence: convey::PEER_SILENCE,
     };
     let report = convey::receive(opts, events).await?;
     let secs = report.elapsed.as_secs_f64();
@@ -364,10 +372,14 @@ async fn receive(args: ReceiveArgs, config: &Config, out: &Arc<Output>) -> anyho
         }
         Received::Stream => out.say(&format!("Received {} in {secs:.1}s", human_bytes(report.bytes))),
         Received::Files { paths, count } => {
-            let names: Vec<String> = paths
+            let mut names: Vec<String> = paths
                 .iter()
+                .take(SHOWN_NAMES)
                 .map(|p| convey::display_safe(&p.display().to_string(), false))
                 .collect();
+            if paths.len() > SHOWN_NAMES {
+                names.push(format!("and {} more", paths.len() - SHOWN_NAMES));
+            }
             out.say(&format!(
                 "Received {count} file{} ({}) in {secs:.1}s ({:.0} MB/s): {}",
                 if count == 1 { "" } else { "s" },

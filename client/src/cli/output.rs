@@ -14,6 +14,7 @@ use std::{
 };
 
 use convey::{Event, EventSink};
+use convey_shared::display;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// How much to show.
@@ -74,12 +75,14 @@ impl Output {
         })
     }
 
-    /// Write one JSON line.
+    /// Write one JSON line. Every string in it may carry peer-supplied text, so the line
+    /// goes through the shared escaping ([`display::json_text`]): the same JSON value, with
+    /// nothing a terminal would obey.
     pub(crate) fn json(&self, value: &impl serde::Serialize) {
         let Ok(value) = serde_json::to_value(value) else {
             return;
         };
-        let line = value.to_string();
+        let line = display::json_text(&value.to_string());
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let lines = match held.as_mut() {
             Some(h) if value["event"] != "offer" && value["event"] != "error" => {
@@ -125,9 +128,12 @@ impl Output {
         }
     }
 
-    /// The final error, as a line for people or a JSON event.
+    /// The final error, as a line for people or a JSON event. Error messages can quote the
+    /// peer (a reason, a name, a parser's complaint about its message), so each is escaped
+    /// and bounded to one line here, whatever produced it.
     pub(crate) fn error(&self, message: &str, exit_code: u8) {
         self.finish_bar();
+        let message = display::line(message);
         if self.mode == Mode::Json {
             self.json(&serde_json::json!({"event": "error", "message": message, "exit_code": exit_code}));
         } else {

@@ -7,7 +7,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use convey_shared::manifest::{DirEntry, FileEntry, MODE_MASK, Manifest, sanitize_relative_path};
+use convey_shared::manifest::{
+    DirEntry, FileEntry, MAX_ENTRIES, MODE_MASK, Manifest, is_reserved_name, sanitize_relative_path,
+};
 use sha2::{Digest, Sha256};
 
 use crate::{Error, error::Result};
@@ -42,6 +44,12 @@ pub fn select(paths: &[PathBuf]) -> Result<Selection> {
         } else {
             sel.add(path, &top, &meta)?;
         }
+    }
+    let entries = sel.files.len() + sel.dirs.len();
+    if entries > MAX_ENTRIES {
+        return Err(Error::Refused(format!(
+            "that is {entries} files and folders, more than the {MAX_ENTRIES} one transfer carries; send them as one stream instead: tar c FOLDER | convey send -"
+        )));
     }
     let fingerprint = sel.fingerprint.finalize().into();
     Ok(Selection {
@@ -164,9 +172,15 @@ impl Walk {
 
     /// The receiver refuses names it cannot create safely; say so before hashing anything.
     fn check_name(&self, path: &Path, name: &str) -> Result<()> {
-        sanitize_relative_path(name)
-            .map(drop)
-            .map_err(|e| Error::Refused(format!("cannot send {}: {}", path.display(), e.why)))
+        let parts = sanitize_relative_path(name)
+            .map_err(|e| Error::Refused(format!("cannot send {}: {}", path.display(), e.why)))?;
+        if parts.first().is_some_and(|f| is_reserved_name(f)) {
+            return Err(Error::Refused(format!(
+                "cannot send {}: names like .convey-….partial are convey's staging folders (an unfinished transfer); finish or delete it first",
+                path.display()
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -2,11 +2,16 @@
 //! `--out`, named after the info-hash so running the same transfer again finds it and
 //! resumes. Only after every file's SHA-256 matched and the data is on disk is each file
 //! moved into place with one atomic rename; nothing under its real name is ever partial.
+//!
+//! Inside the staging folder a file is named by its index in the offer, never by the name
+//! the sender chose, so no two entries can share a staged path and no entry can reach into
+//! the staging area (whatever the file system folds together: case, Unicode forms).
 
 use std::{
+    collections::HashSet,
     fs::{File, OpenOptions},
     io::Read,
-    os::unix::fs::PermissionsExt,
+    os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -16,6 +21,9 @@ use sha2::{Digest, Sha256};
 use super::files::FileSet;
 use crate::{Error, error::Result};
 
+/// Longest path the kernel takes in one call (`PATH_MAX`, less its terminating NUL).
+const PATH_MAX: usize = 4095;
+
 /// Paths of one transfer's staging folder and final destinations.
 #[derive(Debug, Clone)]
 pub struct Staging {
@@ -24,6 +32,8 @@ pub struct Staging {
     staged: Vec<PathBuf>,
     dests: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
+    /// The distinct first components of every entry, each once.
+    tops: Vec<PathBuf>,
 }
 
 fn join(base: &Path, parts: &[String]) -> PathBuf {
@@ -33,13 +43,30 @@ fn join(base: &Path, parts: &[String]) -> PathBuf {
 impl Staging {
     pub fn new(out_dir: &Path, info_hash: &[u8; 20], content: &CheckedManifest) -> Self {
         let root = out_dir.join(format!(".convey-{}.partial", hex::encode(&info_hash[..10])));
+        let mut seen = HashSet::new();
+        let tops = content
+            .dir_parts
+            .iter()
+            .chain(&content.file_parts)
+            .filter_map(|p| p.first())
+            .filter(|first| seen.insert(first.as_str()))
+            .map(|first| out_dir.join(first))
+            .collect();
         Self {
-            staged: content.file_parts.iter().map(|p| join(&root, p)).collect(),
+            staged: (0..content.file_parts.len())
+                .map(|i| root.join(i.to_string()))
+                .collect(),
             dests: content.file_parts.iter().map(|p| join(out_dir, p)).collect(),
             dirs: content.dir_parts.iter().map(|p| join(out_dir, p)).collect(),
+            tops,
             root,
             out_dir: out_dir.to_owned(),
         }
+    }
+
+    /// The top-level entries this transfer creates under `--out`, each once.
+    pub fn tops(&self) -> &[PathBuf] {
+        &self.tops
     }
 
     /// Is there an earlier attempt to resume?
@@ -47,8 +74,22 @@ impl Staging {
         self.root.is_dir()
     }
 
-    /// Refuse to replace existing files unless `overwrite`; never replace a folder by a file.
+    /// Refuse to replace existing files unless `overwrite`; never replace a folder by a file;
+    /// refuse paths longer than the system takes, before anyone is asked.
     pub fn check_destinations(&self, overwrite: bool) -> Result<()> {
+        let base = std::path::absolute(&self.out_dir)
+            .map_err(Error::io(format!("resolving {}", self.out_dir.display())))?;
+        let base_len = base.as_os_str().len();
+        for dest in self.dests.iter().chain(&self.dirs) {
+            let len = base_len + dest.as_os_str().len() - self.out_dir.as_os_str().len();
+            if len > PATH_MAX {
+                return Err(Error::Refused(format!(
+                    "the offer names a path too long for this system ({len} bytes under {}, at most {PATH_MAX}): {}; nothing was written",
+                    base.display(),
+                    dest.display()
+                )));
+            }
+        }
         for dest in &self.dests {
             match dest.symlink_metadata() {
                 Ok(m) if m.is_dir() => {
@@ -92,13 +133,25 @@ impl Staging {
         Ok(())
     }
 
-    /// Create (or reopen, when resuming) the staging files at their sizes.
+    /// Create (or reopen, when resuming) the staging folder, even for an offer of folders
+    /// only, and the staging files at their sizes. Refuses an offer one of whose entries is
+    /// the staging folder itself on this file system (a name it folds into ours).
     pub fn create(&self, content: &CheckedManifest) -> Result<FileSet> {
-        for (path, entry) in self.staged.iter().zip(&content.manifest.files) {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(Error::io(format!("creating {}", parent.display())))?;
+        std::fs::create_dir_all(&self.root)
+            .map_err(Error::io(format!("creating {}", self.root.display())))?;
+        let root =
+            std::fs::metadata(&self.root).map_err(Error::io(format!("reading {}", self.root.display())))?;
+        for top in &self.tops {
+            if let Ok(m) = top.symlink_metadata()
+                && (m.dev(), m.ino()) == (root.dev(), root.ino())
+            {
+                return Err(Error::Refused(format!(
+                    "the offer names {}, which is convey's staging folder on this file system; refusing the offer",
+                    top.display()
+                )));
             }
+        }
+        for (path, entry) in self.staged.iter().zip(&content.manifest.files) {
             let f = OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -139,17 +192,46 @@ impl Staging {
     }
 
     /// Move every verified file into place (one rename each), create the folders, apply the
-    /// sender's permission bits, and remove the staging folder.
-    pub fn install(&self, content: &CheckedManifest) -> Result<()> {
+    /// sender's permission bits as this process's umask allows (as `cp` without `-p` does),
+    /// and remove the staging folder. A destination that appeared since the check, or that
+    /// another entry of this offer already took (a file system that folds case or Unicode
+    /// forms makes `A` and `a` one name), is never replaced.
+    pub fn install(&self, content: &CheckedManifest, overwrite: bool) -> Result<()> {
+        let allowed = MODE_MASK & !process_umask();
+        let mut installed = HashSet::new();
         for ((staged, dest), entry) in self.staged.iter().zip(&self.dests).zip(&content.manifest.files) {
-            std::fs::set_permissions(staged, std::fs::Permissions::from_mode(entry.mode & MODE_MASK))
+            std::fs::set_permissions(staged, std::fs::Permissions::from_mode(entry.mode & allowed))
                 .map_err(Error::io(format!("setting the mode of {}", staged.display())))?;
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent)
                     .map_err(Error::io(format!("creating {}", parent.display())))?;
             }
-            std::fs::rename(staged, dest)
-                .map_err(Error::io(format!("moving {} into place", dest.display())))?;
+            let existing = dest.symlink_metadata().ok();
+            if let Some(m) = &existing {
+                if installed.contains(&(m.dev(), m.ino())) {
+                    return Err(Error::Refused(format!(
+                        "two entries of the offer are the same file on this file system (it folds case or Unicode forms): {}; the rest is kept in {}",
+                        dest.display(),
+                        self.root.display()
+                    )));
+                }
+                if !overwrite {
+                    return Err(Error::Refused(format!(
+                        "{} appeared while receiving; use --overwrite to replace it; the rest is kept in {}",
+                        dest.display(),
+                        self.root.display()
+                    )));
+                }
+            }
+            let moved = if existing.is_some() {
+                std::fs::rename(staged, dest)
+            } else {
+                rename_noreplace(staged, dest)
+            };
+            moved.map_err(Error::io(format!("moving {} into place", dest.display())))?;
+            if let Ok(m) = dest.symlink_metadata() {
+                installed.insert((m.dev(), m.ino()));
+            }
         }
         for dir in &self.dirs {
             std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
@@ -158,7 +240,7 @@ impl Staging {
         let mut dirs: Vec<_> = self.dirs.iter().zip(&content.manifest.dirs).collect();
         dirs.sort_by_key(|(d, _)| std::cmp::Reverse(d.components().count()));
         for (dir, entry) in dirs {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(entry.mode & MODE_MASK))
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(entry.mode & allowed))
                 .map_err(Error::io(format!("setting the mode of {}", dir.display())))?;
         }
         self.discard();
@@ -173,6 +255,36 @@ impl Staging {
             tracing::warn!(%err, path = %self.root.display(), "could not remove the staging folder");
         }
     }
+}
+
+/// Rename `from` to `to` only if `to` does not exist (atomically where the file system
+/// supports it; where it does not, after a check).
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+            if to.symlink_metadata().is_ok() {
+                return Err(std::io::ErrorKind::AlreadyExists.into());
+            }
+            std::fs::rename(from, to)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// This process's umask, read without changing it (`umask(2)` can only set it, which would
+/// race with other threads creating files). Linux reports it in `/proc/self/status`.
+fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
 }
 
 /// SHA-256 of the file at `path`, read through `buf`.

@@ -101,12 +101,21 @@ pub(crate) fn parse(query: &str) -> Result<AnnounceRequest, String> {
             ));
         }
     };
+    // Counters the tracker does not use are still checked: a malformed request is refused.
+    for name in ["uploaded", "downloaded", "corrupt", "redundant"] {
+        number(name)?;
+    }
+    let compact = match text("compact").as_deref() {
+        None | Some("1") => true,
+        Some("0") => false,
+        Some(other) => return Err(format!("compact must be 0 or 1, got {other:?}")),
+    };
     Ok(AnnounceRequest {
         info_hash: InfoHash(info_hash),
         peer_id: PeerId(peer_id),
         port,
         left: number("left")?.unwrap_or(0),
-        compact: text("compact").as_deref() != Some("0"),
+        compact,
         event,
         numwant,
     })
@@ -193,6 +202,25 @@ mod tests {
                 .unwrap_err()
                 .starts_with("request too large")
         );
+    }
+
+    /// Counters it does not use, and `compact`, must still be well-formed.
+    #[test]
+    fn malformed_numeric_parameters_get_a_failure_reason() {
+        let base = format!("info_hash={HASH}&peer_id={PEER}&port=1");
+        assert_eq!(
+            parse(&format!("{base}&uploaded=abc")).unwrap_err(),
+            "uploaded must be a whole number, got \"abc\""
+        );
+        assert_eq!(
+            parse(&format!("{base}&downloaded=-5")).unwrap_err(),
+            "downloaded must be a whole number, got \"-5\""
+        );
+        assert_eq!(
+            parse(&format!("{base}&compact=abc")).unwrap_err(),
+            "compact must be 0 or 1, got \"abc\""
+        );
+        assert!(parse(&format!("{base}&uploaded=0&downloaded=10&compact=1")).is_ok());
     }
 
     #[test]

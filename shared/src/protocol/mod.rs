@@ -3,6 +3,7 @@
 
 pub mod peer;
 pub mod rendezvous;
+pub mod stream;
 pub mod tunnel;
 
 /// Protocol versions, offered as the WebSocket sub-protocol.

@@ -26,15 +26,30 @@ pub enum PeerMsg {
     },
     /// Receiver to sender: the transfer ended (ok, or the error the receiver saw).
     Done { ok: bool, message: Option<String> },
+    /// Sender to receiver, between key confirmation and the offer: still hashing, still here.
+    Preparing,
     #[serde(other)]
     Unknown,
+}
+
+impl PeerMsg {
+    /// The message's type, for an error that must not quote the (peer-chosen) message.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Offer(_) => "offer",
+            Self::Answer { .. } => "answer",
+            Self::Done { .. } => "done",
+            Self::Preparing => "preparing",
+            Self::Unknown => "a message of an unknown type",
+        }
+    }
 }
 
 /// The sender serves the relay's WebSocket tunnel for this session.
 pub const ABILITY_TUNNEL: &str = "relay-tunnel-v2";
 
 /// The ability to receive a stream of unknown length.
-pub const ABILITY_STREAM: &str = "stream-v1";
+pub const ABILITY_STREAM: &str = "stream-v2";
 
 /// Longest text accepted in a text offer.
 pub const MAX_TEXT_BYTES: usize = 1 << 20;
@@ -68,8 +83,29 @@ pub enum OfferBody {
     /// A stream of unknown length (the sender's stdin), sent as sealed chunks over TCP.
     Stream {
         content_key: ContentKey,
-        /// Hex of 32 random bytes the receiver presents when it connects.
-        token: String,
         direct_hints: Vec<SocketAddr>,
     },
+}
+
+/// May a receiver dial `addr`, named by the sender? Never an unspecified address (0.0.0.0,
+/// `::`), port 0, a multicast or broadcast address. Loopback and private addresses are
+/// dialled: a sender on the same machine or LAN is the common case, and what a receiver
+/// writes first is never the sender's choice (a BitTorrent handshake, or the stream's
+/// fixed hello in [`crate::protocol::stream`]).
+pub fn is_dialable(addr: &SocketAddr) -> bool {
+    let ip_ok = match addr.ip() {
+        std::net::IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast()),
+        std::net::IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+    };
+    ip_ok && addr.port() != 0
+}
+
+/// The sender's hints a receiver will dial: dialable ones, each once, at most `max`.
+pub fn dialable_hints(hints: Vec<SocketAddr>, max: usize) -> Vec<SocketAddr> {
+    let mut seen = std::collections::HashSet::new();
+    hints
+        .into_iter()
+        .filter(|a| is_dialable(a) && seen.insert(*a))
+        .take(max)
+        .collect()
 }
