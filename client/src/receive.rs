@@ -16,7 +16,7 @@ use std::{
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use convey_shared::{
     Code,
-    content::{CIPHER_CHUNK, ContentCipher, ContentKey, StreamCipher},
+    content::{ContentCipher, ContentKey, StreamCipher},
     crypto::Side,
     display::{self, TextGuard},
     manifest::{CheckedManifest, Manifest},
@@ -52,8 +52,6 @@ const PAKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// In `auto`, how long a direct connection may deliver nothing before the transfer moves to
 /// the fallback paths.
 const FAILOVER_AFTER: Duration = Duration::from_secs(8);
-/// Largest piece length accepted from a sender.
-const MAX_PIECE_LENGTH: u64 = 64 * 1024 * 1024;
 /// Top-level names shown in an offer summary.
 const SHOWN_NAMES: usize = 5;
 /// Default for [`ReceiveOptions::silence`].
@@ -410,18 +408,8 @@ fn check_files(
         .map_err(|e| Error::Protocol(format!("the offer's torrent is not base64: {e}")))?;
     let (info, info_hash) = parse_torrent(&torrent)?;
     let cipher = ContentCipher::new(key, content.layout.total());
-    let pieces = cipher.cipher_len().div_ceil(info.piece_length.max(1));
-    if info.length != cipher.cipher_len()
-        || info.piece_length == 0
-        || info.piece_length % CIPHER_CHUNK != 0
-        || info.piece_length > MAX_PIECE_LENGTH
-        || Some(info.pieces.len() as u64) != pieces.checked_mul(20)
-        || info.private != 1
-    {
-        return Err(Error::Protocol(
-            "the offer's torrent does not match its manifest".into(),
-        ));
-    }
+    info.check(cipher.cipher_len())
+        .map_err(|e| Error::Protocol(e.to_string()))?;
     let staging = Staging::new(&opts.out_dir, &info_hash, &content);
     Ok(Plan {
         content,

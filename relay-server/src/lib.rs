@@ -4,6 +4,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 mod http;
 pub mod limits;

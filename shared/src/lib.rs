@@ -20,6 +20,7 @@ pub mod layout;
 pub mod manifest;
 pub mod pake;
 pub mod protocol;
+pub mod torrent;
 pub mod wordlist;
 
 pub use code::{Code, Nameplate, ParseCodeError};

@@ -8,7 +8,6 @@ use std::sync::{
 };
 
 use convey_shared::content::{CIPHER_CHUNK, ContentCipher, ContentKey, TAG_LEN, piece_length_for};
-use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
@@ -16,26 +15,7 @@ use sha2::Sha256;
 use super::files::FileSet;
 use crate::{Error, error::Result};
 
-/// The opaque name the torrent carries instead of the real file name.
-pub const TORRENT_NAME: &str = "convey-payload";
-
-/// The torrent's `info` dictionary (BEP 3 single-file mode, BEP 27 private).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Info {
-    pub length: u64,
-    pub name: String,
-    #[serde(rename = "piece length")]
-    pub piece_length: u64,
-    pub pieces: ByteBuf,
-    pub private: u8,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Metainfo {
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    announce: Option<String>,
-    info: Info,
-}
+pub use convey_shared::torrent::{Info, TORRENT_NAME};
 
 /// Content ready to be offered.
 #[derive(Debug, Clone)]
@@ -55,11 +35,7 @@ impl Prepared {
 
     /// The bencoded .torrent, optionally with an `announce` URL (for third-party clients).
     pub fn torrent_bytes(&self, announce: Option<&str>) -> Vec<u8> {
-        let m = Metainfo {
-            announce: announce.map(str::to_owned),
-            info: self.info.clone(),
-        };
-        serde_bencode::to_bytes(&m).expect("torrent metainfo always bencodes")
+        self.info.torrent_bytes(announce)
     }
 }
 
@@ -96,15 +72,7 @@ fn seal_pieces(
 
 /// Parse a .torrent received from the peer and return its info and info-hash.
 pub fn parse_torrent(bytes: &[u8]) -> Result<(Info, [u8; 20])> {
-    let m: Metainfo = serde_bencode::from_bytes(bytes)
-        .map_err(|e| Error::Protocol(format!("the sender's torrent is malformed: {e}")))?;
-    let hash = info_hash(&m.info);
-    Ok((m.info, hash))
-}
-
-fn info_hash(info: &Info) -> [u8; 20] {
-    let encoded = serde_bencode::to_bytes(info).expect("info dict always bencodes");
-    Sha1::digest(&encoded).into()
+    convey_shared::torrent::parse(bytes).map_err(|e| Error::Protocol(e.to_string()))
 }
 
 /// SHA-256 of each file of a stream that is read in order.
@@ -194,7 +162,7 @@ pub fn prepare(content: &FileSet, key: ContentKey, cancel: &AtomicBool) -> Resul
         private: 1,
     };
     Ok(Prepared {
-        info_hash: info_hash(&info),
+        info_hash: info.info_hash(),
         info,
         size,
         sha256: digests.finish(layout.file_count()),

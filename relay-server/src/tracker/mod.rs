@@ -4,7 +4,7 @@
 //! Every reply carries `interval` and `peers`; errors are a bencoded `failure reason` with
 //! status 200, as clients expect.
 
-mod announce;
+pub(crate) mod announce;
 pub(crate) mod fast;
 mod store;
 mod swarm;

@@ -5,7 +5,7 @@
 //! byte and a time cap.
 
 mod forward;
-mod frames;
+pub(crate) mod frames;
 
 use std::{
     collections::HashMap,
