@@ -24,11 +24,17 @@ pub struct EmbeddedRelay {
 
 impl EmbeddedRelay {
     /// Listen on all interfaces on [`DEFAULT_PORT`], or on any free port if it is taken.
+    /// Nameplates are random (10-999), so two senders on one LAN rarely share one.
     pub async fn start() -> Result<Self> {
         let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-        let server = match Server::spawn(Config::with_listen(SocketAddr::new(any, DEFAULT_PORT))).await {
+        let config = |port| {
+            let mut c = Config::with_listen(SocketAddr::new(any, port));
+            c.random_nameplates = true;
+            c
+        };
+        let server = match Server::spawn(config(DEFAULT_PORT)).await {
             Ok(s) => s,
-            Err(_) => Server::spawn(Config::with_listen(SocketAddr::new(any, 0)))
+            Err(_) => Server::spawn(config(0))
                 .await
                 .map_err(|e| Error::Refused(format!("cannot start the embedded relay: {e}")))?,
         };

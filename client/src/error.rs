@@ -24,6 +24,9 @@ pub enum Error {
         "cannot reach the relay at {relay}: {reason}. Check --relay / CONVEY_RELAY, or that `convey send` is still running"
     )]
     RelayUnreachable { relay: String, reason: String },
+    /// No relay configured, and no sender found on the LAN or this machine (or two).
+    #[error("{0}")]
+    NotFound(String),
     #[error("the relay refused: {message}")]
     Relay { kind: ErrorKind, message: String },
     #[error("the relay refused the tunnel: {0}")]
@@ -56,6 +59,7 @@ impl Error {
             Self::RelayUnreachable { .. }
             | Self::Relay { .. }
             | Self::RelayRefused(_)
+            | Self::NotFound(_)
             | Self::Protocol(_) => 7,
             Self::Io { .. } | Self::Refused(_) => 8,
         }

@@ -7,6 +7,7 @@
 pub mod embedded;
 mod error;
 mod events;
+pub mod lan;
 mod receive;
 mod relay_addr;
 mod rendezvous;

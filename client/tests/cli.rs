@@ -3,7 +3,7 @@
 use std::{
     io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
@@ -11,7 +11,7 @@ use convey_relay::Server;
 
 mod common;
 
-use common::{BIN, wait_with_timeout};
+use common::wait_with_timeout;
 
 fn write_random(path: &Path, size: usize) {
     common::write_random(path, size);
@@ -19,7 +19,7 @@ fn write_random(path: &Path, size: usize) {
 
 /// Start `convey send`, returning the child and the first lines it printed.
 fn spawn_sender(args: &[&str], lines_wanted: usize) -> (Child, Vec<String>) {
-    let mut child = Command::new(BIN)
+    let mut child = common::bin()
         .arg("send")
         .args(args)
         .stdout(Stdio::piped())
@@ -69,7 +69,7 @@ async fn send_and_receive_through_the_binary() {
         lines[1].contains(&format!("convey receive --relay {addr} {code}")),
         "{lines:?}"
     );
-    let recv = Command::new(BIN)
+    let recv = common::bin()
         .args(["receive", "--yes", "--relay", &addr, "--out"])
         .arg(&out)
         .env("CONVEY_CODE", &code) // the code need not appear in the process list
@@ -107,7 +107,7 @@ fn embedded_relay_needs_no_setup() {
     assert_eq!(&args[..2], ["convey", "receive"], "{cmd}");
     assert_eq!(args.last(), Some(&code.as_str()));
     let out = dir.path().join("out");
-    let recv = Command::new(BIN)
+    let recv = common::bin()
         .args(&args[1..])
         .args(["--yes", "--out"])
         .arg(&out)
@@ -143,7 +143,7 @@ async fn killing_the_sender_mid_transfer_leaves_no_complete_looking_file() {
         1,
     );
     let code = code_of(&lines);
-    let mut receiver = Command::new(BIN)
+    let mut receiver = common::bin()
         .args(["receive", "--yes", "--relay", &addr, "--out"])
         .arg(&out)
         .arg(&code)
@@ -194,12 +194,12 @@ async fn killing_the_sender_mid_transfer_leaves_no_complete_looking_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_errors_and_non_interactive_decline_have_distinct_exit_codes() {
-    let bad = Command::new(BIN)
+    let bad = common::bin()
         .args(["receive", "not-a-code"])
         .output()
         .expect("run");
     assert_eq!(bad.status.code(), Some(2), "bad usage");
-    let weak = Command::new(BIN)
+    let weak = common::bin()
         .args(["send", "--code", "5-abc", "Cargo.toml"])
         .output()
         .expect("run");
@@ -214,7 +214,7 @@ async fn usage_errors_and_non_interactive_decline_have_distinct_exit_codes() {
     let (mut sender, lines) = spawn_sender(&["--relay", &addr, src.to_str().expect("utf8")], 1);
     let code = code_of(&lines);
     // No --yes and no terminal: decline with a hint, exit 5; the sender learns it too.
-    let recv = Command::new(BIN)
+    let recv = common::bin()
         .args(["receive", "--relay", &addr, "--out"])
         .arg(dir.path().join("out"))
         .arg(&code)
@@ -246,7 +246,7 @@ async fn a_private_relay_refuses_without_the_token_and_says_how_to_fix_it() {
     let src = dir.path().join("f.txt");
     std::fs::write(&src, b"x").expect("write");
 
-    let refused = Command::new(BIN)
+    let refused = common::bin()
         .args(["send", "--relay", &addr, "--wait", "5s"])
         .arg(&src)
         .env_remove("CONVEY_RELAY_TOKEN")
@@ -258,7 +258,7 @@ async fn a_private_relay_refuses_without_the_token_and_says_how_to_fix_it() {
     assert!(err.contains("private") && err.contains("--relay-token"), "{err}");
 
     // With the token from the environment, the sender gets its code.
-    let mut sender = Command::new(BIN)
+    let mut sender = common::bin()
         .args(["send", "--relay", &addr, "--wait", "5s"])
         .arg(&src)
         .env("CONVEY_RELAY_TOKEN", "ci-shared-secret-token")
@@ -285,7 +285,7 @@ async fn a_closed_stdout_is_not_a_crash() {
     write_random(&src, 1024);
     // The reader of the code went away before it was written (as after `| head -1` for
     // the lines that follow it): the sender goes on, here until its --wait runs out.
-    let mut sender = Command::new(BIN)
+    let mut sender = common::bin()
         .args(["send", "--relay", &addr, "--wait", "1s"])
         .arg(&src)
         .stdout(Stdio::piped())
@@ -316,7 +316,7 @@ fn both_commands_take_the_relay_ca() {
         ],
         vec!["receive", "--relay", "https://127.0.0.1:1", "7-pilot-planet"],
     ] {
-        let out = Command::new(BIN)
+        let out = common::bin()
             .args(&args)
             .env("CONVEY_RELAY_CA", missing)
             .output()

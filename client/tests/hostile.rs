@@ -2,17 +2,14 @@
 //! `convey-tests`): whatever the sender puts in its messages reaches the terminal and the
 //! JSON lines escaped, through the one choke point in `convey_shared::display`.
 
-use std::{
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Stdio, time::Duration};
 
 use convey_tests::hostile::Opened;
 use serde_json::json;
 
 mod common;
 
-use common::{BIN, wait_with_timeout};
+use common::wait_with_timeout;
 
 /// Bytes a terminal would obey: ESC, BEL, and U+202E (RIGHT-TO-LEFT OVERRIDE) in UTF-8.
 fn raw_controls(bytes: &[u8]) -> Vec<&'static str> {
@@ -93,7 +90,7 @@ async fn json_receiver_prints_a_text() {
     send.args(["send", "--text", "hello \u{202e} there"]);
     let (mut sender, code) = common::spawn_with_code(send, &home.path().join("send.err"));
     let output = tokio::task::spawn_blocking(move || {
-        let out = Command::new(BIN)
+        let out = common::bin()
             .env("HOME", home.path())
             .env("CONVEY_RELAY", relay.local_addr().to_string())
             .args(["--json", "receive", &code])

@@ -48,7 +48,9 @@ impl Net {
     fn new() -> Self {
         let n = NEXT_NET.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}{n}", std::process::id() % 10_000);
-        let p = format!("10.{}", 100 + (std::process::id() % 50) * 2 + n);
+        // The benchmarking range (RFC 2544, 198.18.0.0/15), the only one tests may use. Each
+        // `Net` is its own set of namespaces, so they may all use the same subnets.
+        let p = "198.18".to_owned();
         let (a, b, r) = (format!("cva{id}"), format!("cvb{id}"), format!("cvr{id}"));
         for ns in [&a, &b, &r] {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();

@@ -143,7 +143,7 @@ pub fn torrent(data: &[u8]) {
         assert_eq!(hash, info.info_hash());
         if info.check(cipher_len).is_ok() {
             assert_eq!(info.length, cipher_len);
-            assert!(info.piece_length > 0 && info.piece_length % CIPHER_CHUNK == 0);
+            assert!(info.piece_length > 0 && info.piece_length.is_multiple_of(CIPHER_CHUNK));
         }
     }
 }

@@ -6,7 +6,7 @@ use tracing_subscriber::EnvFilter;
 
 #[derive(clap::Parser)]
 #[command(
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (protocol convey-v1)"),
     about = "convey relay: rendezvous and BitTorrent tracker for convey transfers"
 )]
 struct Cli {
@@ -36,7 +36,9 @@ async fn main() -> anyhow::Result<()> {
     }
     // A log line that cannot be written (stderr closed by a log collector) is dropped; the
     // default would report it with eprintln!, which panics on a closed stderr.
+    // Colour only on a terminal: raw escape codes are noise in `docker logs` and journals.
     let logs = tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .log_internal_errors(false)
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "convey_relay=info".into()));

@@ -52,7 +52,7 @@ impl AppState {
     pub(crate) fn new(config: &Config, stopping: Stopping, shared: Option<Arc<Shared>>) -> Self {
         let (nameplates, swarms) = match shared.clone() {
             None => (
-                Nameplates::Memory(Mailboxes::new(config.max_nameplates)),
+                Nameplates::Memory(Mailboxes::new(config.max_nameplates, config.random_nameplates)),
                 SwarmStore::Memory(Swarms::new(config.open_tracker)),
             ),
             Some(store) => (

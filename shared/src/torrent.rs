@@ -62,7 +62,7 @@ impl Info {
         let pieces = cipher_len.div_ceil(self.piece_length.max(1));
         let ok = self.length == cipher_len
             && self.piece_length != 0
-            && self.piece_length % CIPHER_CHUNK == 0
+            && self.piece_length.is_multiple_of(CIPHER_CHUNK)
             && self.piece_length <= MAX_PIECE_LENGTH
             && Some(self.pieces.len() as u64) == pieces.checked_mul(20)
             && self.private == 1;

@@ -21,6 +21,9 @@ mod output;
 use config::Config;
 use output::{Mode, Output, human_bytes};
 
+/// What `--version` prints: the release and the wire protocol it speaks.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol convey-v1)");
+
 /// Exit code for bad usage, as clap uses.
 const USAGE: u8 = 2;
 /// Exit code after Ctrl-C (128 + SIGINT), as shells use.
@@ -33,7 +36,7 @@ const RECEIVE_WAIT: Duration = Duration::from_secs(30);
 #[derive(Debug, Parser)]
 #[command(
     name = "convey",
-    version,
+    version = VERSION,
     about = "Send files with a short code, end-to-end encrypted, peer to peer over BitTorrent"
 )]
 pub(crate) struct Cli {
@@ -49,6 +52,11 @@ pub(crate) struct Cli {
     /// Config file [default: ~/.config/convey/config.toml, if it exists].
     #[arg(long, global = true, env = "CONVEY_CONFIG")]
     config: Option<PathBuf>,
+    /// With no relay configured: a sender advertises its embedded relay on the local
+    /// network (multicast DNS), a receiver looks there for its code's number (`off`: this
+    /// machine only).
+    #[arg(long, global = true, env = "CONVEY_LAN", default_value = "on", value_parser = ["on", "off"])]
+    lan: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -156,6 +164,7 @@ pub(crate) fn init_logging(verbose: u8) {
     // An unwritable log line is dropped rather than reported with eprintln!, which would
     // panic when stderr is closed.
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .log_internal_errors(false)
         .with_env_filter(filter)
@@ -175,12 +184,13 @@ pub(crate) async fn run(cli: Cli) -> ExitCode {
         _ => ("received", true),
     };
     let out = Output::new(mode, verb, hold_json);
+    let lan = cli.lan == "on";
     let work = async {
         match Config::load(cli.config) {
             Err(e) => Err(e.context(UsageError)),
             Ok(config) => match cli.command {
-                Command::Send(args) => send(args, &config, &out).await,
-                Command::Receive(args) => receive(args, &config, &out).await,
+                Command::Send(args) => send(args, &config, &out, lan).await,
+                Command::Receive(args) => receive(args, &config, &out, lan).await,
                 Command::Completions { shell } => {
                     clap_complete::generate(shell, &mut Cli::command(), "convey", &mut std::io::stdout());
                     Ok(())
@@ -217,7 +227,7 @@ struct Interrupted;
 #[error("bad configuration")]
 struct UsageError;
 
-async fn send(args: SendArgs, config: &Config, out: &Arc<Output>) -> anyhow::Result<()> {
+async fn send(args: SendArgs, config: &Config, out: &Arc<Output>, lan: bool) -> anyhow::Result<()> {
     let payload = match (args.text, args.paths.as_slice()) {
         (Some(text), _) => Payload::Text(text),
         (None, [one]) if one.as_os_str() == "-" => Payload::Stdin,
@@ -246,21 +256,38 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>) -> anyhow::Res
     let on_default_port = embedded
         .as_ref()
         .is_some_and(|e| e.port() == convey::embedded::DEFAULT_PORT);
+    // An embedded relay on the LAN is advertised, so the other side needs only the code.
+    let advertise = embedded
+        .as_ref()
+        .filter(|e| lan && e.lan_addr().is_some())
+        .map(|e| e.port());
+    let advertised: Arc<std::sync::Mutex<Option<convey::lan::Advertisement>>> = Arc::default();
     let (qr, mode) = (args.qr, out.mode);
     let shown = out.clone();
+    let advert = advertised.clone();
     let events = out.sink(move |ev| match ev {
-        Event::Code { code } if mode == Mode::Json => {
-            let receive = format!("{receive_hint}{code}");
-            shown.json(&serde_json::json!({"event": "code", "code": code, "receive": receive}));
-            true
-        }
         Event::Code { code } => {
+            if let (Some(port), Ok(parsed)) = (advertise, code.parse::<Code>()) {
+                match convey::lan::Advertisement::start(port, parsed.nameplate()) {
+                    Ok(a) => *advert.lock().unwrap_or_else(|e| e.into_inner()) = Some(a),
+                    Err(err) => tracing::warn!(%err, "cannot advertise on the local network"),
+                }
+            }
+            let advertised = advert.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+            let fallback = format!("{receive_hint}{code}");
+            let receive = if advertised { format!("convey receive {code}") } else { fallback.clone() };
+            if mode == Mode::Json {
+                shown.json(&serde_json::json!({"event": "code", "code": code, "receive": receive, "receive_with_relay": fallback}));
+                return true;
+            }
             // Written, not println!: a reader that takes only the first line (`| head -1`)
             // and goes away must not make the sender panic on the next one.
             let mut text = format!("Code: {code}\n");
             if mode == Mode::Human {
-                text.push_str(&format!("On the other machine run:  {receive_hint}{code}\n"));
-                if on_default_port {
+                text.push_str(&format!("On the other machine run:  {receive}\n"));
+                if advertised {
+                    text.push_str(&format!("(if it finds no sender:    {fallback})\n"));
+                } else if on_default_port {
                     text.push_str(&format!("(on this machine:          convey receive {code})\n"));
                 }
             }
@@ -275,6 +302,13 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>) -> anyhow::Res
             shown.say("Waiting for the receiver…");
             true
         }
+        Event::Connected => {
+            // The nameplate is taken now: stop offering it on the LAN.
+            if let Some(a) = &*advert.lock().unwrap_or_else(|e| e.into_inner()) {
+                a.withdraw();
+            }
+            false
+        }
         _ => false,
     });
     let opts = SendOptions {
@@ -286,6 +320,10 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>) -> anyhow::Res
         transport: args.transport,
     };
     let result = convey::send(opts, events).await;
+    let advertisement = advertised.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(a) = advertisement {
+        a.stop().await;
+    }
     if let Some(e) = embedded {
         e.shutdown().await;
     }
@@ -311,10 +349,13 @@ fn qr_text(code: &str) -> String {
     }
 }
 
-async fn receive(args: ReceiveArgs, config: &Config, out: &Arc<Output>) -> anyhow::Result<()> {
+async fn receive(args: ReceiveArgs, config: &Config, out: &Arc<Output>, lan: bool) -> anyhow::Result<()> {
     let relay = match args.relay.or(config.relay()?) {
         Some(r) => args.access.apply(r, config),
-        None => convey::embedded::default_relay(),
+        None => {
+            let window = lan.then_some(convey::lan::LOOK_FOR);
+            convey::lan::locate(args.code.nameplate(), window).await?
+        }
     };
     let yes = args.yes;
     let said = out.clone();

@@ -21,9 +21,17 @@ pub async fn relay() -> Server {
         .expect("relay")
 }
 
+/// `convey` that never looks on or advertises to the machine's real LAN: tests send
+/// traffic only to loopback and to namespaces they create (`lan.rs` turns it on there).
+pub fn bin() -> Command {
+    let mut c = Command::new(BIN);
+    c.env("CONVEY_LAN", "off");
+    c
+}
+
 /// `convey` with its own HOME (config, state) and relay, so tests never share state.
 pub fn convey(home: &Path, relay: &Server) -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = bin();
     c.env("HOME", home)
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("XDG_STATE_HOME")

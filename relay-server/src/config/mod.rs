@@ -62,6 +62,12 @@ pub struct Config {
     #[arg(long, env = "CONVEY_RELAY_MAX_NAMEPLATES", default_value_t = DEFAULT_MAX_NAMEPLATES)]
     pub max_nameplates: usize,
 
+    /// Hand out random nameplates from 10-999 instead of the lowest free one, so that two
+    /// relays on one LAN rarely hand out the same number (a sender's embedded relay does
+    /// this). In-memory state only; with --redis-url the lowest free one is used.
+    #[arg(long, env = "CONVEY_RELAY_RANDOM_NAMEPLATES")]
+    pub random_nameplates: bool,
+
     /// New codes (allocations, and claims of a nameplate) one IP address may open per
     /// minute; 0 disables the limit.
     #[arg(long, env = "CONVEY_RELAY_RATE_PER_MINUTE", default_value_t = DEFAULT_RATE_PER_MINUTE)]
@@ -142,6 +148,7 @@ impl Config {
             nameplate_ttl_secs: DEFAULT_NAMEPLATE_TTL_SECS,
             idle_secs: DEFAULT_IDLE_SECS,
             max_nameplates: DEFAULT_MAX_NAMEPLATES,
+            random_nameplates: false,
             rate_per_minute: DEFAULT_RATE_PER_MINUTE,
             rate_burst: DEFAULT_RATE_BURST,
             trust_forwarded_for: false,

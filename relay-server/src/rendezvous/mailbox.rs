@@ -68,14 +68,28 @@ struct Slot {
 pub(crate) struct Mailboxes {
     slots: Mutex<HashMap<Nameplate, Slot>>,
     max: usize,
+    /// Hand out random numbers from [`RANDOM_NAMEPLATES`] instead of the lowest free one.
+    random: bool,
 }
 
+/// Where random nameplates come from: still short, and two relays on one LAN (embedded in
+/// two senders) pick the same one with a chance of 1 in 990.
+pub(crate) const RANDOM_NAMEPLATES: std::ops::RangeInclusive<u32> = 10..=999;
+
 impl Mailboxes {
-    pub(crate) fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize, random: bool) -> Self {
         Self {
             slots: Mutex::new(HashMap::new()),
             max,
+            random,
         }
+    }
+
+    /// Is a sender waiting on `n` for its other side (so a receiver may claim it)?
+    pub(crate) fn is_waiting(&self, n: Nameplate) -> bool {
+        self.lock()
+            .get(&n)
+            .is_some_and(|s| !s.burned && s.sides.len() == 1)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Nameplate, Slot>> {
@@ -93,10 +107,24 @@ impl Mailboxes {
         if slots.len() >= self.max {
             return Err(MailboxError::Exhausted);
         }
-        let n = (1..)
-            .map(Nameplate)
-            .find(|n| !slots.contains_key(n))
-            .expect("fewer than u32::MAX slots are open");
+        let random = self.random.then(|| {
+            use rand::Rng;
+            let mut rng = rand::thread_rng();
+            (0..64)
+                .map(|_| Nameplate(rng.gen_range(RANDOM_NAMEPLATES)))
+                .find(|n| !slots.contains_key(n))
+        });
+        let first_free = if self.random {
+            *RANDOM_NAMEPLATES.end() + 1
+        } else {
+            1
+        };
+        let n = random.flatten().unwrap_or_else(|| {
+            (first_free..)
+                .map(Nameplate)
+                .find(|n| !slots.contains_key(n))
+                .expect("fewer than u32::MAX slots are open")
+        });
         slots.insert(
             n,
             Slot {
@@ -193,7 +221,7 @@ mod tests {
 
     #[test]
     fn pairs_two_refuses_third_and_frees_after_both_leave() {
-        let mb = Mailboxes::new(10);
+        let mb = Mailboxes::new(10, false);
         let (t1, mut r1) = chan();
         let (t2, mut r2) = chan();
         let n = mb.allocate(1, t1).unwrap();
@@ -229,7 +257,7 @@ mod tests {
 
     #[test]
     fn without_the_token_only_a_waiting_nameplate_can_be_joined() {
-        let mb = Mailboxes::new(10);
+        let mb = Mailboxes::new(10, false);
         assert_eq!(
             mb.claim(Nameplate(4), 1, chan().0, false),
             Err(MailboxError::Unauthorized)
@@ -240,11 +268,29 @@ mod tests {
 
     #[test]
     fn allocation_never_hands_out_a_number_in_use() {
-        let mb = Mailboxes::new(3);
+        let mb = Mailboxes::new(3, false);
         let a = mb.allocate(1, chan().0).unwrap();
         let b = mb.allocate(2, chan().0).unwrap();
         mb.claim(Nameplate(3), 3, chan().0, true).unwrap();
         assert_ne!(a, b);
         assert_eq!(mb.allocate(4, chan().0), Err(MailboxError::Exhausted));
+    }
+
+    /// Random nameplates stay in their short range, never repeat a number in use, and say
+    /// whether a sender waits on them.
+    #[test]
+    fn random_allocation_and_waiting() {
+        let mb = Mailboxes::new(2000, true);
+        let mut seen = std::collections::HashSet::new();
+        for conn in 0..200 {
+            let n = mb.allocate(conn, chan().0).unwrap();
+            assert!(RANDOM_NAMEPLATES.contains(&n.0), "{n}");
+            assert!(seen.insert(n), "{n} handed out twice");
+        }
+        let n = *seen.iter().next().unwrap();
+        assert!(mb.is_waiting(n));
+        mb.claim(n, 999, chan().0, true).unwrap();
+        assert!(!mb.is_waiting(n), "paired: nobody waits any more");
+        assert!(!mb.is_waiting(Nameplate(5)));
     }
 }

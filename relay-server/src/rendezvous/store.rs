@@ -109,6 +109,14 @@ impl Nameplates {
         }
     }
 
+    /// Is a sender waiting on `n`? `None` when the state is shared (not looked up there).
+    pub(crate) fn is_waiting(&self, n: Nameplate) -> Option<bool> {
+        match self {
+            Self::Memory(m) => Some(m.is_waiting(n)),
+            Self::Shared { .. } => None,
+        }
+    }
+
     /// Open nameplates (across all instances when shared).
     pub(crate) async fn open_count(&self) -> usize {
         match self {

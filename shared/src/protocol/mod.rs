@@ -28,6 +28,8 @@ impl ProtocolVersion {
 
 /// Path of the rendezvous WebSocket on the relay.
 pub const RENDEZVOUS_PATH: &str = "/v1/rendezvous";
+/// Where a relay says whether a sender waits on a nameplate (`/v1/nameplates/7`).
+pub const NAMEPLATES_PATH: &str = "/v1/nameplates";
 /// Path of the bundled tracker.
 pub const ANNOUNCE_PATH: &str = "/announce";
 /// The bundled tracker's scrape path (BEP 48: announce with `scrape` in place of `announce`).
