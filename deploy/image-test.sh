@@ -33,8 +33,9 @@ cleanup() {
     for _ in $(seq 100); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$dockerd_pid" 2>/dev/null || true
   fi
-  umount -R "$data" 2>/dev/null || true
-  rm -rf "$work"
+  # dockerd leaves bind mounts (its netns, overlay layers) under its roots: deepest first.
+  grep -o " $work/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  rm -rf "$work" || true
 }
 trap cleanup EXIT
 
