@@ -192,6 +192,18 @@ async fn killing_the_sender_mid_transfer_leaves_no_complete_looking_file() {
     relay.shutdown().await;
 }
 
+/// `convey --version` says which protocol it speaks.
+#[test]
+fn version_names_the_protocol() {
+    let out = common::bin().arg("--version").output().expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains(env!("CARGO_PKG_VERSION")) && text.contains("protocol convey-v1"),
+        "{text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_errors_and_non_interactive_decline_have_distinct_exit_codes() {
     let bad = common::bin()

@@ -14,23 +14,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{BIN, wait_with_timeout, write_random};
+use common::{BIN, run, wait_with_timeout, write_random};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {args:?} ({e}); this test needs root with iproute2 and nftables")
-        });
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}; this test needs root with iproute2 and nftables",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Hosts on one bridge: `hosts[i]` has 198.18.0.{i+1}.
 struct Lan {
@@ -242,6 +228,45 @@ fn without_multicast_the_receiver_says_to_use_relay() {
     );
     assert!(took < Duration::from_secs(15), "a few seconds, not {took:?}");
     drop(sender);
+}
+
+/// Two senders on the LAN holding the same number (pre-agreed codes, here): the receiver
+/// says so and asks for `--relay` instead of trying one of them.
+#[test]
+fn two_senders_on_one_number_are_not_guessed_between() {
+    let lan = Lan::new(3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("f.bin");
+    write_random(&file, 1 << 16);
+    let start = |host, code: &str| {
+        let mut child = lan
+            .convey(host, dir.path())
+            .args(["send", "--code", code])
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn convey send");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut first)
+            .expect("code line");
+        assert!(first.starts_with("Code: "), "{first}");
+        child
+    };
+    let mut a = start(0, "500-purple-otter");
+    let mut c = start(2, "500-acid-canyon");
+    let got = receive(&lan, 1, dir.path(), &dir.path().join("out"), "500-purple-otter");
+    let err = String::from_utf8_lossy(&got.stderr);
+    assert_eq!(got.status.code(), Some(7), "{err}");
+    assert!(
+        err.contains("2 senders on the local network") && err.contains("--relay"),
+        "{err}"
+    );
+    for s in [&mut a, &mut c] {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
 }
 
 /// Two senders on one LAN: each receiver reaches the one that holds its code's number.

@@ -14,24 +14,10 @@ use std::{
     time::Duration,
 };
 
-use common::{BIN, json_events, wait_with_timeout, write_random};
+use common::{BIN, json_events, run, wait_with_timeout, write_random};
 use convey_relay::{Config, Server};
 
 static NEXT_NET: AtomicU32 = AtomicU32::new(0);
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {args:?} ({e}); these tests need root with iproute2 and nftables")
-        });
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}; these tests need root with iproute2 and nftables",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Three namespaces: `a` (sender), `b` (receiver), `r` (router and relay).
 struct Net {

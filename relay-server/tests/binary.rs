@@ -71,3 +71,30 @@ fn config_file_json_logs_health_check_and_sigterm() {
         .expect("health check");
     assert_eq!(down.code(), Some(1), "a stopped relay is unhealthy");
 }
+
+/// `--version` names the release and the protocol, and a text log line on a pipe (not a
+/// terminal) carries no colour codes.
+#[test]
+fn version_names_the_protocol_and_piped_logs_have_no_colour() {
+    let out = Command::new(BIN).arg("--version").output().expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains(env!("CARGO_PKG_VERSION")) && text.contains("protocol convey-v1"),
+        "{text}"
+    );
+    let mut relay = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--stun-listen", "off"])
+        .env("CONVEY_RELAY_LOG_FORMAT", "text")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = String::new();
+    BufReader::new(relay.stderr.take().expect("stderr"))
+        .read_line(&mut first)
+        .expect("a log line");
+    let _ = relay.kill();
+    let _ = relay.wait();
+    assert!(first.contains("listening"), "{first}");
+    assert!(!first.contains('\u{1b}'), "colour codes on a pipe: {first:?}");
+}

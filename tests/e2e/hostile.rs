@@ -73,6 +73,29 @@ async fn pair_with(
     (opened.confirm().await, receiving)
 }
 
+/// Offer what `seeder` seeds, described by `manifest`, to a receiver on `out` (its options
+/// changed by `change`): what the receiver asked, and how it ended.
+async fn offer_seeded(
+    relay: &TestRelay,
+    seeder: &Seeder,
+    manifest: serde_json::Value,
+    out: &Path,
+    change: impl FnOnce(&mut convey::ReceiveOptions),
+) -> (Option<OfferSummary>, Result<ReceiveReport, Error>) {
+    let (mut hostile, receiving) = pair_with(relay, out, change).await;
+    hostile
+        .send(&files_offer(
+            manifest,
+            &seeder.key,
+            &seeder.torrent,
+            &[seeder.addr],
+        ))
+        .await;
+    let ended = receiving.result().await;
+    hostile.close().await;
+    ended
+}
+
 fn files(dir: &Path, contents: &[&[u8]]) -> Vec<PathBuf> {
     contents
         .iter()
@@ -110,17 +133,8 @@ async fn staging_folder_entry_collision_is_refused() {
     ] {
         let out = dir.path().join("out");
         std::fs::create_dir_all(&out).expect("out");
-        let (mut hostile, receiving) = pair(&relay, &out).await;
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let offer = files_offer(
-            seeder.manifest(&names),
-            &seeder.key,
-            &seeder.torrent,
-            &[seeder.addr],
-        );
-        hostile.send(&offer).await;
-        let (asked, result) = receiving.result().await;
-        hostile.close().await;
+        let (asked, result) = offer_seeded(&relay, &seeder, seeder.manifest(&names), &out, |_| {}).await;
         let err = result.expect_err("refused");
         assert!(asked.is_none(), "refused before asking");
         assert!(err.to_string().contains("reserved for convey's staging"), "{err}");
@@ -178,16 +192,8 @@ async fn overlong_paths_are_refused_before_asking() {
     std::fs::create_dir_all(&deep_out).expect("deep out");
     let fits_offer = vec!["e".repeat(250); 12].join("/");
     for (name, out) in [(fifty, dir.path().join("out2")), (fits_offer, deep_out.clone())] {
-        let (mut hostile, receiving) = pair(&relay, &out).await;
-        let offer = files_offer(
-            seeder.manifest(&[name.as_str()]),
-            &seeder.key,
-            &seeder.torrent,
-            &[seeder.addr],
-        );
-        hostile.send(&offer).await;
-        let (asked, result) = receiving.result().await;
-        hostile.close().await;
+        let manifest = seeder.manifest(&[name.as_str()]);
+        let (asked, result) = offer_seeded(&relay, &seeder, manifest, &out, |_| {}).await;
         let err = result.expect_err("refused");
         assert!(asked.is_none(), "refused before asking: {err}");
         assert!(
@@ -374,25 +380,15 @@ async fn separators_and_tags_in_names_are_escaped_in_the_summary() {
     let dir = tempfile::tempdir().expect("tempdir");
     let seeder = Seeder::start(files(dir.path(), &[b"a", b"b"])).await;
     let out = dir.path().join("out");
-    let (mut hostile, receiving) = pair_with(&relay, &out, |o| {
+    let names = ["x\u{2028}Received fake", "y\u{E0041}\u{061C}"];
+    let decline = |o: &mut convey::ReceiveOptions| {
         let inner = o.accept.clone();
         o.accept = Arc::new(move |s| {
             inner(s);
             false
         });
-    })
-    .await;
-    let names = ["x\u{2028}Received fake", "y\u{E0041}\u{061C}"];
-    hostile
-        .send(&files_offer(
-            seeder.manifest(&names),
-            &seeder.key,
-            &seeder.torrent,
-            &[seeder.addr],
-        ))
-        .await;
-    let (asked, result) = receiving.result().await;
-    hostile.close().await;
+    };
+    let (asked, result) = offer_seeded(&relay, &seeder, seeder.manifest(&names), &out, decline).await;
     assert!(matches!(result, Err(Error::Declined(_))));
     let shown = asked.expect("asked").names.join(" ");
     for c in ['\u{2028}', '\u{E0041}', '\u{061C}'] {
@@ -411,19 +407,9 @@ async fn size_that_would_overflow_the_ciphertext_length_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let seeder = Seeder::start(files(dir.path(), &[&[7u8; 16368]])).await;
     let out = dir.path().join("out");
-    let (mut hostile, receiving) = pair(&relay, &out).await;
     let mut manifest = seeder.manifest(&["huge"]);
     manifest["files"][0]["size"] = json!(16368u64 * ((1u64 << 50) + 1));
-    hostile
-        .send(&files_offer(
-            manifest,
-            &seeder.key,
-            &seeder.torrent,
-            &[seeder.addr],
-        ))
-        .await;
-    let (asked, result) = receiving.result().await;
-    hostile.close().await;
+    let (asked, result) = offer_seeded(&relay, &seeder, manifest, &out, |_| {}).await;
     let err = result.expect_err("refused");
     assert!(asked.is_none());
     assert!(err.to_string().contains("more than any disk holds"), "{err}");
@@ -439,20 +425,10 @@ async fn modes_are_applied_through_the_umask() {
     let dir = tempfile::tempdir().expect("tempdir");
     let seeder = Seeder::start(files(dir.path(), &[b"script"])).await;
     let out = dir.path().join("out");
-    let (mut hostile, receiving) = pair(&relay, &out).await;
     let mut manifest = seeder.manifest(&["run.sh"]);
     manifest["files"][0]["mode"] = json!(0o7777);
     manifest["dirs"] = json!([{"path": "open", "mode": 0o7777}]);
-    hostile
-        .send(&files_offer(
-            manifest,
-            &seeder.key,
-            &seeder.torrent,
-            &[seeder.addr],
-        ))
-        .await;
-    let (_, result) = receiving.result().await;
-    hostile.close().await;
+    let (_, result) = offer_seeded(&relay, &seeder, manifest, &out, |_| {}).await;
     result.expect("received");
     let umask = process_umask();
     assert_ne!(umask, 0, "the test needs a umask that masks something");

@@ -149,3 +149,19 @@ pub fn json_events(
     }
     seen
 }
+
+/// Run a set-up command (`ip`, `nft`) of a network-namespace test: it fails loudly,
+/// never skips, when it cannot.
+pub fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {args:?} ({e}); these tests need root with iproute2 and nftables")
+        });
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}; these tests need root with iproute2 and nftables",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
