@@ -8,6 +8,7 @@ pub mod rtc;
 mod rtc_runtime;
 pub mod select;
 pub mod serve;
+mod task;
 pub mod tunnel;
 
 use std::str::FromStr;

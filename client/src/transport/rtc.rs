@@ -27,6 +27,7 @@ use webrtc::{
     },
 };
 
+use super::task::OwnedTask;
 use crate::{Error, error::Result};
 
 /// Unacknowledged bytes a data channel may hold before a send waits.
@@ -73,7 +74,7 @@ pub struct RtcPeer {
     state: watch::Receiver<RTCPeerConnectionState>,
     incoming: tokio::sync::Mutex<Option<mpsc::UnboundedReceiver<Arc<dyn DataChannel>>>>,
     cancel: CancellationToken,
-    serving: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    serving: tokio::sync::Mutex<Option<OwnedTask>>,
     /// Data channels the receiver started using so far (sender side).
     channels: Arc<std::sync::atomic::AtomicU64>,
     /// The sender's pre-created channels, until [`RtcPeer::serve`] takes them.
@@ -232,7 +233,7 @@ impl RtcPeer {
         let pool = std::mem::take(&mut *self.pool.lock().await);
         let cancel = self.cancel.clone();
         let channels = self.channels.clone();
-        let task = tokio::spawn(async move {
+        let task = OwnedTask::spawn(move |stop| async move {
             let mut splices = JoinSet::new();
             for dc in pool {
                 let channels = channels.clone();
@@ -256,6 +257,7 @@ impl RtcPeer {
             tokio::select! {
                 () = async { while splices.join_next().await.is_some() {} } => {},
                 () = cancel.cancelled() => {},
+                () = stop.cancelled() => {},
             }
             splices.shutdown().await;
         });
@@ -271,7 +273,7 @@ impl RtcPeer {
     pub async fn close(&self) {
         self.cancel.cancel();
         if let Some(task) = self.serving.lock().await.take() {
-            let _ = task.await;
+            task.shutdown().await;
         }
         let _ = self.pc.close().await;
     }

@@ -21,7 +21,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Transport, path, rtc, rtc::RtcPeer, tunnel};
+use super::{Transport, path, rtc, rtc::RtcPeer, task::OwnedTask, tunnel};
 use crate::{Error, Event, EventSink, RelayAddr, error::Result};
 
 /// How long the tunnel waits before racing a direct attempt.
@@ -92,11 +92,12 @@ enum Conn {
     Rtc(Arc<dyn webrtc::data_channel::DataChannel>),
 }
 
+/// The receiver's local peer for librqbit; its accept loop stops when it is shut down or
+/// dropped (an early return while the transfer starts).
 #[derive(Debug)]
 pub struct PathSelector {
     addr: SocketAddr,
-    cancel: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: OwnedTask,
     current: Arc<Mutex<Option<&'static str>>>,
 }
 
@@ -108,21 +109,10 @@ impl PathSelector {
         let addr = listener
             .local_addr()
             .map_err(Error::io("opening the local path selector"))?;
-        let cancel = CancellationToken::new();
         let current = Arc::new(Mutex::new(None));
-        let task = tokio::spawn(accept_loop(
-            listener,
-            paths,
-            events,
-            cancel.clone(),
-            current.clone(),
-        ));
-        Ok(Self {
-            addr,
-            cancel,
-            task,
-            current,
-        })
+        let shown = current.clone();
+        let task = OwnedTask::spawn(move |cancel| accept_loop(listener, paths, events, cancel, shown));
+        Ok(Self { addr, task, current })
     }
 
     /// The address to hand librqbit (or the stream reader) as the sender.
@@ -136,8 +126,7 @@ impl PathSelector {
     }
 
     pub async fn shutdown(self) {
-        self.cancel.cancel();
-        let _ = self.task.await;
+        self.task.shutdown().await;
     }
 }
 

@@ -17,7 +17,7 @@ use convey_shared::protocol::tunnel::TunnelSide;
 use tokio::{net::TcpStream, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::{Transport, path, rtc::RtcPeer, tunnel};
+use super::{Transport, path, rtc::RtcPeer, task::OwnedTask, tunnel};
 use crate::{RelayAddr, session::PeerLink, transfer::bt};
 
 /// Most tunnels one sender serves at once.
@@ -25,8 +25,7 @@ const MAX_TUNNELS: usize = 8;
 
 #[derive(Debug)]
 pub struct TunnelServer {
-    cancel: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: OwnedTask,
     /// Tunnels the receiver has opened so far.
     joined: Arc<AtomicU64>,
 }
@@ -34,10 +33,10 @@ pub struct TunnelServer {
 impl TunnelServer {
     /// Serve tunnel connections for session `token`, forwarding each to `target`.
     pub fn spawn(relay: RelayAddr, token: String, target: SocketAddr) -> Self {
-        let cancel = CancellationToken::new();
         let joined = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(serve(relay, token, target, cancel.clone(), joined.clone()));
-        Self { cancel, task, joined }
+        let counter = joined.clone();
+        let task = OwnedTask::spawn(move |cancel| serve(relay, token, target, cancel, counter));
+        Self { task, joined }
     }
 
     /// Has the receiver come through the tunnel yet?
@@ -46,8 +45,7 @@ impl TunnelServer {
     }
 
     pub async fn shutdown(self) {
-        self.cancel.cancel();
-        let _ = self.task.await;
+        self.task.shutdown().await;
     }
 }
 
