@@ -11,9 +11,12 @@ use crate::{Error, RelayAddr, error::Result};
 /// The port an embedded relay tries first, and where `convey receive` looks by default.
 pub const DEFAULT_PORT: u16 = 4790;
 
-/// The relay a receiver uses when none is configured.
+/// Where a receiver with no relay configured looks on this machine.
+pub const DEFAULT_LOCAL: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_PORT);
+
+/// The relay a receiver uses on this machine when none is configured.
 pub fn default_relay() -> RelayAddr {
-    RelayAddr::from_socket(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_PORT))
+    RelayAddr::from_socket(DEFAULT_LOCAL)
 }
 
 /// A relay running inside this process.

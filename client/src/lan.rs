@@ -6,7 +6,7 @@
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
@@ -178,24 +178,22 @@ async fn browse(nameplate: Nameplate, window: Duration) -> Result<HashMap<String
 /// if one answers (the sender may come later). Two on the LAN with the nameplate, or none
 /// anywhere, is an error that names `--relay`.
 pub async fn locate(nameplate: Nameplate, window: Option<Duration>) -> Result<RelayAddr> {
-    let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), embedded::DEFAULT_PORT);
     let Some(window) = window else {
-        return Ok(RelayAddr::from_socket(local));
+        return Ok(embedded::default_relay());
     };
-    let asked = ask_local(local, nameplate);
+    let asked = ask_local(embedded::DEFAULT_LOCAL, nameplate);
     let looked = browse(nameplate, window);
     tokio::pin!(asked, looked);
     let (here, lan) = tokio::select! {
-        here = &mut asked => {
-            if here == Local::Waiting {
-                return Ok(RelayAddr::from_socket(local));
-            }
-            (here, looked.await)
-        }
+        // A sender waiting here needs no look on the LAN.
+        here = &mut asked => match here {
+            Local::Waiting => (here, Ok(HashMap::new())),
+            _ => (here, looked.await),
+        },
         lan = &mut looked => (asked.await, lan),
     };
     if here == Local::Waiting {
-        return Ok(RelayAddr::from_socket(local));
+        return Ok(embedded::default_relay());
     }
     let lan = lan.unwrap_or_else(|err| {
         tracing::debug!(%err, "cannot look on the local network");
@@ -204,7 +202,7 @@ pub async fn locate(nameplate: Nameplate, window: Option<Duration>) -> Result<Re
     let mut relays: Vec<SocketAddr> = lan.into_values().collect();
     match relays.len() {
         1 => Ok(RelayAddr::from_socket(relays.remove(0))),
-        0 if here == Local::Present => Ok(RelayAddr::from_socket(local)),
+        0 if here == Local::Present => Ok(embedded::default_relay()),
         0 => Err(Error::NotFound(format!(
             "no sender with code number {nameplate} was found on the local network (looked {}s) or on this machine; run `convey receive --relay HOST:PORT CODE` with the address the sender printed",
             window.as_secs()

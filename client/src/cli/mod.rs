@@ -246,12 +246,11 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>, lan: bool) -> 
             (Some(e), local)
         }
     };
-    let receive_hint = match &embedded {
-        Some(e) => match e.lan_addr() {
-            Some(lan) => format!("convey receive --relay {lan} "),
-            None => format!("convey receive --relay {} ", e.local_addr()),
-        },
-        None => format!("convey receive --relay {relay} "),
+    let lan_addr = embedded.as_ref().and_then(EmbeddedRelay::lan_addr);
+    let receive_hint = match (&embedded, &lan_addr) {
+        (Some(_), Some(lan)) => format!("convey receive --relay {lan} "),
+        (Some(e), None) => format!("convey receive --relay {} ", e.local_addr()),
+        (None, _) => format!("convey receive --relay {relay} "),
     };
     let on_default_port = embedded
         .as_ref()
@@ -259,8 +258,8 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>, lan: bool) -> 
     // An embedded relay on the LAN is advertised, so the other side needs only the code.
     let advertise = embedded
         .as_ref()
-        .filter(|e| lan && e.lan_addr().is_some())
-        .map(|e| e.port());
+        .filter(|_| lan && lan_addr.is_some())
+        .map(EmbeddedRelay::port);
     let advertised: Arc<std::sync::Mutex<Option<convey::lan::Advertisement>>> = Arc::default();
     let (qr, mode) = (args.qr, out.mode);
     let shown = out.clone();
