@@ -12,6 +12,9 @@ pub enum Error {
     WrongCode,
     #[error("{0}")]
     Timeout(String),
+    /// A code for several receivers closed after too many failed tries.
+    #[error("{0}")]
+    CodeClosed(String),
     #[error("the receiver declined the transfer{}", .0.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
     Declined(Option<String>),
     #[error("transfer failed: {0}")]
@@ -52,7 +55,7 @@ impl Error {
     /// The documented process exit code for this error (see the README).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::WrongCode => 3,
+            Self::WrongCode | Self::CodeClosed(_) => 3,
             Self::Timeout(_) => 4,
             Self::Declined(_) => 5,
             Self::Transfer(_) | Self::PeerGone => 6,

@@ -33,6 +33,29 @@ pub enum Event {
     Progress { bytes: u64, total: Option<u64> },
     /// A resumed transfer found this many bytes already received and verified (receiver).
     Resumed { bytes: u64 },
+    /// Sender of `--receivers` more than one: what happened to receiver `index` (numbered
+    /// from 1 in arrival order). `state` is `connected` (key confirmed), `accepted`,
+    /// `done` (received and verified), `declined`, `failed` (`message` says why) or
+    /// `wrong-code` (a failed try: `tries` of `allowed` used). `done` counts finished receivers
+    /// and `of` is the target (`null` for `any`).
+    Receiver {
+        index: u32,
+        state: String,
+        message: Option<String>,
+        done: u32,
+        of: Option<u32>,
+        tries: u32,
+        allowed: u32,
+    },
+    /// The code was closed to new receivers (after too many failed tries, or once enough
+    /// receivers accepted).
+    Closed { reason: String },
+    /// Receiver of files: ciphertext bytes fetched in this run from the sender and from
+    /// other receivers of the same transfer.
+    Sources { from_sender: u64, from_receivers: u64 },
+    /// Receiver of a transfer to several receivers: received and installed, now serving the
+    /// others until the sender says all are done, for at most `seconds`.
+    Seeding { seconds: u64 },
     /// Finished: plaintext bytes, seconds since the offer was accepted, and (receiver of
     /// files) the ciphertext bytes that actually crossed the network in this run.
     Done {

@@ -8,6 +8,7 @@ pub mod embedded;
 mod error;
 mod events;
 pub mod lan;
+mod many;
 mod receive;
 mod relay_addr;
 mod rendezvous;
@@ -22,7 +23,9 @@ pub use convey_shared::Code;
 pub use convey_shared::display::safe as display_safe;
 pub use error::Error;
 pub use events::{Event, EventSink, ignore_events};
-pub use receive::{AcceptFn, OfferSummary, PEER_SILENCE, ReceiveOptions, ReceiveReport, Received, receive};
+pub use receive::{
+    AcceptFn, OfferSummary, PEER_SILENCE, ReceiveOptions, ReceiveReport, Received, SEED_FOR, receive,
+};
 pub use relay_addr::{ParseRelayError, RelayAddr};
-pub use send::{Payload, SendOptions, SendReport, send};
+pub use send::{MAX_RECEIVERS, Payload, Receivers, SendOptions, SendReport, send};
 pub use transport::Transport;

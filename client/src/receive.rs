@@ -21,7 +21,7 @@ use convey_shared::{
     display::{self, TextGuard},
     manifest::{CheckedManifest, Manifest},
     protocol::{
-        peer::{ABILITY_TUNNEL, MAX_TEXT_BYTES, OfferBody, PeerMsg, dialable_hints},
+        peer::{ABILITY_SWARM, ABILITY_TUNNEL, MAX_TEXT_BYTES, OfferBody, PeerMsg, dialable_hints},
         rendezvous::Mood,
     },
 };
@@ -56,6 +56,13 @@ const FAILOVER_AFTER: Duration = Duration::from_secs(8);
 const SHOWN_NAMES: usize = 5;
 /// Default for [`ReceiveOptions::silence`].
 pub const PEER_SILENCE: Duration = Duration::from_secs(60);
+/// Default for [`ReceiveOptions::seed_for`]: long enough for the other receivers of a swarm
+/// on a similar link to finish (they started about when we did), short enough that a
+/// receiver in a script never lingers long after its own files are in place.
+pub const SEED_FOR: Duration = Duration::from_secs(5 * 60);
+/// Once the sender has gone, a finished receiver stops serving when nobody fetched a
+/// byte from it for this long.
+const SWARM_IDLE: Duration = Duration::from_secs(30);
 
 /// What the user is asked to accept.
 #[derive(Debug, Clone)]
@@ -92,6 +99,9 @@ pub struct ReceiveOptions {
     /// it is still preparing every [`session::HEARTBEAT`]) and during a stream (it sends a
     /// keep-alive when its input is quiet): [`PEER_SILENCE`] unless a test shortens it.
     pub silence: Duration,
+    /// In a swarm (an offer to several receivers): after our own download, keep serving
+    /// the other receivers until the sender says all are done, for at most this long.
+    pub seed_for: Duration,
 }
 
 impl std::fmt::Debug for ReceiveOptions {
@@ -125,7 +135,7 @@ pub struct ReceiveReport {
 pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveReport> {
     let mut rv = Rendezvous::connect(&opts.relay).await?;
     let nameplate = opts.code.nameplate();
-    if !rv.claim(nameplate).await? {
+    if !rv.claim(nameplate, None).await? {
         events(Event::Waiting);
         tokio::time::timeout(opts.wait, rv.wait_for_peer()).await.map_err(|_| {
             Error::Timeout(format!(
@@ -158,6 +168,7 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
         }
     };
     let tunnel = offer.abilities.iter().any(|a| a == ABILITY_TUNNEL);
+    let swarm = offer.abilities.iter().any(|a| a == ABILITY_SWARM);
     let rtc_offer = offer.rtc;
     match offer.body {
         OfferBody::Text { text } => receive_text(link, text, &events).await,
@@ -176,7 +187,7 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
         } => {
             let paths = paths_to_sender(&opts, &link, direct_hints, tunnel);
             let plan = match check_files(manifest, &content_key, &torrent, paths, &opts) {
-                Ok(p) => p,
+                Ok(p) => Plan { swarm, ..p },
                 Err(e) => return reject(link, e).await,
             };
             receive_files(link, plan, rtc_offer.as_deref(), &opts, &events).await
@@ -285,7 +296,7 @@ async fn ask(
 }
 
 /// Tell the sender how it went, close the link, and pass the result on.
-async fn conclude<T>(mut link: PeerLink, result: Result<T>) -> Result<T> {
+async fn conclude<T>(mut link: PeerLink, result: Result<T>, swarm: bool) -> Result<T> {
     let (ok, message) = match &result {
         Ok(_) => (true, None),
         Err(Error::Declined(_)) => {
@@ -298,6 +309,9 @@ async fn conclude<T>(mut link: PeerLink, result: Result<T>) -> Result<T> {
     link.close(if ok { Mood::Happy } else { Mood::Errory }).await;
     match (result, sent) {
         (Ok(v), Ok(())) => Ok(v),
+        // A swarm receiver finishes from the others after the sender has gone: its files
+        // are in place and verified, there is just nobody left to tell.
+        (Ok(v), Err(Error::PeerGone | Error::WrongCode | Error::RelayUnreachable { .. })) if swarm => Ok(v),
         (Ok(_), Err(e)) | (Err(e), _) => Err(e),
     }
 }
@@ -330,7 +344,7 @@ async fn receive_text(mut link: PeerLink, text: String, events: &EventSink) -> R
         bytes,
         elapsed: Duration::ZERO,
     });
-    conclude(link, result).await
+    conclude(link, result, false).await
 }
 
 async fn receive_stream(
@@ -372,7 +386,7 @@ async fn receive_stream(
     }
     .await;
     paths.close().await;
-    let bytes = conclude(link, result).await?;
+    let bytes = conclude(link, result, false).await?;
     events(Event::Done {
         bytes,
         seconds: started.elapsed().as_secs_f64(),
@@ -392,6 +406,9 @@ struct Plan {
     torrent: Vec<u8>,
     cipher: ContentCipher,
     paths: Paths,
+    info_hash: [u8; 20],
+    /// One of several receivers: serve the others, during and after our own download.
+    swarm: bool,
 }
 
 /// Validate everything the sender claimed before touching the disk.
@@ -417,6 +434,8 @@ fn check_files(
         torrent,
         cipher,
         paths,
+        info_hash,
+        swarm: false,
     })
 }
 
@@ -469,7 +488,7 @@ async fn receive_files(
     }
     .await;
     plan.paths.close().await;
-    let fetched = conclude(link, result).await?;
+    let fetched = conclude(link, result, plan.swarm).await?;
     events(Event::Done {
         bytes: total,
         seconds: started.elapsed().as_secs_f64(),
@@ -540,6 +559,11 @@ async fn download(
         Some(s) => (None, vec![s.addr()]),
     };
     let mut relay_said = plan.paths.relay_said.subscribe();
+    if plan.swarm && tracker.is_some() {
+        // The tracker serves a swarm while any member's connection is registered: so the
+        // receivers still find each other once the sender has gone.
+        link.register_swarm(&hex::encode(plan.info_hash)).await?;
+    }
     let torrent_session = bt::start_session(&folder, None).await?;
     let written = Arc::new(ChunkSet::new(plan.cipher.chunk_count(), resume));
     let writer = Writer::spawn(files.clone(), plan.cipher.clone(), written.clone(), !resume)
@@ -551,6 +575,7 @@ async fn download(
         let mut direct_shown = transport == Transport::Direct;
         let (mut tracker, mut peers, mut resume) = (tracker, peers, resume);
         let mut fetched_before = 0;
+        let mut sender_here = true;
         loop {
             let handle = bt::add(
                 &torrent_session,
@@ -590,16 +615,23 @@ async fn download(
             } else {
                 bt::STALL_TIMEOUT
             };
-            let outcome = tokio::select! {
-                r = bt::wait_downloaded(&handle, stall, progress) => r?,
-                // When the tunnel is the only path, the relay ending it ends the transfer.
-                said = relay_said.wait_for(Option::is_some), if transport == Transport::Relay => {
-                    return Err(tunnel_ended(said.ok().and_then(|s| s.clone())));
+            let download = bt::wait_downloaded(&handle, stall, progress);
+            tokio::pin!(download);
+            let outcome = loop {
+                tokio::select! {
+                    r = &mut download => break r?,
+                    // When the tunnel is the only path, the relay ending it ends the transfer.
+                    said = relay_said.wait_for(Option::is_some), if transport == Transport::Relay => {
+                        return Err(tunnel_ended(said.ok().and_then(|s| s.clone())));
+                    }
+                    msg = link.recv(), if sender_here => match msg {
+                        // In a swarm the others may hold every piece: carry on without the sender.
+                        Err(_) if plan.swarm => sender_here = false,
+                        Err(e) => return Err(e),
+                        Ok(PeerMsg::SwarmDone) if plan.swarm => {}
+                        Ok(other) => return Err(Error::Protocol(format!("unexpected {} from the sender during the transfer", other.kind()))),
+                    },
                 }
-                msg = link.recv() => return match msg {
-                    Err(e) => Err(e),
-                    Ok(other) => Err(Error::Protocol(format!("unexpected {} from the sender during the transfer", other.kind()))),
-                },
             };
             match outcome {
                 bt::Downloaded::Complete(n) => return Ok(fetched_before + n),
@@ -629,10 +661,24 @@ async fn download(
     if let Some(s) = selector {
         s.shutdown().await;
     }
-    bt::shutdown(&torrent_session).await;
+    let seeding = plan.swarm && fetched.is_ok();
+    if !seeding {
+        bt::shutdown(&torrent_session).await;
+    }
     let finished = writer.finish().await;
-    files.close_all();
-    let fetched = fetched?;
+    if !seeding {
+        files.close_all();
+    }
+    let fetched = match fetched {
+        Ok(f) => f,
+        Err(e) => {
+            bt::shutdown(&torrent_session).await;
+            return Err(e);
+        }
+    };
+    if let Some(t) = torrent.get() {
+        report_sources(t, &plan.paths.hints, selector_addr.get(), events);
+    }
     let hashed = finished.map_err(Error::Transfer)?.sha256;
     let verify_started = Instant::now();
     tracing::debug!(elapsed = ?verify_started.duration_since(download_started), "download complete");
@@ -648,9 +694,89 @@ async fn download(
         }
         staging.install(&content, overwrite)
     });
-    link.keep_alive_while(verify)
+    let verified = link
+        .keep_alive_while(verify)
         .await
-        .map_err(|e| Error::Transfer(format!("verifying failed: {e}")))??;
+        .map_err(|e| Error::Transfer(format!("verifying failed: {e}")))
+        .and_then(|r| r);
+    if seeding {
+        if verified.is_ok() {
+            // The files are in place: serve them from there (open files follow the rename).
+            files.relocate(plan.staging.final_paths());
+            if let Some(t) = torrent.get() {
+                serve_swarm(link, t, opts.seed_for, events).await;
+            }
+        }
+        bt::shutdown(&torrent_session).await;
+        files.close_all();
+    }
+    verified?;
     tracing::debug!(elapsed = ?verify_started.elapsed(), "verified, synced and moved into place");
     Ok(fetched)
+}
+
+/// Say where the bytes came from: the sender (its direct addresses or the path selector)
+/// or other receivers (every other peer).
+fn report_sources(
+    torrent: &ManagedTorrent,
+    sender_hints: &[SocketAddr],
+    selector: Option<&SocketAddr>,
+    events: &EventSink,
+) {
+    let Some(live) = torrent.live() else { return };
+    let Ok(all) = serde_json::from_value(serde_json::json!({ "state": "all" })) else {
+        return;
+    };
+    let sender: Vec<String> = sender_hints
+        .iter()
+        .chain(selector)
+        .map(ToString::to_string)
+        .collect();
+    let (mut from_sender, mut from_receivers) = (0, 0);
+    for (addr, stats) in live.per_peer_stats_snapshot(all).peers {
+        if sender.contains(&addr) {
+            from_sender += stats.counters.fetched_bytes;
+        } else {
+            from_receivers += stats.counters.fetched_bytes;
+        }
+    }
+    events(Event::Sources {
+        from_sender,
+        from_receivers,
+    });
+}
+
+/// After our own download in a swarm: serve the other receivers until the sender says all
+/// are done, for at most `seed_for`, and once the sender has gone only while someone still
+/// fetches from us.
+async fn serve_swarm(link: &mut PeerLink, torrent: &ManagedTorrent, seed_for: Duration, events: &EventSink) {
+    if seed_for.is_zero() {
+        return;
+    }
+    events(Event::Seeding {
+        seconds: seed_for.as_secs(),
+    });
+    let until = tokio::time::sleep(seed_for);
+    tokio::pin!(until);
+    let mut sender_here = true;
+    let mut last = (torrent.stats().uploaded_bytes, Instant::now());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = &mut until => return,
+            msg = link.recv(), if sender_here => match msg {
+                Ok(PeerMsg::SwarmDone) => return,
+                Ok(_) => {}
+                Err(_) => sender_here = false,
+            },
+            _ = tick.tick() => {
+                let up = torrent.stats().uploaded_bytes;
+                if up != last.0 {
+                    last = (up, Instant::now());
+                } else if !sender_here && last.1.elapsed() > SWARM_IDLE {
+                    return;
+                }
+            }
+        }
+    }
 }

@@ -8,7 +8,7 @@ use convey_shared::{
     Nameplate,
     protocol::{
         MAX_MESSAGE_BYTES, ProtocolVersion,
-        rendezvous::{ClientMsg, Mood, ServerMsg},
+        rendezvous::{ClientMsg, Host, Mood, ServerMsg},
     },
 };
 use futures::{SinkExt, StreamExt};
@@ -144,18 +144,26 @@ impl Rendezvous {
         }
     }
 
-    /// Let the relay pick a nameplate.
-    pub(crate) async fn allocate(&mut self) -> Result<Nameplate> {
-        self.send(&ClientMsg::Allocate).await?;
+    /// Let the relay pick a nameplate, and hold it as its host.
+    pub(crate) async fn allocate(&mut self, host: &Host) -> Result<Nameplate> {
+        self.send(&ClientMsg::Allocate {
+            host: Some(host.clone()),
+        })
+        .await?;
         match self.next().await? {
             ServerMsg::Claimed { nameplate, .. } => Ok(nameplate),
             other => Err(Error::Protocol(format!("expected claimed, got {other:?}"))),
         }
     }
 
-    /// Claim `n`; returns whether the other side is already there.
-    pub(crate) async fn claim(&mut self, n: Nameplate) -> Result<bool> {
-        self.send(&ClientMsg::Claim { nameplate: n }).await?;
+    /// Claim `n` as its host (`host`) or as a guest; returns whether a partner is already
+    /// there.
+    pub(crate) async fn claim(&mut self, n: Nameplate, host: Option<&Host>) -> Result<bool> {
+        self.send(&ClientMsg::Claim {
+            nameplate: n,
+            host: host.cloned(),
+        })
+        .await?;
         match self.next().await? {
             ServerMsg::Claimed { peer_present, .. } => Ok(peer_present),
             other => Err(Error::Protocol(format!("expected claimed, got {other:?}"))),
@@ -217,6 +225,15 @@ impl Rendezvous {
         };
         self.inbox.extend(held);
         result
+    }
+
+    /// As the host of `nameplate` (proven by `secret`): close it to new receivers.
+    pub(crate) async fn lock(&mut self, nameplate: Nameplate, secret: &str) -> Result<()> {
+        self.send(&ClientMsg::Lock {
+            nameplate,
+            secret: secret.to_owned(),
+        })
+        .await
     }
 
     /// Say goodbye; errors are irrelevant at this point.

@@ -17,7 +17,7 @@ use convey_shared::{
     content::ContentCipher,
     layout::Layout,
     manifest::Manifest,
-    protocol::peer::{ABILITY_BITTORRENT, OfferBody},
+    protocol::peer::{ABILITY_BITTORRENT, ABILITY_SWARM, OfferBody},
 };
 
 use crate::{
@@ -36,14 +36,17 @@ use crate::{
     transport::serve::Offered,
 };
 
-/// Prepared content, checked by librqbit and ready to seed (still paused).
-struct Seeding {
-    prepared: Prepared,
+/// Prepared content, checked by librqbit and ready to seed (paused until the first
+/// receiver's offer). Built once, whatever the number of receivers.
+pub(crate) struct Seeding {
+    pub(crate) prepared: Prepared,
     manifest: Manifest,
     cipher: ContentCipher,
     torrent: Vec<u8>,
-    engine: bt::Engine,
-    handle: Arc<librqbit::ManagedTorrent>,
+    pub(crate) engine: bt::Engine,
+    pub(crate) handle: Arc<librqbit::ManagedTorrent>,
+    /// Announcing and serving started (once, for the first receiver).
+    started: tokio::sync::OnceCell<()>,
 }
 
 /// Send `paths`; `linked` resolves once the receiver is confirmed. Returns the bytes sent.
@@ -88,13 +91,13 @@ pub(crate) async fn send_files(
             Err(e) => return finish(link, Err(e)).await,
         },
     };
-    let result = offer_and_wait(&mut link, &seeding, opts, events).await;
+    let result = serve_receiver(&mut link, &seeding, opts, events, Role::Only).await;
     bt::shutdown(&seeding.engine).await;
     finish(link, result.map(|()| seeding.prepared.size)).await
 }
 
 /// Walk, hash and encrypt the content once, then let librqbit check it without announcing.
-async fn get_ready(
+pub(crate) async fn get_ready(
     paths: Vec<PathBuf>,
     opts: &SendOptions,
     cancel: Arc<AtomicBool>,
@@ -152,6 +155,7 @@ async fn get_ready(
             torrent,
             engine,
             handle,
+            started: tokio::sync::OnceCell::new(),
         }),
         Err(e) => {
             bt::shutdown(&engine).await;
@@ -160,11 +164,41 @@ async fn get_ready(
     }
 }
 
-async fn offer_and_wait(
+/// Plaintext bytes that `uploaded` ciphertext bytes carried.
+pub(crate) fn plain_progress(seeding: &Seeding, uploaded: u64) -> u64 {
+    seeding.cipher.plain_progress(uploaded)
+}
+
+/// Who a receiver is among the receivers of one offer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Role {
+    /// The one receiver of a single-use code: progress is this receiver's.
+    Only,
+    /// One of several: the offer says the receivers seed each other; `accepted` is told
+    /// when this one accepts.
+    Many,
+}
+
+/// Offer `seeding` to the receiver on `link`: register the swarm through its connection,
+/// start seeding (once), serve its paths, and wait for its verdict. With [`Role::Many`],
+/// `on_accept` runs when it accepts.
+pub(crate) async fn serve_receiver(
     link: &mut PeerLink,
     seeding: &Seeding,
     opts: &SendOptions,
     events: &EventSink,
+    role: Role,
+) -> Result<()> {
+    serve_receiver_then(link, seeding, opts, events, role, || {}).await
+}
+
+pub(crate) async fn serve_receiver_then(
+    link: &mut PeerLink,
+    seeding: &Seeding,
+    opts: &SendOptions,
+    events: &EventSink,
+    role: Role,
+    on_accept: impl FnOnce(),
 ) -> Result<()> {
     let Seeding {
         prepared,
@@ -173,12 +207,13 @@ async fn offer_and_wait(
         torrent,
         engine,
         handle,
+        started,
     } = seeding;
     if opts.transport.allows_direct() {
         // Register first, so the tracker already knows the swarm when librqbit announces.
         link.register_swarm(&prepared.info_hash_hex()).await?;
     }
-    bt::start(engine, handle).await?;
+    started.get_or_try_init(|| bt::start(engine, handle)).await?;
     let port = engine
         .session()
         .announce_port()
@@ -190,8 +225,15 @@ async fn offer_and_wait(
         torrent: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, torrent),
         direct_hints: offered.hints.clone(),
     };
+    let only = matches!(role, Role::Only);
+    let abilities: &[&str] = if only {
+        &[ABILITY_BITTORRENT]
+    } else {
+        &[ABILITY_BITTORRENT, ABILITY_SWARM]
+    };
     let result = async {
-        offer(link, body, &offered, &[ABILITY_BITTORRENT]).await?;
+        offer(link, body, &offered, abilities).await?;
+        on_accept();
         let done = await_done(link);
         tokio::pin!(done);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -199,7 +241,7 @@ async fn offer_and_wait(
         loop {
             tokio::select! {
                 r = &mut done => break r,
-                _ = tick.tick() => {
+                _ = tick.tick(), if only => {
                     let up = handle.stats().uploaded_bytes;
                     let now = offered.path_in_use(up > 0);
                     if now.is_some() && now != shown_path {
@@ -214,9 +256,11 @@ async fn offer_and_wait(
     .await;
     offered.shutdown().await;
     result?;
-    events(Event::Progress {
-        bytes: prepared.size,
-        total: Some(prepared.size),
-    });
+    if only {
+        events(Event::Progress {
+            bytes: prepared.size,
+            total: Some(prepared.size),
+        });
+    }
     Ok(())
 }

@@ -9,17 +9,19 @@ use std::{
 
 use convey_shared::{
     Code,
+    code::{DEFAULT_WORDS, MANY_WORDS, MIN_MANY_BITS},
     content::{ContentKey, StreamCipher},
     crypto::Side,
     protocol::{
         peer::{ABILITY_STREAM, Offer, OfferBody, PeerMsg},
-        rendezvous::Mood,
+        rendezvous::{Host, Mood},
     },
 };
 
 use crate::{
     Error, Event, EventSink, RelayAddr,
     error::Result,
+    many,
     rendezvous::Rendezvous,
     seed,
     session::{self, PeerLink},
@@ -51,6 +53,53 @@ pub struct SendOptions {
     pub wait: Option<Duration>,
     /// Which paths the receiver may use to reach us.
     pub transport: Transport,
+    /// How many receivers this code is for.
+    pub receivers: Receivers,
+}
+
+/// How many receivers one code serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receivers {
+    /// Exactly this many, each completing and verifying (1: today's single-use code).
+    Count(std::num::NonZeroU32),
+    /// Anyone with the code, until interrupted or `--wait` runs out with nobody transferring.
+    Any,
+}
+
+impl Receivers {
+    pub const ONE: Self = Self::Count(std::num::NonZeroU32::MIN);
+
+    /// More than one receiver: a swarm.
+    pub fn many(self) -> bool {
+        self != Self::ONE
+    }
+
+    /// The target count, `None` for [`Receivers::Any`].
+    pub fn target(self) -> Option<u32> {
+        match self {
+            Self::Count(n) => Some(n.get()),
+            Self::Any => None,
+        }
+    }
+}
+
+/// Most receivers `--receivers N` accepts.
+pub const MAX_RECEIVERS: u32 = 1000;
+
+impl std::str::FromStr for Receivers {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s == "any" {
+            return Ok(Self::Any);
+        }
+        s.parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_RECEIVERS).contains(n))
+            .and_then(std::num::NonZeroU32::new)
+            .map(Self::Count)
+            .ok_or_else(|| format!("{s:?} is not a number of receivers from 1 to {MAX_RECEIVERS}, or `any`"))
+    }
 }
 
 /// How a completed send went.
@@ -69,20 +118,75 @@ pub async fn send(opts: SendOptions, events: EventSink) -> Result<SendReport> {
             std::fs::symlink_metadata(p).map_err(Error::io(format!("cannot send {}", p.display())))?;
         }
     }
+    let many = opts.receivers.many();
+    if many {
+        if !matches!(opts.payload, Payload::Paths(_)) {
+            return Err(Error::Refused(
+                "--receivers works with files and folders; send a text or a stream to one receiver at a time"
+                    .into(),
+            ));
+        }
+        if let Some(code) = &opts.code
+            && code.estimated_bits() < MIN_MANY_BITS
+        {
+            return Err(Error::Refused(format!(
+                "a code for several receivers needs at least {MIN_MANY_BITS} bits in its words ({} has about {}): use three words from the list, e.g. 7-pilot-planet-canyon",
+                code.nameplate(),
+                code.estimated_bits()
+            )));
+        }
+    }
+    let host = Host {
+        many,
+        secret: if many {
+            hex::encode(rand::random::<[u8; 16]>())
+        } else {
+            String::new()
+        },
+    };
     let mut rv = Rendezvous::connect(&opts.relay).await?;
     let (code, peer_present) = match opts.code.clone() {
         Some(code) => {
-            let present = rv.claim(code.nameplate()).await?;
+            let present = rv.claim(code.nameplate(), Some(&host)).await?;
             (code, present)
         }
         None => {
-            let nameplate = rv.allocate().await?;
-            (Code::generate(&mut rand::thread_rng(), nameplate), false)
+            let nameplate = rv.allocate(&host).await?;
+            let words = if many { MANY_WORDS } else { DEFAULT_WORDS };
+            (
+                Code::generate_words(&mut rand::thread_rng(), nameplate, words),
+                false,
+            )
         }
     };
     events(Event::Code {
         code: code.to_string(),
     });
+    if let (true, Payload::Paths(paths)) = (many, &opts.payload) {
+        let started = Instant::now();
+        let bytes = many::send_many(
+            paths,
+            many::Host {
+                rv,
+                code: code.clone(),
+                host,
+                peer_present,
+            },
+            &opts,
+            &events,
+        )
+        .await?;
+        events(Event::Done {
+            bytes,
+            seconds: started.elapsed().as_secs_f64(),
+            fetched: None,
+        });
+        return Ok(SendReport {
+            code,
+            bytes,
+            elapsed: started.elapsed(),
+        });
+    }
     let linked = link_up(rv, code.clone(), peer_present, opts.wait, events.clone());
     let started = Instant::now();
     let bytes = match &opts.payload {

@@ -28,6 +28,12 @@ pub(crate) const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs
 
 /// Run the PAKE and key confirmation. Nothing but the SPAKE2 message and the confirmation
 /// MAC leaves this machine before the peer has proven it knows the code.
+///
+/// The receiver (the relay's guest) confirms first, and the sender sends its own
+/// confirmation only after checking the receiver's. So a guesser learns whether its one
+/// guess was right only by sending a confirmation the sender checks: every run that does
+/// not end in a valid confirmation from the receiver is visible to the sender as a failed
+/// try (a wrong MAC, or a receiver that leaves or goes silent), and counts.
 pub(crate) async fn establish(mut rv: Rendezvous, code: &Code, side: Side) -> Result<PeerLink> {
     let (pake, msg) = Pake::start(code);
     rv.send_body(&msg).await?;
@@ -36,11 +42,16 @@ pub(crate) async fn establish(mut rv: Rendezvous, code: &Code, side: Side) -> Re
         rv.close(Mood::Scary).await;
         return Err(Error::WrongCode);
     };
-    rv.send_body(&confirmation(&key, side)).await?;
+    if side == Side::Receiver {
+        rv.send_body(&confirmation(&key, side)).await?;
+    }
     let peer_confirm = rv.recv_body().await?;
     if !verify_confirmation(&key, side.other(), &peer_confirm) {
         rv.close(Mood::Scary).await;
         return Err(Error::WrongCode);
+    }
+    if side == Side::Sender {
+        rv.send_body(&confirmation(&key, side)).await?;
     }
     let channel = Channel::new(&key, side);
     Ok(PeerLink {

@@ -8,7 +8,7 @@ use crate::{
     Config,
     limits::{AccessToken, CodeRate},
     metrics::Metrics,
-    rendezvous::{Mailboxes, Nameplates},
+    rendezvous::{Mailboxes, Nameplates, SharedNameplates},
     shared::Shared,
     tracker::{SwarmStore, Swarms, TrackerSettings},
     tunnel::{TunnelLimits, Tunnels},
@@ -25,7 +25,7 @@ pub(crate) struct Stopping {
 
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
-    pub(crate) nameplates: Arc<Nameplates>,
+    pub(crate) nameplates: Nameplates,
     /// The store shared with other instances, if any (also behind `nameplates` and `swarms`).
     pub(crate) shared: Option<Arc<Shared>>,
     pub(crate) swarms: Arc<SwarmStore>,
@@ -52,14 +52,14 @@ impl AppState {
     pub(crate) fn new(config: &Config, stopping: Stopping, shared: Option<Arc<Shared>>) -> Self {
         let (nameplates, swarms) = match shared.clone() {
             None => (
-                Nameplates::Memory(Mailboxes::new(config.max_nameplates, config.random_nameplates)),
+                Arc::new(Mailboxes::new(config.max_nameplates, config.random_nameplates)) as Nameplates,
                 SwarmStore::Memory(Swarms::new(config.open_tracker)),
             ),
             Some(store) => (
-                Nameplates::Shared {
+                Arc::new(SharedNameplates {
                     store: store.clone(),
                     max: config.max_nameplates,
-                },
+                }) as Nameplates,
                 SwarmStore::Shared {
                     store,
                     open: config.open_tracker,
@@ -68,7 +68,7 @@ impl AppState {
         };
         Self {
             shared,
-            nameplates: Arc::new(nameplates),
+            nameplates,
             swarms: Arc::new(swarms),
             tunnels: Arc::default(),
             metrics: Arc::default(),

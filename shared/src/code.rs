@@ -12,6 +12,12 @@ use crate::wordlist;
 pub const DEFAULT_WORDS: usize = 2;
 /// Minimum estimated entropy of the password part, in bits.
 pub const MIN_PASSWORD_BITS: u32 = 22;
+/// Words in a generated code that several receivers may use.
+pub const MANY_WORDS: usize = 3;
+/// Least estimated bits in the words of a code that several receivers may use: the
+/// sender admits up to 3 failed tries in all, so a guesser wins with odds below 3 in 2^33,
+/// which is below the 1 in 2^22 of a single-use two-word code.
+pub const MIN_MANY_BITS: u32 = 33;
 
 /// The public number of a code: the relay pairs the two sides on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -50,6 +56,15 @@ impl Code {
     /// A fresh code on `nameplate` with [`DEFAULT_WORDS`] random words.
     pub fn generate<R: Rng + ?Sized>(rng: &mut R, nameplate: Nameplate) -> Self {
         let words = wordlist::choose_words(rng, DEFAULT_WORDS)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        Self { nameplate, words }
+    }
+
+    /// A fresh code on `nameplate` with `words` random words.
+    pub fn generate_words<R: Rng + ?Sized>(rng: &mut R, nameplate: Nameplate, words: usize) -> Self {
+        let words = wordlist::choose_words(rng, words)
             .into_iter()
             .map(str::to_owned)
             .collect();
@@ -145,6 +160,13 @@ mod tests {
         assert_eq!(code.password(), "purple-otter");
         assert_eq!(code.to_string(), "7-purple-otter");
         assert_eq!(format!("{code:?}"), "Code(7-<redacted>)");
+    }
+
+    #[test]
+    fn codes_for_many_have_enough_bits() {
+        let c = Code::generate_words(&mut rand::thread_rng(), Nameplate(3), MANY_WORDS);
+        assert!(c.estimated_bits() >= MIN_MANY_BITS);
+        assert!(Code::generate(&mut rand::thread_rng(), Nameplate(3)).estimated_bits() < MIN_MANY_BITS);
     }
 
     #[test]

@@ -89,6 +89,7 @@ async fn dead_relay_is_reported() {
         upload_limit: None,
         transport: convey::Transport::Auto,
         wait: None,
+        receivers: convey::Receivers::ONE,
     };
     let err = convey::send(opts, convey::ignore_events())
         .await

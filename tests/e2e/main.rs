@@ -8,6 +8,7 @@ mod metrics;
 mod proxy;
 mod redis;
 mod shutdown;
+mod swarm;
 mod tls;
 mod tracker;
 mod transfer;

@@ -214,6 +214,7 @@ pub fn send_options(relay: &TestRelay, path: PathBuf) -> SendOptions {
         upload_limit: None,
         transport: convey::Transport::Auto,
         wait: Some(Duration::from_secs(60)),
+        receivers: convey::Receivers::ONE,
     }
 }
 
@@ -228,6 +229,7 @@ pub fn receive_options(relay: &TestRelay, code: Code, out_dir: PathBuf) -> Recei
         transport: convey::Transport::Auto,
         guard_terminal: false,
         silence: convey::PEER_SILENCE,
+        seed_for: convey::SEED_FOR,
     }
 }
 

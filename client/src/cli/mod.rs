@@ -10,8 +10,8 @@ use std::{
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use convey::{
-    Code, Error, Event, OfferSummary, Payload, ReceiveOptions, Received, RelayAddr, SendOptions, Transport,
-    embedded::EmbeddedRelay,
+    Code, Error, Event, OfferSummary, Payload, ReceiveOptions, Received, Receivers, RelayAddr, SendOptions,
+    Transport, embedded::EmbeddedRelay,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -116,6 +116,11 @@ struct SendArgs {
     /// Paths the receiver may use: auto (direct, then WebRTC, then the relay tunnel), direct, webrtc, relay.
     #[arg(long, default_value = "auto", env = "CONVEY_TRANSPORT")]
     transport: Transport,
+    /// How many receivers the code is for: a number (they fetch from each other too), or
+    /// `any` (anyone with the code until Ctrl-C, or until --wait passes with nobody
+    /// transferring). More than one needs a three-word code.
+    #[arg(long, default_value = "1", env = "CONVEY_RECEIVERS")]
+    receivers: Receivers,
     /// Files and folders to send, or `-` for standard input.
     #[arg(required_unless_present = "text")]
     paths: Vec<PathBuf>,
@@ -147,6 +152,10 @@ struct ReceiveArgs {
     /// Paths to use: auto (direct, then WebRTC, then the relay tunnel), direct, webrtc, relay.
     #[arg(long, default_value = "auto", env = "CONVEY_TRANSPORT")]
     transport: Transport,
+    /// In a transfer to several receivers: after receiving, keep serving the others for at
+    /// most this long (until the sender says everyone is done) [default: 5m; 0 to stop at once].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    seed_for: Option<Duration>,
     /// The code the sender printed (or set CONVEY_CODE to keep it out of the process list).
     #[arg(env = "CONVEY_CODE", hide_env_values = true)]
     code: Code,
@@ -317,6 +326,7 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>, lan: bool) -> 
         upload_limit: args.limit_rate.or(config.limit_rate()?),
         wait: args.wait.or(config.send_wait()),
         transport: args.transport,
+        receivers: args.receivers,
     };
     let result = convey::send(opts, events).await;
     let advertisement = advertised.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -387,6 +397,7 @@ async fn receive(args: ReceiveArgs, config: &Config, out: &Arc<Output>, lan: boo
         transport: args.transport,
         guard_terminal: std::io::stdout().is_terminal() && !args.to_terminal,
         silence: convey::PEER_SILENCE,
+        seed_for: args.seed_for.unwrap_or(convey::SEED_FOR),
     };
     let report = convey::receive(opts, events).await?;
     let secs = report.elapsed.as_secs_f64();

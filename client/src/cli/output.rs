@@ -156,6 +156,38 @@ impl Output {
                 *self.path.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.clone());
             }
             Event::Resumed { bytes } => self.say(&format!("Resuming: {} already here", human_bytes(*bytes))),
+            Event::Receiver {
+                index,
+                state,
+                message,
+                done,
+                of,
+                tries,
+                allowed,
+            } => {
+                let of = of.map_or_else(|| "any".to_owned(), |n| n.to_string());
+                let line = match state.as_str() {
+                    "connected" => format!("Receiver {index} connected"),
+                    "accepted" => format!("Receiver {index} accepted"),
+                    "done" => format!("Receiver {index} done ({done} of {of} done)"),
+                    "declined" => format!("Receiver {index} declined"),
+                    "wrong-code" => format!("Someone tried a wrong code: {tries} of {allowed} allowed"),
+                    _ => format!(
+                        "Receiver {index} failed: {}",
+                        message
+                            .as_deref()
+                            .map(|m| convey::display_safe(m, false))
+                            .unwrap_or_default()
+                    ),
+                };
+                self.say(&line);
+            }
+            Event::Closed { reason } => self.say(&format!(
+                "The code is closed to new receivers ({reason}); receivers already in carry on"
+            )),
+            Event::Seeding { .. } => {
+                self.say("Serving the other receivers until they are done (Ctrl-C stops)")
+            }
             Event::Progress { bytes, total } => self.progress(*bytes, *total),
             Event::Done { .. } => self.finish_bar(),
             _ => {}

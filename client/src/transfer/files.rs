@@ -10,7 +10,10 @@ use std::{
     num::NonZeroU64,
     os::unix::fs::FileExt,
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use convey_shared::layout::Layout;
@@ -21,9 +24,9 @@ const OPEN_FILES: usize = 64;
 /// The files behind one plaintext stream.
 #[derive(Debug)]
 pub struct FileSet {
-    paths: Vec<PathBuf>,
+    paths: RwLock<Vec<PathBuf>>,
     layout: Layout,
-    writable: bool,
+    writable: AtomicBool,
     open: Mutex<HashMap<usize, Arc<File>>>,
 }
 
@@ -32,9 +35,9 @@ impl FileSet {
     pub fn new(paths: Vec<PathBuf>, layout: Layout, writable: bool) -> Self {
         debug_assert_eq!(paths.len(), layout.file_count());
         Self {
-            paths,
+            paths: RwLock::new(paths),
             layout,
-            writable,
+            writable: AtomicBool::new(writable),
             open: Mutex::default(),
         }
     }
@@ -43,8 +46,22 @@ impl FileSet {
         &self.layout
     }
 
-    pub fn paths(&self) -> &[PathBuf] {
-        &self.paths
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.paths.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The files now live at `paths` (a receiver moved them into place and serves them from
+    /// there): read-only from now on.
+    pub fn relocate(&self, paths: Vec<PathBuf>) {
+        debug_assert_eq!(paths.len(), self.layout.file_count());
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        *self.paths.write().unwrap_or_else(|e| e.into_inner()) = paths;
+        self.writable.store(false, Ordering::Release);
+        open.clear();
+    }
+
+    fn path(&self, i: usize) -> PathBuf {
+        self.paths.read().unwrap_or_else(|e| e.into_inner())[i].clone()
     }
 
     fn file(&self, i: usize) -> io::Result<Arc<File>> {
@@ -52,12 +69,13 @@ impl FileSet {
         if let Some(f) = open.get(&i) {
             return Ok(f.clone());
         }
+        let path = self.path(i);
         let f = Arc::new(
             OpenOptions::new()
                 .read(true)
-                .write(self.writable)
-                .open(&self.paths[i])
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.paths[i].display())))?,
+                .write(self.writable.load(Ordering::Acquire))
+                .open(&path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
         );
         if open.len() >= OPEN_FILES {
             open.clear();
@@ -72,7 +90,7 @@ impl FileSet {
         for seg in self.layout.segments(offset, buf.len()) {
             self.file(seg.file)?
                 .read_exact_at(&mut buf[at..at + seg.len], seg.offset)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.paths[seg.file].display())))?;
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path(seg.file).display())))?;
             at += seg.len;
         }
         if at != buf.len() {
@@ -90,7 +108,7 @@ impl FileSet {
         for seg in self.layout.segments(offset, buf.len()) {
             self.file(seg.file)?
                 .write_all_at(&buf[at..at + seg.len], seg.offset)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.paths[seg.file].display())))?;
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path(seg.file).display())))?;
             at += seg.len;
         }
         if at != buf.len() {

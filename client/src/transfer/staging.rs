@@ -64,6 +64,11 @@ impl Staging {
         }
     }
 
+    /// Where each file of the offer ends up once installed, in manifest order.
+    pub fn final_paths(&self) -> Vec<PathBuf> {
+        self.dests.clone()
+    }
+
     /// The top-level entries this transfer creates under `--out`, each once.
     pub fn tops(&self) -> &[PathBuf] {
         &self.tops

@@ -197,7 +197,24 @@ impl StorageFactory for OpeningStorageFactory {
     }
 }
 
+/// Longest a read waits for the writer to put a queued chunk on disk.
+const WRITER_LAG: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl OpeningStorage {
+    /// Is chunk `i` on disk? A chunk librqbit wrote and checked may still sit in the writer's
+    /// queue (a piece served to a co-receiver right after its check): wait for it, briefly,
+    /// rather than answer zeros.
+    fn wait_written(&self, i: u64) -> bool {
+        let start = std::time::Instant::now();
+        while !self.written.get(i) {
+            if !self.written.queued(i) || start.elapsed() > WRITER_LAG {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
+    }
+
     fn write_cipher(&self, offset: u64, data: &[u8]) -> anyhow::Result<()> {
         ensure!(
             offset.is_multiple_of(CIPHER_CHUNK),
@@ -212,7 +229,7 @@ impl OpeningStorage {
             data.len()
         );
         let ciphertext = Bytes::copy_from_slice(data);
-        self.written.mark_arrived();
+        self.written.mark_queued(i);
         {
             let mut unchecked = self.unchecked.lock().unwrap_or_else(|e| e.into_inner());
             if unchecked.len() < MAX_UNCHECKED {
@@ -240,7 +257,7 @@ impl TorrentStorage for OpeningStorage {
             if let Some(ct) = kept.filter(|ct| ct.len() == chunk.len()) {
                 chunk.copy_from_slice(&ct);
                 Ok(())
-            } else if self.written.get(i) {
+            } else if self.wait_written(i) {
                 seal_from_files(&self.files, &self.cipher, i, chunk)
             } else {
                 chunk.fill(0); // never matches a piece hash

@@ -26,10 +26,11 @@ const QUEUE: usize = 256;
 /// Write-back is started every this many hashed bytes.
 const WRITEBACK_EVERY: u64 = 32 << 20;
 
-/// Which chunks hold authenticated plaintext on disk.
+/// Which chunks hold authenticated plaintext on disk, and which were handed to the writer.
 #[derive(Debug)]
 pub struct ChunkSet {
     bits: Vec<AtomicU64>,
+    queued: Vec<AtomicU64>,
     /// Something arrived (or may be on disk from an earlier attempt).
     any: AtomicBool,
 }
@@ -41,6 +42,7 @@ impl ChunkSet {
         let fill = if full { u64::MAX } else { 0 };
         Self {
             bits: (0..words).map(|_| AtomicU64::new(fill)).collect(),
+            queued: (0..words).map(|_| AtomicU64::new(0)).collect(),
             any: AtomicBool::new(full),
         }
     }
@@ -53,8 +55,15 @@ impl ChunkSet {
         self.bits[(i / 64) as usize].load(Ordering::Acquire) & (1 << (i % 64)) != 0
     }
 
-    pub fn mark_arrived(&self) {
+    /// Chunk `i` arrived and is queued for the writer.
+    pub fn mark_queued(&self, i: u64) {
+        self.queued[(i / 64) as usize].fetch_or(1 << (i % 64), Ordering::Release);
         self.any.store(true, Ordering::Release);
+    }
+
+    /// Was chunk `i` queued for the writer (it may not be on disk yet)?
+    pub fn queued(&self, i: u64) -> bool {
+        self.queued[(i / 64) as usize].load(Ordering::Acquire) & (1 << (i % 64)) != 0
     }
 
     pub fn any(&self) -> bool {
@@ -185,6 +194,13 @@ impl WriterThread {
                 continue;
             }
             let plain = &buf[..n - TAG_LEN as usize];
+            // A chunk written again replaces one whose piece failed librqbit's check: a
+            // co-receiver holds the content key, so its forged block passes the AEAD check
+            // and only the piece hash catches it. If the forged bytes were hashed already,
+            // the streaming digests are void; the final check then reads the files again.
+            if self.written.get(i) && i < self.next {
+                self.hasher = None;
+            }
             if let Err(e) = self.files.write_all_at(i * PLAIN_CHUNK, plain) {
                 *self.failed.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(format!("writing the received files: {e}"));

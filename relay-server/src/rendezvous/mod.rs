@@ -28,9 +28,9 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info_span};
 
-pub(crate) use mailbox::Mailboxes;
 use mailbox::{ConnId, MailboxError};
-pub(crate) use store::Nameplates;
+pub(crate) use mailbox::{MAX_WAITING_GUESTS, Mailboxes, locked_error};
+pub(crate) use store::{Nameplates, SharedNameplates};
 
 use crate::{limits::client_ip, metrics::Metrics, state::AppState, tracker::InfoHash};
 
@@ -88,6 +88,8 @@ struct Connection {
     authorized: bool,
     state: AppState,
     nameplate: Option<Nameplate>,
+    /// Claimed its nameplate as the host (a sender), not as a guest.
+    host: bool,
     paired: bool,
     swarms: Vec<InfoHash>,
     mood: Option<Mood>,
@@ -110,6 +112,7 @@ impl Connection {
             authorized,
             state,
             nameplate: None,
+            host: false,
             paired: false,
             swarms: Vec::new(),
             mood: None,
@@ -225,17 +228,24 @@ impl Connection {
 
     async fn handle(&mut self, msg: ClientMsg, out: &mut Vec<ServerMsg>) -> Flow {
         match (msg, self.nameplate) {
-            (ClientMsg::Allocate | ClientMsg::Claim { .. }, None) if self.rate_limited(out) => {
+            (ClientMsg::Allocate { .. } | ClientMsg::Claim { .. }, None) if self.rate_limited(out) => {
                 return Flow::Close;
             }
-            (ClientMsg::Allocate, None) if !self.authorized => {
+            (ClientMsg::Allocate { .. }, None) if !self.authorized => {
                 return self.refuse(MailboxError::Unauthorized, out);
             }
-            (ClientMsg::Allocate, None) => {
-                match self.state.nameplates.allocate(self.id, self.tx.clone()).await {
+            (ClientMsg::Allocate { host }, None) => {
+                let host = host.unwrap_or_default();
+                match self
+                    .state
+                    .nameplates
+                    .allocate(self.id, self.tx.clone(), &host)
+                    .await
+                {
                     Ok(n) => {
-                        debug!(nameplate = %n, "allocated");
+                        debug!(nameplate = %n, many = host.many, "allocated");
                         self.nameplate = Some(n);
+                        self.host = true;
                         out.push(ServerMsg::Claimed {
                             nameplate: n,
                             peer_present: false,
@@ -244,19 +254,32 @@ impl Connection {
                     Err(e) => return self.refuse(e, out),
                 }
             }
-            (ClientMsg::Claim { nameplate }, None) => {
+            (ClientMsg::Claim { host, .. }, None) if host.as_ref().is_some_and(|h| h.secret.len() > 64) => {
+                out.push(error(
+                    ErrorKind::BadRequest,
+                    "a host secret has at most 64 characters",
+                ));
+            }
+            (ClientMsg::Claim { nameplate, host }, None) => {
                 match self
                     .state
                     .nameplates
-                    .claim(nameplate, self.id, self.tx.clone(), self.authorized)
+                    .claim(
+                        nameplate,
+                        self.id,
+                        self.tx.clone(),
+                        self.authorized,
+                        host.as_ref(),
+                    )
                     .await
                 {
                     Ok(peer_present) => {
-                        debug!(%nameplate, peer_present, "claimed");
+                        debug!(%nameplate, peer_present, host = host.is_some(), "claimed");
                         if peer_present {
                             Metrics::inc(&self.state.metrics.pairings);
                         }
                         self.nameplate = Some(nameplate);
+                        self.host = host.is_some();
                         self.paired = peer_present;
                         out.push(ServerMsg::Claimed {
                             nameplate,
@@ -270,6 +293,9 @@ impl Connection {
                 if let Err(e) = self.state.nameplates.send(n, self.id, body).await {
                     return self.refuse(e, out);
                 }
+            }
+            (ClientMsg::Lock { nameplate, secret }, _) if !secret.is_empty() => {
+                self.state.nameplates.lock(nameplate, &secret).await;
             }
             (ClientMsg::RegisterSwarm { info_hash }, Some(_)) if self.paired => {
                 match InfoHash::from_hex(&info_hash) {

@@ -1,24 +1,101 @@
-//! Where nameplates live: in this process ([`Mailboxes`], the default and the embedded
-//! relay's), or in Redis shared by several instances ([`Shared`]). Both keep the same rules.
+//! Where nameplates live, behind one trait: in this process ([`Mailboxes`], the default and
+//! the embedded relay's), or in Redis shared by several instances ([`SharedNameplates`]).
+//! Both keep the same rules (see [`super::mailbox`]).
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use convey_shared::{
     Nameplate,
-    protocol::{
-        MAX_QUEUED_MESSAGES,
-        rendezvous::{Mood, ServerMsg},
-    },
+    protocol::rendezvous::{Host, Mood, ServerMsg},
 };
 use tokio::sync::mpsc;
 
 use super::mailbox::{ConnId, MailboxError, Mailboxes};
 use crate::shared::{ClaimOutcome, Shared, StoreError};
 
+/// The nameplate operations a rendezvous connection needs.
+#[async_trait]
+pub(crate) trait NameplateStore: Send + Sync + std::fmt::Debug {
+    /// Claim a free nameplate for host `conn`.
+    async fn allocate(
+        &self,
+        conn: ConnId,
+        tx: mpsc::Sender<ServerMsg>,
+        host: &Host,
+    ) -> Result<Nameplate, MailboxError>;
+    /// Claim `n` as its host or a guest; whether this connection was paired at once.
+    async fn claim(
+        &self,
+        n: Nameplate,
+        conn: ConnId,
+        tx: mpsc::Sender<ServerMsg>,
+        may_open: bool,
+        host: Option<&Host>,
+    ) -> Result<bool, MailboxError>;
+    /// Deliver `body` to the partner of `conn`.
+    async fn send(&self, n: Nameplate, conn: ConnId, body: String) -> Result<(), MailboxError>;
+    /// No new guests on `n`, if `secret` is its host's.
+    async fn lock(&self, n: Nameplate, secret: &str);
+    async fn leave(&self, n: Nameplate, conn: ConnId, mood: Option<Mood>);
+    /// The connection holding `n` is alive: keep a shared record from expiring.
+    async fn refresh(&self, _n: Nameplate) {}
+    /// Is a sender waiting on `n`? `None` when the state is shared (not looked up there).
+    fn is_waiting(&self, n: Nameplate) -> Option<bool>;
+    /// Open nameplates (across all instances when shared).
+    async fn open_count(&self) -> usize;
+}
+
+pub(crate) type Nameplates = Arc<dyn NameplateStore>;
+
+#[async_trait]
+impl NameplateStore for Mailboxes {
+    async fn allocate(
+        &self,
+        conn: ConnId,
+        tx: mpsc::Sender<ServerMsg>,
+        host: &Host,
+    ) -> Result<Nameplate, MailboxError> {
+        Mailboxes::allocate(self, conn, tx, host)
+    }
+
+    async fn claim(
+        &self,
+        n: Nameplate,
+        conn: ConnId,
+        tx: mpsc::Sender<ServerMsg>,
+        may_open: bool,
+        host: Option<&Host>,
+    ) -> Result<bool, MailboxError> {
+        Mailboxes::claim(self, n, conn, tx, may_open, host)
+    }
+
+    async fn send(&self, n: Nameplate, conn: ConnId, body: String) -> Result<(), MailboxError> {
+        Mailboxes::send(self, n, conn, body)
+    }
+
+    async fn lock(&self, n: Nameplate, secret: &str) {
+        self.close_to_new(n, secret);
+    }
+
+    async fn leave(&self, n: Nameplate, conn: ConnId, mood: Option<Mood>) {
+        Mailboxes::leave(self, n, conn, mood);
+    }
+
+    fn is_waiting(&self, n: Nameplate) -> Option<bool> {
+        Some(Mailboxes::is_waiting(self, n))
+    }
+
+    async fn open_count(&self) -> usize {
+        Mailboxes::open_count(self)
+    }
+}
+
+/// Nameplates in the Redis store several instances share.
 #[derive(Debug)]
-pub(crate) enum Nameplates {
-    Memory(Mailboxes),
-    Shared { store: Arc<Shared>, max: usize },
+pub(crate) struct SharedNameplates {
+    pub(crate) store: Arc<Shared>,
+    pub(crate) max: usize,
 }
 
 fn unavailable(e: StoreError) -> MailboxError {
@@ -26,102 +103,77 @@ fn unavailable(e: StoreError) -> MailboxError {
     MailboxError::Unavailable
 }
 
-impl Nameplates {
-    pub(crate) async fn allocate(
+#[async_trait]
+impl NameplateStore for SharedNameplates {
+    async fn allocate(
         &self,
         conn: ConnId,
         tx: mpsc::Sender<ServerMsg>,
+        host: &Host,
     ) -> Result<Nameplate, MailboxError> {
-        match self {
-            Self::Memory(m) => m.allocate(conn, tx),
-            Self::Shared { store, max } => {
-                store.listen(conn, tx);
-                match store.allocate(conn, *max).await.map_err(unavailable) {
-                    Ok(Some(n)) => Ok(Nameplate(n)),
-                    Ok(None) => Err(MailboxError::Exhausted),
-                    Err(e) => Err(e),
-                }
-                .inspect_err(|_| store.forget(conn))
-            }
+        self.store.listen(conn, tx);
+        match self
+            .store
+            .allocate(conn, self.max, host)
+            .await
+            .map_err(unavailable)
+        {
+            Ok(Some(n)) => Ok(Nameplate(n)),
+            Ok(None) => Err(MailboxError::Exhausted),
+            Err(e) => Err(e),
         }
+        .inspect_err(|_| self.store.forget(conn))
     }
 
-    /// Claim `n`; whether the other side was already there (see [`Mailboxes::claim`]).
-    pub(crate) async fn claim(
+    async fn claim(
         &self,
         n: Nameplate,
         conn: ConnId,
         tx: mpsc::Sender<ServerMsg>,
         may_open: bool,
+        host: Option<&Host>,
     ) -> Result<bool, MailboxError> {
-        match self {
-            Self::Memory(m) => m.claim(n, conn, tx, may_open),
-            Self::Shared { store, max } => {
-                store.listen(conn, tx.clone());
-                let outcome = store.claim(n.0, conn, *max, may_open).await.map_err(unavailable);
-                let result = match outcome {
-                    Ok(ClaimOutcome::Alone) => Ok(false),
-                    Ok(ClaimOutcome::Joined(bodies)) => {
-                        for body in bodies {
-                            let _ = tx.try_send(ServerMsg::Message { body });
-                        }
-                        Ok(true)
-                    }
-                    Ok(ClaimOutcome::InUse) => Err(MailboxError::InUse),
-                    Ok(ClaimOutcome::Unauthorized) => Err(MailboxError::Unauthorized),
-                    Ok(ClaimOutcome::Exhausted) => Err(MailboxError::Exhausted),
-                    Err(e) => Err(e),
-                };
-                result.inspect_err(|_| store.forget(conn))
-            }
+        self.store.listen(conn, tx);
+        let outcome = self.store.claim(n.0, conn, self.max, may_open, host).await;
+        match outcome.map_err(unavailable) {
+            Ok(ClaimOutcome::Alone) => Ok(false),
+            Ok(ClaimOutcome::Joined) => Ok(true),
+            Ok(ClaimOutcome::InUse) => Err(MailboxError::InUse),
+            Ok(ClaimOutcome::Unauthorized) => Err(MailboxError::Unauthorized),
+            Ok(ClaimOutcome::Exhausted) => Err(MailboxError::Exhausted),
+            Err(e) => Err(e),
         }
+        .inspect_err(|_| self.store.forget(conn))
     }
 
-    pub(crate) async fn send(&self, n: Nameplate, conn: ConnId, body: String) -> Result<(), MailboxError> {
-        match self {
-            Self::Memory(m) => m.send(n, conn, body),
-            Self::Shared { store, .. } => match store.send(n.0, conn, body, MAX_QUEUED_MESSAGES).await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(MailboxError::Backlog),
-                Err(e) => Err(unavailable(e)),
-            },
-        }
+    async fn send(&self, n: Nameplate, conn: ConnId, body: String) -> Result<(), MailboxError> {
+        self.store.send(n.0, conn, body).await.map_err(unavailable)
     }
 
-    pub(crate) async fn leave(&self, n: Nameplate, conn: ConnId, mood: Option<Mood>) {
-        match self {
-            Self::Memory(m) => m.leave(n, conn, mood),
-            Self::Shared { store, .. } => {
-                if let Err(e) = store.leave(n.0, conn, mood).await {
-                    unavailable(e);
-                }
-                store.forget(conn);
-            }
-        }
-    }
-
-    /// The connection holding `n` is alive: keep the shared record from expiring.
-    pub(crate) async fn refresh(&self, n: Nameplate) {
-        if let Self::Shared { store, .. } = self
-            && let Err(e) = store.refresh(n.0).await
-        {
+    async fn lock(&self, n: Nameplate, secret: &str) {
+        if let Err(e) = self.store.lock(n.0, secret).await {
             unavailable(e);
         }
     }
 
-    /// Is a sender waiting on `n`? `None` when the state is shared (not looked up there).
-    pub(crate) fn is_waiting(&self, n: Nameplate) -> Option<bool> {
-        match self {
-            Self::Memory(m) => Some(m.is_waiting(n)),
-            Self::Shared { .. } => None,
+    async fn leave(&self, n: Nameplate, conn: ConnId, mood: Option<Mood>) {
+        if let Err(e) = self.store.leave(n.0, conn, mood).await {
+            unavailable(e);
+        }
+        self.store.forget(conn);
+    }
+
+    async fn refresh(&self, n: Nameplate) {
+        if let Err(e) = self.store.refresh(n.0).await {
+            unavailable(e);
         }
     }
 
-    /// Open nameplates (across all instances when shared).
-    pub(crate) async fn open_count(&self) -> usize {
-        match self {
-            Self::Memory(m) => m.open_count(),
-            Self::Shared { store, .. } => store.counts().await.map(|(n, _)| n).unwrap_or(0),
-        }
+    fn is_waiting(&self, _: Nameplate) -> Option<bool> {
+        None
+    }
+
+    async fn open_count(&self) -> usize {
+        self.store.counts().await.map(|(n, _)| n).unwrap_or(0)
     }
 }

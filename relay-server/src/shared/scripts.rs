@@ -1,15 +1,17 @@
 //! The shared store's operations, each one Lua script so it is atomic across instances and
-//! costs one round trip. Keys: `np:{n}` (hash: sides `a`, `b`, `burned`), `np:{n}:pending`
-//! (bodies sent before the other side came), `nps` (open nameplates, scored by expiry),
+//! costs one round trip. Keys: `np:{n}` (hash: `host` waiting, `secret`, `many`, `locked`),
+//! `np:{n}:g` (guests waiting for a host connection), `np:{n}:p` (paired member -> partner,
+//! empty once the partner left), `nps` (open nameplates, scored by expiry),
 //! `sw:{hash}:reg` (registering members, scored by expiry), `sw:{hash}:peers` (peer id ->
 //! "seeding seen_ms ip port"), `sw:{hash}:done` (completed count), `sws` (served swarms).
 
 use std::net::SocketAddr;
 
-use convey_shared::protocol::rendezvous::{Mood, ServerMsg};
+use convey_shared::protocol::rendezvous::{Host, Mood, ServerMsg};
 use redis::{Script, Value};
 
 use super::{PREFIX, Shared, StoreError};
+use crate::rendezvous::{MAX_WAITING_GUESTS, locked_error};
 
 const NOW: &str = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n";
 
@@ -23,6 +25,7 @@ pub(crate) struct Scripts {
     claim: Script,
     send: Script,
     leave: Script,
+    lock: Script,
     refresh: Script,
     open: Script,
     register: Script,
@@ -37,6 +40,7 @@ impl Scripts {
             claim: script(CLAIM),
             send: script(SEND),
             leave: script(LEAVE),
+            lock: script(LOCK),
             refresh: script(REFRESH),
             open: script(OPEN),
             register: script(REGISTER),
@@ -52,7 +56,7 @@ redis.call('ZREMRANGEBYSCORE', p .. 'nps', '-inf', now)
 if redis.call('ZCARD', p .. 'nps') >= max then return -1 end
 local i = 1
 while redis.call('EXISTS', p .. 'np:' .. i) == 1 do i = i + 1 end
-redis.call('HSET', p .. 'np:' .. i, 'a', member)
+redis.call('HSET', p .. 'np:' .. i, 'host', member, 'secret', ARGV[5], 'many', ARGV[6], 'at', now)
 redis.call('PEXPIRE', p .. 'np:' .. i, ttl)
 redis.call('ZADD', p .. 'nps', now + ttl, i)
 return i
@@ -61,69 +65,90 @@ return i
 const CLAIM: &str = r"
 local p, n, max, member, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local k = p .. 'np:' .. n
-local a = redis.call('HGET', k, 'a')
-local b = redis.call('HGET', k, 'b')
-if not a and not b then
-  if ARGV[6] ~= '1' then return {'unauthorized'} end
+if redis.call('EXISTS', k) == 0 then
+  if ARGV[6] ~= '1' then return 'unauthorized' end
   redis.call('ZREMRANGEBYSCORE', p .. 'nps', '-inf', now)
-  if redis.call('ZCARD', p .. 'nps') >= max then return {'exhausted'} end
-  redis.call('HSET', k, 'a', member)
-  redis.call('PEXPIRE', k, ttl)
-  redis.call('ZADD', p .. 'nps', now + ttl, n)
-  return {'alone'}
+  if redis.call('ZCARD', p .. 'nps') >= max then return 'exhausted' end
+elseif ARGV[6] ~= '1' and not redis.call('HGET', k, 'host') and redis.call('HLEN', k .. ':p') == 0 then
+  return 'unauthorized'
 end
-if (a and b) or redis.call('HGET', k, 'burned') then return {'in-use'} end
-local other = a or b
-if a then redis.call('HSET', k, 'b', member) else redis.call('HSET', k, 'a', member) end
-redis.call('HSET', k, 'burned', '1')
-redis.call('PEXPIRE', k, ttl)
+if redis.call('HGET', k, 'locked') then return 'in-use' end
+local partner
+if ARGV[7] == '1' then
+  local secret = redis.call('HGET', k, 'secret')
+  if secret then
+    if secret ~= ARGV[8] or ARGV[8] == '' then return 'in-use' end
+  else
+    redis.call('HSET', k, 'secret', ARGV[8], 'many', ARGV[9])
+  end
+  if redis.call('HGET', k, 'host') then return 'in-use' end
+  partner = redis.call('LPOP', k .. ':g')
+  if not partner then redis.call('HSET', k, 'host', member) end
+else
+  partner = redis.call('HGET', k, 'host')
+  if partner then
+    redis.call('HDEL', k, 'host')
+  else
+    if redis.call('LLEN', k .. ':g') >= tonumber(ARGV[10]) then return 'in-use' end
+    redis.call('RPUSH', k .. ':g', member)
+  end
+end
+redis.call('HSET', k, 'at', now)
+if partner then
+  redis.call('HSET', k .. ':p', partner, member, member, partner)
+  if redis.call('HGET', k, 'many') ~= '1' then redis.call('HSET', k, 'locked', '1') end
+  redis.call('PUBLISH', p .. 'to:' .. partner, ARGV[11])
+end
+for _, key in ipairs({k, k .. ':g', k .. ':p'}) do redis.call('PEXPIRE', key, ttl) end
 redis.call('ZADD', p .. 'nps', now + ttl, n)
-redis.call('PUBLISH', p .. 'to:' .. other, ARGV[7])
-local out = {'joined'}
-for _, v in ipairs(redis.call('LRANGE', k .. ':pending', 0, -1)) do out[#out + 1] = v end
-redis.call('DEL', k .. ':pending')
-return out
+if partner then return 'joined' end
+return 'alone'
 ";
 
 const SEND: &str = r"
 local p, n, member = ARGV[1], ARGV[2], ARGV[3]
-local k = p .. 'np:' .. n
-local a = redis.call('HGET', k, 'a')
-local b = redis.call('HGET', k, 'b')
-local other
-if a == member then other = b elseif b == member then other = a else return 'gone' end
-if other then
-  redis.call('PUBLISH', p .. 'to:' .. other, ARGV[5])
-  return 'sent'
-end
-if redis.call('HGET', k, 'burned') then return 'sent' end
-if redis.call('LLEN', k .. ':pending') >= tonumber(ARGV[6]) then return 'backlog' end
-redis.call('RPUSH', k .. ':pending', ARGV[4])
-redis.call('PEXPIRE', k .. ':pending', tonumber(ARGV[7]))
+local other = redis.call('HGET', p .. 'np:' .. n .. ':p', member)
+if other and other ~= '' then redis.call('PUBLISH', p .. 'to:' .. other, ARGV[4]) end
 return 'sent'
+";
+
+const LOCK: &str = r"
+local p, n = ARGV[1], ARGV[2]
+local k = p .. 'np:' .. n
+local secret = redis.call('HGET', k, 'secret')
+if not secret or secret == '' or secret ~= ARGV[4] then return 0 end
+redis.call('HSET', k, 'locked', '1')
+for _, g in ipairs(redis.call('LRANGE', k .. ':g', 0, -1)) do
+  redis.call('PUBLISH', p .. 'to:' .. g, ARGV[3])
+end
+redis.call('DEL', k .. ':g')
+return 0
 ";
 
 const LEAVE: &str = r"
 local p, n, member = ARGV[1], ARGV[2], ARGV[3]
 local k = p .. 'np:' .. n
-local a = redis.call('HGET', k, 'a')
-local b = redis.call('HGET', k, 'b')
-local other
-if a == member then redis.call('HDEL', k, 'a'); other = b
-elseif b == member then redis.call('HDEL', k, 'b'); other = a
-else return 0 end
-if other then
+if redis.call('HGET', k, 'host') == member then redis.call('HDEL', k, 'host') end
+redis.call('LREM', k .. ':g', 0, member)
+local other = redis.call('HGET', k .. ':p', member)
+redis.call('HDEL', k .. ':p', member)
+if other and other ~= '' then
+  if redis.call('HEXISTS', k .. ':p', other) == 1 then redis.call('HSET', k .. ':p', other, '') end
   redis.call('PUBLISH', p .. 'to:' .. other, ARGV[4])
-  return 1
 end
-redis.call('DEL', k, k .. ':pending')
-redis.call('ZREM', p .. 'nps', n)
+if not redis.call('HGET', k, 'host') and redis.call('LLEN', k .. ':g') == 0 and redis.call('HLEN', k .. ':p') == 0 then
+  redis.call('DEL', k, k .. ':g', k .. ':p')
+  redis.call('ZREM', p .. 'nps', n)
+end
 return 0
 ";
 
 const REFRESH: &str = r"
 local p, n, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
-if redis.call('PEXPIRE', p .. 'np:' .. n, ttl) == 1 then
+local k = p .. 'np:' .. n
+if redis.call('PEXPIRE', k, ttl) == 1 then
+  redis.call('PEXPIRE', k .. ':g', ttl)
+  redis.call('PEXPIRE', k .. ':p', ttl)
   redis.call('ZADD', p .. 'nps', now + ttl, n)
 end
 return 0
@@ -212,8 +237,8 @@ return {complete, done, incomplete}
 pub(crate) enum ClaimOutcome {
     /// Nobody was there yet.
     Alone,
-    /// The other side was there; these bodies were waiting for us.
-    Joined(Vec<String>),
+    /// Paired at once (the partner was told).
+    Joined,
     InUse,
     Unauthorized,
     Exhausted,
@@ -279,7 +304,12 @@ impl Shared {
         }
     }
 
-    pub(crate) async fn allocate(&self, conn: u64, max: usize) -> Result<Option<u32>, StoreError> {
+    pub(crate) async fn allocate(
+        &self,
+        conn: u64,
+        max: usize,
+        host: &Host,
+    ) -> Result<Option<u32>, StoreError> {
         let n: i64 = self
             .invoke(
                 self.scripts
@@ -288,7 +318,9 @@ impl Shared {
                     .arg(PREFIX)
                     .arg(max)
                     .arg(self.member(conn))
-                    .arg(self.ttl_ms()),
+                    .arg(self.ttl_ms())
+                    .arg(&host.secret)
+                    .arg(flag(host.many)),
             )
             .await?;
         Ok(u32::try_from(n).ok())
@@ -300,8 +332,9 @@ impl Shared {
         conn: u64,
         max: usize,
         may_open: bool,
+        host: Option<&Host>,
     ) -> Result<ClaimOutcome, StoreError> {
-        let reply: Vec<Value> = self
+        let status: String = self
             .invoke(
                 self.scripts
                     .claim
@@ -312,13 +345,16 @@ impl Shared {
                     .arg(self.member(conn))
                     .arg(self.ttl_ms())
                     .arg(flag(may_open))
+                    .arg(flag(host.is_some()))
+                    .arg(host.map_or("", |h| h.secret.as_str()))
+                    .arg(flag(host.is_some_and(|h| h.many)))
+                    .arg(MAX_WAITING_GUESTS)
                     .arg(json(&ServerMsg::PeerJoined)),
             )
             .await?;
-        let status = reply.first().and_then(text).ok_or_else(|| bad("claim"))?;
         Ok(match status.as_str() {
             "alone" => ClaimOutcome::Alone,
-            "joined" => ClaimOutcome::Joined(reply[1..].iter().filter_map(text).collect()),
+            "joined" => ClaimOutcome::Joined,
             "in-use" => ClaimOutcome::InUse,
             "unauthorized" => ClaimOutcome::Unauthorized,
             "exhausted" => ClaimOutcome::Exhausted,
@@ -326,16 +362,10 @@ impl Shared {
         })
     }
 
-    /// Deliver `body` to the other side or keep it for them; `false` when too many wait.
-    pub(crate) async fn send(
-        &self,
-        n: u32,
-        conn: u64,
-        body: String,
-        max_pending: usize,
-    ) -> Result<bool, StoreError> {
-        let message = json(&ServerMsg::Message { body: body.clone() });
-        let status: String = self
+    /// Deliver `body` to the partner of `conn`, if it has one.
+    pub(crate) async fn send(&self, n: u32, conn: u64, body: String) -> Result<(), StoreError> {
+        let message = json(&ServerMsg::Message { body });
+        let _: String = self
             .invoke(
                 self.scripts
                     .send
@@ -343,13 +373,26 @@ impl Shared {
                     .arg(PREFIX)
                     .arg(n)
                     .arg(self.member(conn))
-                    .arg(body)
-                    .arg(message)
-                    .arg(max_pending)
-                    .arg(self.ttl_ms()),
+                    .arg(message),
             )
             .await?;
-        Ok(status != "backlog")
+        Ok(())
+    }
+
+    /// No new guests on `n`; those waiting are told.
+    pub(crate) async fn lock(&self, n: u32, secret: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .invoke(
+                self.scripts
+                    .lock
+                    .prepare_invoke()
+                    .arg(PREFIX)
+                    .arg(n)
+                    .arg(json(&locked_error()))
+                    .arg(secret),
+            )
+            .await?;
+        Ok(())
     }
 
     pub(crate) async fn leave(&self, n: u32, conn: u64, mood: Option<Mood>) -> Result<(), StoreError> {

@@ -28,6 +28,9 @@ pub enum PeerMsg {
     Done { ok: bool, message: Option<String> },
     /// Sender to receiver, between key confirmation and the offer: still hashing, still here.
     Preparing,
+    /// Sender to a receiver of a swarm offer: every receiver it waited for is done, so
+    /// nobody needs this receiver's pieces any more.
+    SwarmDone,
     #[serde(other)]
     Unknown,
 }
@@ -40,6 +43,7 @@ impl PeerMsg {
             Self::Answer { .. } => "answer",
             Self::Done { .. } => "done",
             Self::Preparing => "preparing",
+            Self::SwarmDone => "swarm-done",
             Self::Unknown => "a message of an unknown type",
         }
     }
@@ -47,6 +51,11 @@ impl PeerMsg {
 
 /// The sender serves the relay's WebSocket tunnel for this session.
 pub const ABILITY_TUNNEL: &str = "relay-tunnel-v2";
+
+/// A files offer made to several receivers: each receiver announces to the relay's tracker
+/// and serves the pieces it has verified to the others, and after its own download keeps
+/// serving until the sender says [`PeerMsg::SwarmDone`] (bounded by its `--seed-for`).
+pub const ABILITY_SWARM: &str = "swarm-v1";
 
 /// The ability to receive a stream of unknown length.
 pub const ABILITY_STREAM: &str = "stream-v2";

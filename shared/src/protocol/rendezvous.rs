@@ -9,18 +9,45 @@ use crate::Nameplate;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ClientMsg {
-    /// Pick a free nameplate and claim it.
-    Allocate,
-    /// Claim a given nameplate (receivers, and senders with a pre-agreed code).
-    Claim { nameplate: Nameplate },
-    /// An opaque body for the other side (base64).
+    /// Pick a free nameplate and claim it as its host (the sender).
+    Allocate {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<Host>,
+    },
+    /// Claim a given nameplate: as a guest (a receiver), or with `host` as its host (a sender
+    /// with a pre-agreed code, or a sender's next connection for its next receiver).
+    Claim {
+        nameplate: Nameplate,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<Host>,
+    },
+    /// An opaque body for the other side of this connection's pair (base64).
     Send { body: String },
+    /// From the host (proven by its secret; no claim needed): no new guests on this
+    /// nameplate (pairs already made carry on).
+    Lock { nameplate: Nameplate, secret: String },
     /// Allow the bundled tracker to serve this info-hash (40 hex chars) while we are here.
     RegisterSwarm { info_hash: String },
     /// We are done; `mood` says how it went (`happy`, `scary` for a failed key confirmation, `errory`).
     Close { mood: Mood },
     #[serde(other)]
     Unknown,
+}
+
+/// What a host says about its nameplate when it claims it.
+///
+/// A nameplate pairs each guest with one host connection: the relay forwards between the
+/// two of a pair and never between pairs. A single-use nameplate (`many` false, today's
+/// rule) admits one pair and is burned. A `many` nameplate admits a new pair each time a
+/// host connection presenting the same `secret` (random, chosen by the sender, unrelated to
+/// the code) meets a guest, until the host sends [`ClientMsg::Lock`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Host {
+    #[serde(default)]
+    pub many: bool,
+    /// Proves that a later host connection comes from the same sender (hex, at most 64).
+    #[serde(default)]
+    pub secret: String,
 }
 
 /// How a session ended, reported to the relay for its metrics.
@@ -74,7 +101,7 @@ pub enum ServerMsg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorKind {
-    /// Both sides of this nameplate are already connected.
+    /// Both sides of this nameplate are already connected, or its host closed it.
     InUse,
     /// No free nameplate right now.
     Exhausted,
@@ -102,10 +129,26 @@ mod tests {
     fn wire_shape_is_stable() {
         let m = ClientMsg::Claim {
             nameplate: Nameplate(7),
+            host: None,
         };
         assert_eq!(
             serde_json::to_string(&m).unwrap(),
             r#"{"type":"claim","nameplate":7}"#
+        );
+        let a: ClientMsg = serde_json::from_str(r#"{"type":"allocate"}"#).unwrap();
+        assert_eq!(a, ClientMsg::Allocate { host: None });
+        let h: ClientMsg =
+            serde_json::from_str(r#"{"type":"claim","nameplate":3,"host":{"many":true,"secret":"ab"}}"#)
+                .unwrap();
+        assert_eq!(
+            h,
+            ClientMsg::Claim {
+                nameplate: Nameplate(3),
+                host: Some(Host {
+                    many: true,
+                    secret: "ab".into()
+                })
+            }
         );
         let s: ServerMsg = serde_json::from_str(r#"{"type":"error","kind":"in-use","message":"x"}"#).unwrap();
         assert_eq!(

@@ -1,0 +1,245 @@
+//! One code, many receivers, through a real relay and real librqbit sessions on loopback:
+//! every receiver completes, receivers serve each other (a late one completes from them
+//! after the sender has gone), wrong codes are counted and close the code.
+
+use std::{num::NonZeroU32, path::PathBuf, time::Duration};
+
+use convey::{Code, Error, Event, Receivers};
+use convey_tests::{Recorder, TestRelay, random_file, receive_options, send_options, sha256_file};
+
+fn receivers(n: u32) -> Receivers {
+    Receivers::Count(NonZeroU32::new(n).expect("non-zero"))
+}
+
+/// A receiver of `code` into a fresh folder under `root`, recording its events.
+fn receiver(
+    relay: &TestRelay,
+    code: &Code,
+    root: &std::path::Path,
+    name: &str,
+) -> (
+    PathBuf,
+    Recorder,
+    tokio::task::JoinHandle<Result<convey::ReceiveReport, Error>>,
+) {
+    let out = root.join(name);
+    std::fs::create_dir(&out).expect("mkdir out");
+    let rec = Recorder::default();
+    let mut opts = receive_options(relay, code.clone(), out.clone());
+    opts.seed_for = Duration::from_secs(60);
+    let task = tokio::spawn(convey::receive(opts, rec.sink()));
+    (out, rec, task)
+}
+
+/// Wait (bounded) until `rec` saw an event `pred` matches.
+async fn saw(rec: &Recorder, what: &str, pred: impl Fn(&Event) -> bool) {
+    for _ in 0..1200 {
+        if rec.events.lock().expect("lock").iter().any(&pred) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no {what} within 120 s: {:?}", rec.events.lock().expect("lock"));
+}
+
+fn sources(rec: &Recorder) -> (u64, u64) {
+    rec.events
+        .lock()
+        .expect("lock")
+        .iter()
+        .find_map(|e| match e {
+            Event::Sources {
+                from_sender,
+                from_receivers,
+            } => Some((*from_sender, *from_receivers)),
+            _ => None,
+        })
+        .expect("a sources event")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_receivers_on_one_code_all_get_the_file() {
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("big.bin");
+    let size = 24 << 20;
+    let digest = random_file(&src, size, 41);
+    let mut opts = send_options(&relay, src);
+    opts.receivers = receivers(4);
+    let rec = Recorder::default();
+    let sender = tokio::spawn(convey::send(opts, rec.sink()));
+    let code = rec.code().await;
+    assert_eq!(
+        code.to_string().split('-').count(),
+        4,
+        "three words for several receivers: {code}"
+    );
+    let rs: Vec<_> = (0..4)
+        .map(|i| receiver(&relay, &code, dir.path(), &format!("r{i}")))
+        .collect();
+    for (out, rec, task) in rs {
+        let got = tokio::time::timeout(Duration::from_secs(180), task)
+            .await
+            .expect("receiver finished in time")
+            .expect("receiver task")
+            .expect("receive succeeded");
+        assert_eq!(got.bytes, size);
+        assert_eq!(sha256_file(&out.join("big.bin")), digest, "byte-identical");
+        let (from_sender, from_receivers) = sources(&rec);
+        assert!(from_sender + from_receivers > 0, "bytes came from somewhere");
+    }
+    let sent = tokio::time::timeout(Duration::from_secs(30), sender)
+        .await
+        .expect("sender finished")
+        .expect("sender task")
+        .expect("send succeeded once all four were done");
+    assert_eq!(sent.bytes, size);
+    let events = rec.events.lock().expect("lock").clone();
+    let done: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Receiver { state, done, .. } if state == "done" => Some(*done),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        done,
+        [1, 2, 3, 4],
+        "each receiver's completion reported: {events:?}"
+    );
+    relay.server.shutdown().await;
+}
+
+/// Two receivers finish; a third accepts the offer, the sender is stopped, and the third
+/// completes from the first two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_receiver_completes_from_the_others_after_the_sender_left() {
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("late.bin");
+    let size = 16 << 20;
+    let digest = random_file(&src, size, 42);
+    let mut opts = send_options(&relay, src);
+    opts.receivers = receivers(3);
+    let rec = Recorder::default();
+    let sender = tokio::spawn(convey::send(opts, rec.sink()));
+    let code = rec.code().await;
+    let (out_a, rec_a, a) = receiver(&relay, &code, dir.path(), "a");
+    let (out_b, rec_b, b) = receiver(&relay, &code, dir.path(), "b");
+    for r in [&rec_a, &rec_b] {
+        saw(r, "seeding", |e| matches!(e, Event::Seeding { .. })).await;
+    }
+    for out in [&out_a, &out_b] {
+        assert_eq!(sha256_file(&out.join("late.bin")), digest);
+    }
+    // The latecomer gets the offer; then the sender is gone for good.
+    let (out_c, rec_c, c) = receiver(&relay, &code, dir.path(), "c");
+    saw(&rec_c, "offer", |e| matches!(e, Event::Offer { .. })).await;
+    sender.abort();
+    let _ = sender.await;
+    let got = tokio::time::timeout(Duration::from_secs(120), c)
+        .await
+        .expect("latecomer finished in time")
+        .expect("task")
+        .expect("the latecomer completes without the sender");
+    assert_eq!(got.bytes, size);
+    assert_eq!(sha256_file(&out_c.join("late.bin")), digest, "byte-identical");
+    let (from_sender, from_receivers) = sources(&rec_c);
+    assert!(
+        from_receivers > 0,
+        "the latecomer fetched from the other receivers (sender {from_sender}, receivers {from_receivers})"
+    );
+    a.abort();
+    b.abort();
+    relay.server.shutdown().await;
+}
+
+/// While one receiver transfers, three tries with wrong words are each reported to the
+/// sender; then the code takes nobody new, and the admitted receiver still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_wrong_codes_close_the_code_and_the_admitted_receiver_finishes() {
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("slow.bin");
+    let size = 8 << 20;
+    let digest = random_file(&src, size, 43);
+    let mut opts = send_options(&relay, src);
+    opts.receivers = receivers(2);
+    // Slow enough that the first receiver is still transferring during the tries.
+    opts.upload_limit = NonZeroU32::new(1 << 20);
+    let rec = Recorder::default();
+    let sender = tokio::spawn(convey::send(opts, rec.sink()));
+    let code = rec.code().await;
+    let (out, _rec_ok, ok) = receiver(&relay, &code, dir.path(), "ok");
+    saw(
+        &rec,
+        "an acceptance",
+        |e| matches!(e, Event::Receiver { state, .. } if state == "accepted"),
+    )
+    .await;
+    let wrong: Code = format!("{}-abandon-ability-able", code.nameplate())
+        .parse()
+        .expect("code");
+    for i in 0..3 {
+        let err = convey::receive(
+            receive_options(&relay, wrong.clone(), dir.path().to_owned()),
+            convey::ignore_events(),
+        )
+        .await
+        .expect_err("a wrong code is refused");
+        assert!(matches!(err, Error::WrongCode), "try {i}: {err:?}");
+    }
+    saw(&rec, "the code closing", |e| matches!(e, Event::Closed { .. })).await;
+    let tries: Vec<u32> = rec
+        .events
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|e| match e {
+            Event::Receiver { state, tries, .. } if state == "wrong-code" => Some(*tries),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tries, [1, 2, 3], "the sender is told of each try");
+    let late = convey::receive(
+        receive_options(&relay, code.clone(), dir.path().to_owned()),
+        convey::ignore_events(),
+    )
+    .await
+    .expect_err("a closed code takes nobody new, even with the right words");
+    assert!(matches!(late, Error::Relay { .. }), "{late:?}");
+    let got = tokio::time::timeout(Duration::from_secs(120), ok)
+        .await
+        .expect("admitted receiver finished")
+        .expect("task")
+        .expect("the admitted receiver completes");
+    assert_eq!(got.bytes, size);
+    assert_eq!(sha256_file(&out.join("slow.bin")), digest);
+    let err = tokio::time::timeout(Duration::from_secs(30), sender)
+        .await
+        .expect("sender finished")
+        .expect("task")
+        .expect_err("one of two receivers finished before the code closed");
+    assert!(matches!(err, Error::CodeClosed(_)), "{err:?}");
+    assert_eq!(err.exit_code(), 3);
+    relay.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_word_code_is_refused_for_several_receivers() {
+    let relay = TestRelay::spawn().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("f");
+    random_file(&src, 10, 1);
+    let mut opts = send_options(&relay, src);
+    opts.receivers = receivers(2);
+    opts.code = Some("7-pilot-planet".parse().expect("code"));
+    let err = convey::send(opts, convey::ignore_events())
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("33 bits"), "{err}");
+    relay.server.shutdown().await;
+}
