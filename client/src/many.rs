@@ -124,6 +124,7 @@ pub(crate) async fn send_many(
     };
     let mut idle_since = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut backoff = Backoff::default();
     events(Event::Waiting);
     let result: Result<()> = loop {
         if waiting.is_none() && tally.wants_more(target) {
@@ -177,10 +178,13 @@ pub(crate) async fn send_many(
                 }
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-            _ = tick.tick(), if seeding.is_some() && tally.count(Stage::Active) > 0 => {
+            _ = tick.tick(), if seeding.is_some() => {
                 if let Some(s) = &seeding {
                     let up = s.handle.stats().uploaded_bytes;
-                    events(Event::Progress { bytes: seed::plain_progress(s, up), total: None });
+                    if tally.count(Stage::Active) > 0 {
+                        events(Event::Progress { bytes: seed::plain_progress(s, up), total: None });
+                    }
+                    backoff.update(s, up, tally.count(Stage::Active), opts.upload_limit);
                 }
             }
             () = sleep_until(idle_deadline), if idle_deadline.is_some() => {
@@ -202,6 +206,39 @@ pub(crate) async fn send_many(
         result.map(|()| s.prepared.size)
     } else {
         result.map(|()| 0)
+    }
+}
+
+/// Once the sender has uploaded the whole ciphertext while several receivers transfer,
+/// they started apart and together hold (nearly) every piece: the sender slows to a
+/// quarter of its rate so far, and librqbit on the receivers fetches the rest from each
+/// other (it moves a piece from a slow peer to a faster one). Pieces only the sender holds
+/// still come, more slowly. With one receiver left, full speed again.
+#[derive(Debug, Default)]
+struct Backoff {
+    since: Option<(Instant, u64)>,
+    slowed: bool,
+}
+
+/// The slowest the sender goes when it backs off.
+const BACKOFF_FLOOR: u32 = 256 << 10;
+
+impl Backoff {
+    fn update(&mut self, s: &Seeding, uploaded: u64, active: u32, limit: Option<std::num::NonZeroU32>) {
+        let (started, at_start) = *self.since.get_or_insert((Instant::now(), uploaded));
+        let limits = &s.engine.session().ratelimits;
+        if !self.slowed && active >= 2 && uploaded.saturating_sub(at_start) >= seed::cipher_len(s) {
+            let rate = (uploaded - at_start) as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let slow = ((rate / 4.0) as u32).max(BACKOFF_FLOOR);
+            let slow = limit.map_or(slow, |l| l.get().min(slow));
+            tracing::debug!(slow, "the receivers hold the content: the sender slows down");
+            limits.set_upload_bps(std::num::NonZeroU32::new(slow));
+            self.slowed = true;
+        } else if self.slowed && active < 2 {
+            limits.set_upload_bps(limit);
+            self.slowed = false;
+        }
     }
 }
 
@@ -362,7 +399,11 @@ async fn receiver_session(
         Ok(None) => return say(Update::Failed("the content could not be prepared".into())),
         Err(e) => return say(Update::Failed(e.to_string())),
     };
-    let served = seed::serve_receiver_then(&mut link, &seeding, &opts, &events, Role::Many, || {
+    let role = Role::Many {
+        index: index - 1,
+        of: opts.receivers.target(),
+    };
+    let served = seed::serve_receiver_then(&mut link, &seeding, &opts, &events, role, || {
         say(Update::Accepted)
     })
     .await;

@@ -16,7 +16,7 @@ use std::{
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use convey_shared::{
     Code,
-    content::{ContentCipher, ContentKey, StreamCipher},
+    content::{CIPHER_CHUNK, ContentCipher, ContentKey, StreamCipher},
     crypto::Side,
     display::{self, TextGuard},
     manifest::{CheckedManifest, Manifest},
@@ -169,6 +169,7 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
     };
     let tunnel = offer.abilities.iter().any(|a| a == ABILITY_TUNNEL);
     let swarm = offer.abilities.iter().any(|a| a == ABILITY_SWARM);
+    let start = offer.start;
     let rtc_offer = offer.rtc;
     match offer.body {
         OfferBody::Text { text } => receive_text(link, text, &events).await,
@@ -187,7 +188,11 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
         } => {
             let paths = paths_to_sender(&opts, &link, direct_hints, tunnel);
             let plan = match check_files(manifest, &content_key, &torrent, paths, &opts) {
-                Ok(p) => Plan { swarm, ..p },
+                Ok(p) => Plan {
+                    swarm,
+                    start: start.filter(|s| swarm && *s < p.cipher.cipher_len()),
+                    ..p
+                },
                 Err(e) => return reject(link, e).await,
             };
             receive_files(link, plan, rtc_offer.as_deref(), &opts, &events).await
@@ -409,6 +414,8 @@ struct Plan {
     info_hash: [u8; 20],
     /// One of several receivers: serve the others, during and after our own download.
     swarm: bool,
+    /// In a swarm, where to fetch first (a ciphertext offset, checked against the length).
+    start: Option<u64>,
 }
 
 /// Validate everything the sender claimed before touching the disk.
@@ -436,6 +443,7 @@ fn check_files(
         paths,
         info_hash,
         swarm: false,
+        start: None,
     })
 }
 
@@ -569,13 +577,19 @@ async fn download(
     let writer = Writer::spawn(files.clone(), plan.cipher.clone(), written.clone(), !resume)
         .map(Arc::new)
         .map_err(Error::io("starting the writer"))?;
-    let storage = OpeningStorageFactory::new(files.clone(), plan.cipher.clone(), written, writer.clone());
+    let storage = OpeningStorageFactory::new(
+        files.clone(),
+        plan.cipher.clone(),
+        written.clone(),
+        writer.clone(),
+    );
     let total = plan.content.layout.total();
     let fetched = async {
         let mut direct_shown = transport == Transport::Direct;
         let (mut tracker, mut peers, mut resume) = (tracker, peers, resume);
         let mut fetched_before = 0;
         let mut sender_here = true;
+        let mut steering = None;
         loop {
             let handle = bt::add(
                 &torrent_session,
@@ -590,6 +604,11 @@ async fn download(
             )
             .await?;
             let _ = torrent.set(handle.clone());
+            if let (Some(start), None) = (plan.start, &steering) {
+                let (handle, written) = (handle.clone(), written.clone());
+                let arrived = move |i| written.queued(i) || written.get(i);
+                steering = Some(torrent_session.spawn(bt::steer(handle, start, CIPHER_CHUNK, arrived)));
+            }
             if resume {
                 let had = bt::wait_checked(&handle).await?;
                 events(Event::Resumed {

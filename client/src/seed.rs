@@ -169,14 +169,30 @@ pub(crate) fn plain_progress(seeding: &Seeding, uploaded: u64) -> u64 {
     seeding.cipher.plain_progress(uploaded)
 }
 
+/// The ciphertext's length: what one full upload of the content is.
+pub(crate) fn cipher_len(seeding: &Seeding) -> u64 {
+    seeding.cipher.cipher_len()
+}
+
 /// Who a receiver is among the receivers of one offer.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Role {
     /// The one receiver of a single-use code: progress is this receiver's.
     Only,
-    /// One of several: the offer says the receivers seed each other; `accepted` is told
-    /// when this one accepts.
-    Many,
+    /// One of several: the offer says the receivers seed each other, and where this one
+    /// (`index` from 0, of `of` or any number) should start fetching.
+    Many { index: u32, of: Option<u32> },
+}
+
+impl Role {
+    /// Where receiver `index` starts, as a fraction of the content: evenly spread over `of`
+    /// receivers, or by the golden ratio for any number (each newcomer lands in the largest gap).
+    fn start_fraction(index: u32, of: Option<u32>) -> f64 {
+        match of {
+            Some(n) if n > 0 => f64::from(index % n) / f64::from(n),
+            _ => (f64::from(index) * 0.618_033_988_749_895).fract(),
+        }
+    }
 }
 
 /// Offer `seeding` to the receiver on `link`: register the swarm through its connection,
@@ -226,13 +242,26 @@ pub(crate) async fn serve_receiver_then(
         direct_hints: offered.hints.clone(),
     };
     let only = matches!(role, Role::Only);
-    let abilities: &[&str] = if only {
-        &[ABILITY_BITTORRENT]
-    } else {
-        &[ABILITY_BITTORRENT, ABILITY_SWARM]
+    let (abilities, start): (&[&str], _) = match role {
+        Role::Only => (&[ABILITY_BITTORRENT], None),
+        Role::Many { index, of } => {
+            let piece = prepared.info.piece_length.max(1);
+            let pieces = cipher.cipher_len().div_ceil(piece);
+            // Float precision is irrelevant here: it is a hint, rounded to a piece.
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss
+            )]
+            let first = (Role::start_fraction(index, of) * pieces as f64) as u64;
+            (
+                &[ABILITY_BITTORRENT, ABILITY_SWARM][..],
+                Some(first.min(pieces.saturating_sub(1)) * piece),
+            )
+        }
     };
     let result = async {
-        offer(link, body, &offered, abilities).await?;
+        offer(link, body, &offered, (abilities, start)).await?;
         on_accept();
         let done = await_done(link);
         tokio::pin!(done);

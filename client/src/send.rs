@@ -237,7 +237,7 @@ pub(crate) async fn offer(
     link: &mut PeerLink,
     body: OfferBody,
     offered: &Offered,
-    extra: &[&str],
+    (extra, start): (&[&str], Option<u64>),
 ) -> Result<()> {
     let offer = Offer {
         abilities: offered
@@ -248,6 +248,7 @@ pub(crate) async fn offer(
             .collect(),
         body,
         rtc: offered.rtc_sdp.clone(),
+        start,
     };
     link.send(&PeerMsg::Offer(Box::new(offer))).await?;
     match link.recv().await? {
@@ -293,7 +294,7 @@ async fn send_text(text: &str, mut link: PeerLink, events: &EventSink) -> Result
         let body = OfferBody::Text {
             text: text.to_owned(),
         };
-        offer(&mut link, body, &Offered::none(), &[]).await?;
+        offer(&mut link, body, &Offered::none(), (&[], None)).await?;
         events(Event::Transport {
             path: "relay-message".into(),
         });
@@ -320,7 +321,7 @@ async fn send_stdin(mut link: PeerLink, opts: &SendOptions, events: &EventSink) 
             content_key: key.clone(),
             direct_hints: offered.hints.clone(),
         };
-        offer(&mut link, body, &offered, &[ABILITY_STREAM]).await?;
+        offer(&mut link, body, &offered, (&[ABILITY_STREAM], None)).await?;
         let conn = server.accept().await?;
         events(Event::Transport {
             path: offered.path_in_use(true).unwrap_or(path::DIRECT).into(),

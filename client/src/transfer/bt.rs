@@ -55,6 +55,14 @@ impl Engine {
             .map_err(|e| Error::Transfer(format!("BitTorrent stopped: {e}")))
     }
 
+    /// Run `fut` on the engine's thread in the background; it stops when the handle drops.
+    pub fn spawn(
+        &self,
+        fut: impl Future<Output = ()> + Send + 'static,
+    ) -> tokio_util::task::AbortOnDropHandle<()> {
+        tokio_util::task::AbortOnDropHandle::new(self.runtime.spawn(fut))
+    }
+
     /// End the thread (its runtime drops whatever librqbit left) and wait for it.
     fn stop(&self) -> Option<std::thread::JoinHandle<()>> {
         let (stop, thread) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take()?;
@@ -306,6 +314,32 @@ pub async fn wait_downloaded(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// In a swarm, fetch from ciphertext offset `start` onwards first: a librqbit stream placed
+/// there (never read) makes the pieces ahead of it the first asked for, from every peer that
+/// has them. The cursor skips what has arrived, every [`STEER_EVERY`]; at the end of the
+/// content the stream goes and librqbit's own order (from the start) takes the rest, which
+/// by then other receivers, who started elsewhere, hold.
+pub async fn steer(handle: Arc<ManagedTorrent>, start: u64, chunk_len: u64, arrived: impl Fn(u64) -> bool) {
+    use tokio::io::AsyncSeekExt;
+    let total = handle.stats().total_bytes;
+    let Ok(mut stream) = handle.stream(0).await else {
+        return;
+    };
+    let mut at = start;
+    loop {
+        while at < total && arrived(at / chunk_len) {
+            at += chunk_len;
+        }
+        if at >= total || stream.seek(std::io::SeekFrom::Start(at)).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(STEER_EVERY).await;
+    }
+}
+
+/// How often [`steer`] moves its cursor.
+const STEER_EVERY: Duration = Duration::from_millis(200);
 
 /// Addresses where this machine's BitTorrent listener may be reachable.
 pub fn direct_hints(port: u16) -> Vec<SocketAddr> {

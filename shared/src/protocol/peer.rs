@@ -71,6 +71,10 @@ pub struct Offer {
     /// The sender's WebRTC offer (SDP as JSON, candidates included), when it offers that path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtc: Option<String>,
+    /// In a swarm: the ciphertext offset this receiver should fetch first. Receivers that
+    /// start apart hold different pieces early and can serve each other; a hint only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<u64>,
 }
 
 /// What is offered and how to fetch it.
