@@ -133,7 +133,9 @@ pub(crate) async fn send_many(
                 Err(e) => break Err(e),
             }
         }
-        if let Some((rv, true)) = waiting.take() {
+        if waiting.as_ref().is_some_and(|(_, paired)| *paired)
+            && let Some((rv, _)) = waiting.take()
+        {
             let index = tally.next_index;
             tally.next_index += 1;
             tally.stages.insert(index, Stage::Pending);
