@@ -47,6 +47,9 @@ pub enum Event {
         tries: u32,
         allowed: u32,
     },
+    /// Sender of several receivers: by their reports, the receivers together hold every
+    /// piece, so the sender may stop and they finish from each other.
+    AllHeld,
     /// The code was closed to new receivers (after too many failed tries, or once enough
     /// receivers accepted).
     Closed { reason: String },

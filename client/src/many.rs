@@ -26,7 +26,7 @@ use crate::{
     Error, Event, EventSink,
     error::Result,
     rendezvous::Rendezvous,
-    seed::{self, Role, Seeding},
+    seed::{self, Holdings, Role, Seeding},
     send::SendOptions,
     session,
 };
@@ -37,6 +37,9 @@ pub(crate) const MAX_FAILED_TRIES: u32 = 3;
 const PAKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long finished sessions get to tell their receivers that everyone is done.
 const FAREWELL: Duration = Duration::from_secs(5);
+
+/// The content once prepared, and what the receivers report holding of it.
+type Ready = Option<(Arc<Seeding>, Arc<Holdings>)>;
 
 /// The sender's first host connection on the code's nameplate.
 pub(crate) struct Host {
@@ -103,7 +106,8 @@ pub(crate) async fn send_many(
     let cancel = Arc::new(AtomicBool::new(false));
     let ready = seed::get_ready(paths.to_vec(), opts, cancel, events.clone());
     tokio::pin!(ready);
-    let (seeding_tx, seeding_rx) = watch::channel::<Option<Arc<Seeding>>>(None);
+    let (seeding_tx, seeding_rx) = watch::channel::<Ready>(None);
+    let mut all_held = false;
     let (all_done_tx, all_done_rx) = watch::channel(false);
     let (up_tx, mut up_rx) = mpsc::unbounded_channel::<(u32, Update)>();
     let mut sessions = JoinSet::new();
@@ -117,7 +121,7 @@ pub(crate) async fn send_many(
     let shared_opts = Arc::new(opts.clone());
     let target = opts.receivers.target();
     let mut waiting = Some((rv, peer_present));
-    let mut seeding: Option<Arc<Seeding>> = None;
+    let mut seeding: Ready = None;
     let mut tally = Tally {
         next_index: 1,
         ..Tally::default()
@@ -157,7 +161,8 @@ pub(crate) async fn send_many(
         tokio::select! {
             r = &mut ready, if seeding.is_none() => match r {
                 Ok(s) => {
-                    let s = Arc::new(s);
+                    let holdings = Arc::new(Holdings::new(&s));
+                    let s = (Arc::new(s), holdings);
                     seeding = Some(s.clone());
                     let _ = seeding_tx.send(Some(s));
                 }
@@ -181,7 +186,11 @@ pub(crate) async fn send_many(
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             _ = tick.tick(), if seeding.is_some() => {
-                if let Some(s) = &seeding {
+                if let Some((s, holdings)) = &seeding {
+                    if !all_held && tally.done + tally.count(Stage::Active) > 0 && holdings.complete() {
+                        all_held = true;
+                        events(Event::AllHeld);
+                    }
                     let up = s.handle.stats().uploaded_bytes;
                     if tally.count(Stage::Active) > 0 {
                         events(Event::Progress { bytes: seed::plain_progress(s, up), total: None });
@@ -203,7 +212,7 @@ pub(crate) async fn send_many(
     if tokio::time::timeout(FAREWELL, farewell).await.is_err() {
         sessions.shutdown().await;
     }
-    if let Some(s) = seeding {
+    if let Some((s, _)) = seeding {
         crate::transfer::bt::shutdown(&s.engine).await;
         result.map(|()| s.prepared.size)
     } else {
@@ -375,7 +384,7 @@ async fn receiver_session(
     code: Code,
     opts: Arc<SendOptions>,
     events: EventSink,
-    (mut seeding, mut all_done): (watch::Receiver<Option<Arc<Seeding>>>, watch::Receiver<bool>),
+    (mut seeding, mut all_done): (watch::Receiver<Ready>, watch::Receiver<bool>),
     up: mpsc::UnboundedSender<(u32, Update)>,
 ) {
     let say = |u| {
@@ -396,7 +405,7 @@ async fn receiver_session(
             .ok()
             .and_then(|s| s.clone())
     };
-    let seeding = match link.heartbeat_while(ready).await {
+    let (seeding, holdings) = match link.heartbeat_while(ready).await {
         Ok(Some(s)) => s,
         Ok(None) => return say(Update::Failed("the content could not be prepared".into())),
         Err(e) => return say(Update::Failed(e.to_string())),
@@ -404,6 +413,7 @@ async fn receiver_session(
     let role = Role::Many {
         index: index - 1,
         of: opts.receivers.target(),
+        holdings,
     };
     let served = seed::serve_receiver_then(&mut link, &seeding, &opts, &events, role, || {
         say(Update::Accepted)

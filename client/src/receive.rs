@@ -416,6 +416,8 @@ struct Plan {
     swarm: bool,
     /// In a swarm, where to fetch first (a ciphertext offset, checked against the length).
     start: Option<u64>,
+    /// The torrent's piece length (a whole number of chunks, checked).
+    piece_len: u64,
 }
 
 /// Validate everything the sender claimed before touching the disk.
@@ -444,6 +446,7 @@ fn check_files(
         info_hash,
         swarm: false,
         start: None,
+        piece_len: info.piece_length,
     })
 }
 
@@ -496,12 +499,34 @@ async fn receive_files(
     }
     .await;
     plan.paths.close().await;
-    let fetched = conclude(link, result, plan.swarm).await?;
-    events(Event::Done {
-        bytes: total,
-        seconds: started.elapsed().as_secs_f64(),
-        fetched: Some(fetched),
-    });
+    match result {
+        Ok((fetched, Some(seat))) => {
+            // Tell the sender first: it counts this receiver done and says when all are;
+            // until then (at most --seed-for) this receiver serves the others.
+            let _ = link
+                .send(&PeerMsg::Done {
+                    ok: true,
+                    message: None,
+                })
+                .await;
+            events(Event::Done {
+                bytes: total,
+                seconds: started.elapsed().as_secs_f64(),
+                fetched: Some(fetched),
+            });
+            serve_swarm(&mut link, &seat.torrent, opts.seed_for, events).await;
+            seat.shutdown().await;
+            link.close(Mood::Happy).await;
+        }
+        other => {
+            let fetched = conclude(link, other.map(|(f, _)| f), plan.swarm).await?;
+            events(Event::Done {
+                bytes: total,
+                seconds: started.elapsed().as_secs_f64(),
+                fetched: Some(fetched),
+            });
+        }
+    }
     Ok(ReceiveReport {
         received: Received::Files {
             paths: plan.staging.tops().to_vec(),
@@ -512,13 +537,14 @@ async fn receive_files(
     })
 }
 
-/// Fetch, verify and install. Returns the ciphertext bytes fetched over the network.
+/// Fetch, verify and install. Returns the ciphertext bytes fetched over the network, and in
+/// a swarm the session that goes on serving the other receivers.
 async fn download(
     link: &mut PeerLink,
     plan: &Plan,
     opts: &ReceiveOptions,
     events: &EventSink,
-) -> Result<u64> {
+) -> Result<(u64, Option<Seat>)> {
     let relay = &opts.relay;
     let resume = plan.staging.exists();
     let files = Arc::new(plan.staging.create(&plan.content)?);
@@ -590,6 +616,10 @@ async fn download(
         let mut fetched_before = 0;
         let mut sender_here = true;
         let mut steering = None;
+        let mut have_tick = tokio::time::interval(HAVE_EVERY);
+        // A resumed receiver's chunk map starts full (librqbit checks what is really there),
+        // so it would claim pieces it may not have: only a fresh one reports.
+        let report_have = plan.swarm && !resume;
         loop {
             let handle = bt::add(
                 &torrent_session,
@@ -640,8 +670,14 @@ async fn download(
                 tokio::select! {
                     r = &mut download => break r?,
                     // When the tunnel is the only path, the relay ending it ends the transfer.
-                    said = relay_said.wait_for(Option::is_some), if transport == Transport::Relay => {
-                        return Err(tunnel_ended(said.ok().and_then(|s| s.clone())));
+                    // (The watch guard is dropped inside: it must not live across an await.)
+                    said = async { relay_said.wait_for(Option::is_some).await.ok().and_then(|s| s.clone()) },
+                        if transport == Transport::Relay => {
+                        return Err(tunnel_ended(said));
+                    }
+                    _ = have_tick.tick(), if report_have && sender_here => {
+                        let pieces = held_pieces(&written, plan.cipher.chunk_count(), plan.piece_len / CIPHER_CHUNK);
+                        let _ = link.send(&PeerMsg::Have { pieces }).await;
                     }
                     msg = link.recv(), if sender_here => match msg {
                         // In a swarm the others may hold every piece: carry on without the sender.
@@ -718,20 +754,59 @@ async fn download(
         .await
         .map_err(|e| Error::Transfer(format!("verifying failed: {e}")))
         .and_then(|r| r);
-    if seeding {
-        if verified.is_ok() {
+    let seat = match (seeding, verified.is_ok(), torrent.get()) {
+        (true, true, Some(t)) => {
             // The files are in place: serve them from there (open files follow the rename).
             files.relocate(plan.staging.final_paths());
-            if let Some(t) = torrent.get() {
-                serve_swarm(link, t, opts.seed_for, events).await;
-            }
+            Some(Seat {
+                engine: torrent_session,
+                torrent: t.clone(),
+                files: files.clone(),
+            })
         }
-        bt::shutdown(&torrent_session).await;
-        files.close_all();
-    }
+        (true, ..) => {
+            bt::shutdown(&torrent_session).await;
+            files.close_all();
+            None
+        }
+        _ => None,
+    };
     verified?;
     tracing::debug!(elapsed = ?verify_started.elapsed(), "verified, synced and moved into place");
-    Ok(fetched)
+    Ok((fetched, seat))
+}
+
+/// A swarm receiver's BitTorrent session, kept after its download to serve the others.
+struct Seat {
+    engine: bt::Engine,
+    torrent: Arc<ManagedTorrent>,
+    files: Arc<crate::transfer::files::FileSet>,
+}
+
+impl Seat {
+    async fn shutdown(self) {
+        bt::shutdown(&self.engine).await;
+        self.files.close_all();
+    }
+}
+
+/// How often a swarm receiver tells the sender which pieces it holds.
+const HAVE_EVERY: Duration = Duration::from_secs(2);
+
+/// The pieces whose every chunk is on disk, as a BitTorrent-style bitfield in base64.
+fn held_pieces(written: &ChunkSet, chunks: u64, per_piece: u64) -> String {
+    let per_piece = per_piece.max(1);
+    let pieces = chunks.div_ceil(per_piece);
+    let mut bits = vec![0u8; usize::try_from(pieces.div_ceil(8)).unwrap_or(0)];
+    for p in 0..pieces {
+        let first = p * per_piece;
+        if (first..(first + per_piece).min(chunks)).all(|i| written.get(i))
+            && let Some(b) = usize::try_from(p / 8).ok().and_then(|i| bits.get_mut(i))
+        {
+            *b |= 0x80 >> (p % 8);
+        }
+    }
+    B64.encode(bits)
 }
 
 /// Say where the bytes came from: the sender (its direct addresses or the path selector)

@@ -23,7 +23,7 @@ use convey_shared::{
 use crate::{
     Error, Event, EventSink,
     error::Result,
-    send::{SendOptions, await_done, finish, offer},
+    send::{SendOptions, await_done_with, finish, offer},
     session::PeerLink,
     transfer::{
         bt,
@@ -174,14 +174,74 @@ pub(crate) fn cipher_len(seeding: &Seeding) -> u64 {
     seeding.cipher.cipher_len()
 }
 
+/// Which pieces the receivers of a swarm hold together, from their `have` reports.
+#[derive(Debug)]
+pub(crate) struct Holdings {
+    pieces: u64,
+    bits: std::sync::Mutex<Vec<u8>>,
+}
+
+impl Holdings {
+    pub(crate) fn new(seeding: &Seeding) -> Self {
+        Self::with_pieces(
+            seeding
+                .cipher
+                .cipher_len()
+                .div_ceil(seeding.prepared.info.piece_length.max(1)),
+        )
+    }
+
+    fn with_pieces(pieces: u64) -> Self {
+        Self {
+            pieces,
+            bits: std::sync::Mutex::new(vec![0; usize::try_from(pieces.div_ceil(8)).unwrap_or(0)]),
+        }
+    }
+
+    /// Add one receiver's report (base64 bitfield); a malformed one is ignored.
+    fn add(&self, report: &str) {
+        let Ok(theirs) = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, report) else {
+            return;
+        };
+        let mut bits = self.bits.lock().unwrap_or_else(|e| e.into_inner());
+        if theirs.len() != bits.len() {
+            return;
+        }
+        for (b, t) in bits.iter_mut().zip(theirs) {
+            *b |= t;
+        }
+    }
+
+    /// A receiver completed: it holds every piece.
+    pub(crate) fn add_all(&self) {
+        self.bits.lock().unwrap_or_else(|e| e.into_inner()).fill(0xff);
+    }
+
+    /// Do the receivers together hold every piece?
+    pub(crate) fn complete(&self) -> bool {
+        let bits = self.bits.lock().unwrap_or_else(|e| e.into_inner());
+        (0..self.pieces).all(|p| {
+            usize::try_from(p / 8)
+                .ok()
+                .and_then(|i| bits.get(i))
+                .is_some_and(|b| b & (0x80 >> (p % 8)) != 0)
+        })
+    }
+}
+
 /// Who a receiver is among the receivers of one offer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum Role {
     /// The one receiver of a single-use code: progress is this receiver's.
     Only,
     /// One of several: the offer says the receivers seed each other, and where this one
-    /// (`index` from 0, of `of` or any number) should start fetching.
-    Many { index: u32, of: Option<u32> },
+    /// (`index` from 0, of `of` or any number) should start fetching; its piece reports
+    /// go to `holdings`.
+    Many {
+        index: u32,
+        of: Option<u32>,
+        holdings: Arc<Holdings>,
+    },
 }
 
 impl Role {
@@ -242,9 +302,13 @@ pub(crate) async fn serve_receiver_then(
         direct_hints: offered.hints.clone(),
     };
     let only = matches!(role, Role::Only);
+    let holdings = match &role {
+        Role::Many { holdings, .. } => Some(holdings.clone()),
+        Role::Only => None,
+    };
     let (abilities, start): (&[&str], _) = match role {
         Role::Only => (&[ABILITY_BITTORRENT], None),
-        Role::Many { index, of } => {
+        Role::Many { index, of, .. } => {
             let piece = prepared.info.piece_length.max(1);
             let pieces = cipher.cipher_len().div_ceil(piece);
             // Float precision is irrelevant here: it is a hint, rounded to a piece.
@@ -263,7 +327,11 @@ pub(crate) async fn serve_receiver_then(
     let result = async {
         offer(link, body, &offered, (abilities, start)).await?;
         on_accept();
-        let done = await_done(link);
+        let done = await_done_with(link, |report| {
+            if let Some(h) = &holdings {
+                h.add(report);
+            }
+        });
         tokio::pin!(done);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut shown_path = None;
@@ -285,6 +353,9 @@ pub(crate) async fn serve_receiver_then(
     .await;
     offered.shutdown().await;
     result?;
+    if let Some(h) = &holdings {
+        h.add_all();
+    }
     if only {
         events(Event::Progress {
             bytes: prepared.size,
@@ -292,4 +363,28 @@ pub(crate) async fn serve_receiver_then(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::{Engine, engine::general_purpose::STANDARD as B64};
+
+    use super::Holdings;
+
+    /// Two receivers holding one half each hold everything together; a report of the
+    /// wrong length or not base64 counts for nothing.
+    #[test]
+    fn holdings_are_the_union_of_well_formed_reports() {
+        let h = Holdings::with_pieces(12);
+        h.add(&B64.encode([0xff, 0xff, 0xff]));
+        h.add("not base64!");
+        assert!(!h.complete(), "malformed reports are ignored");
+        h.add(&B64.encode([0b1111_1100, 0x00]));
+        assert!(!h.complete());
+        h.add(&B64.encode([0b0000_0011, 0b1111_0000]));
+        assert!(h.complete(), "pieces 0-5 and 6-11 from two receivers");
+        let fresh = Holdings::with_pieces(3);
+        fresh.add_all();
+        assert!(fresh.complete());
+    }
 }

@@ -270,9 +270,19 @@ pub(crate) async fn offer(
     }
 }
 
-/// Wait for the receiver's final word.
+/// Wait for the receiver's final word; a swarm receiver's piece reports go to `have`.
 pub(crate) async fn await_done(link: &mut PeerLink) -> Result<()> {
-    match link.recv().await? {
+    await_done_with(link, |_| {}).await
+}
+
+pub(crate) async fn await_done_with(link: &mut PeerLink, mut have: impl FnMut(&str)) -> Result<()> {
+    let msg = loop {
+        match link.recv().await? {
+            PeerMsg::Have { pieces } => have(&pieces),
+            other => break other,
+        }
+    };
+    match msg {
         PeerMsg::Done { ok: true, .. } => Ok(()),
         PeerMsg::Done { ok: false, message } => Err(Error::Transfer(format!(
             "the receiver reported: {}",

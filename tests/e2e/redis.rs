@@ -161,3 +161,43 @@ async fn two_relays_sharing_redis_act_as_one() {
     a.server.shutdown().await;
     b.server.shutdown().await;
 }
+
+/// One code for three receivers, with the sender on instance A and receivers on both: each
+/// is paired with its own sender connection across instances, and all three complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn several_receivers_across_two_relays_sharing_redis() {
+    convey_tests::init_tracing();
+    let redis = Redis::start();
+    let a = TestRelay::spawn_with(|c| c.redis_url = Some(redis.url.clone())).await;
+    let b = TestRelay::spawn_with(|c| c.redis_url = Some(redis.url.clone())).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("many.bin");
+    let digest = convey_tests::random_file(&src, 8 << 20, 51);
+    let mut opts = convey_tests::send_options(&a, src);
+    opts.receivers = convey::Receivers::Count(std::num::NonZeroU32::new(3).expect("3"));
+    let rec = convey_tests::Recorder::default();
+    let sender = tokio::spawn(convey::send(opts, rec.sink()));
+    let code = rec.code().await;
+    let mut receivers = Vec::new();
+    for (i, relay) in [&a, &b, &b].into_iter().enumerate() {
+        let out = dir.path().join(format!("out{i}"));
+        std::fs::create_dir(&out).expect("mkdir");
+        let opts = convey_tests::receive_options(relay, code.clone(), out.clone());
+        receivers.push((out, tokio::spawn(convey::receive(opts, convey::ignore_events()))));
+    }
+    for (out, task) in receivers {
+        tokio::time::timeout(Duration::from_secs(120), task)
+            .await
+            .expect("in time")
+            .expect("task")
+            .expect("each receiver completes across instances");
+        assert_eq!(convey_tests::sha256_file(&out.join("many.bin")), digest);
+    }
+    tokio::time::timeout(Duration::from_secs(30), sender)
+        .await
+        .expect("sender finished")
+        .expect("task")
+        .expect("the sender saw all three complete");
+    a.server.shutdown().await;
+    b.server.shutdown().await;
+}

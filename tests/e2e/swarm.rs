@@ -243,3 +243,75 @@ async fn a_two_word_code_is_refused_for_several_receivers() {
     assert!(err.to_string().contains("33 bits"), "{err}");
     relay.server.shutdown().await;
 }
+
+/// Among three receivers, one may use only the relay (its tunnel to the sender): it
+/// completes through the tunnel while the other two swarm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receiver_limited_to_the_relay_completes_while_the_others_swarm() {
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("mixed.bin");
+    let size = 8 << 20;
+    let digest = random_file(&src, size, 44);
+    let mut opts = send_options(&relay, src);
+    opts.receivers = receivers(3);
+    let rec = Recorder::default();
+    let sender = tokio::spawn(convey::send(opts, rec.sink()));
+    let code = rec.code().await;
+    let mut tasks = Vec::new();
+    for (i, transport) in [
+        convey::Transport::Auto,
+        convey::Transport::Relay,
+        convey::Transport::Auto,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = dir.path().join(format!("m{i}"));
+        std::fs::create_dir(&out).expect("mkdir");
+        let got = Recorder::default();
+        let mut opts = receive_options(&relay, code.clone(), out.clone());
+        opts.transport = transport;
+        tasks.push((
+            out,
+            got.clone(),
+            transport,
+            tokio::spawn(convey::receive(opts, got.sink())),
+        ));
+    }
+    for (out, got, transport, task) in tasks {
+        tokio::time::timeout(Duration::from_secs(180), task)
+            .await
+            .expect("in time")
+            .expect("task")
+            .expect("each receiver completes");
+        assert_eq!(sha256_file(&out.join("mixed.bin")), digest);
+        if transport == convey::Transport::Relay {
+            let events = got.events.lock().expect("lock").clone();
+            assert!(
+                events
+                    .iter()
+                    .any(|e| matches!(e, Event::Transport { path } if path == "relay")),
+                "the relay-only receiver came through the tunnel: {events:?}"
+            );
+        }
+    }
+    let paths: Vec<String> = rec
+        .events
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|e| match e {
+            Event::Receiver { state, .. } => Some(state.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paths.iter().filter(|s| *s == "done").count(), 3, "{paths:?}");
+    tokio::time::timeout(Duration::from_secs(30), sender)
+        .await
+        .expect("sender finished")
+        .expect("task")
+        .expect("all three done");
+    relay.server.shutdown().await;
+}

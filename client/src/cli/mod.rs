@@ -213,6 +213,10 @@ pub(crate) async fn run(cli: Cli) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.is::<Interrupted>() && MAY_CLOSE.load(std::sync::atomic::Ordering::Relaxed) => {
+            out.say("Stopped: the receivers finish from each other");
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             let code = match err.downcast_ref::<Error>() {
                 Some(e) => e.exit_code(),
@@ -225,6 +229,10 @@ pub(crate) async fn run(cli: Cli) -> ExitCode {
         }
     }
 }
+
+/// Set once a sender of several receivers was told they hold every piece: Ctrl-C after
+/// that is the expected way to leave, not a failure.
+static MAY_CLOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Ctrl-C.
 #[derive(Debug, thiserror::Error)]
@@ -309,6 +317,10 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>, lan: bool) -> 
         Event::Waiting if mode != Mode::Json => {
             shown.say("Waiting for the receiver…");
             true
+        }
+        Event::AllHeld => {
+            MAY_CLOSE.store(true, std::sync::atomic::Ordering::Relaxed);
+            false
         }
         Event::Connected => {
             // The nameplate is taken now: stop offering it on the LAN.

@@ -185,6 +185,7 @@ impl Output {
             Event::Closed { reason } => self.say(&format!(
                 "The code is closed to new receivers ({reason}); receivers already in carry on"
             )),
+            Event::AllHeld => self.say("Every piece is now with the receivers; you may close convey (Ctrl-C): they finish from each other"),
             Event::Seeding { .. } => {
                 self.say("Serving the other receivers until they are done (Ctrl-C stops)")
             }

@@ -28,6 +28,11 @@ pub enum PeerMsg {
     Done { ok: bool, message: Option<String> },
     /// Sender to receiver, between key confirmation and the offer: still hashing, still here.
     Preparing,
+    /// Receiver of a swarm offer to the sender, every few seconds while it downloads: the
+    /// pieces it holds (base64 of a BitTorrent-style bitfield, piece 0 in the high bit of
+    /// the first byte). The sender says "you may close" once the receivers together hold
+    /// every piece; it trusts admitted receivers for no more than that.
+    Have { pieces: String },
     /// Sender to a receiver of a swarm offer: every receiver it waited for is done, so
     /// nobody needs this receiver's pieces any more.
     SwarmDone,
@@ -44,6 +49,7 @@ impl PeerMsg {
             Self::Done { .. } => "done",
             Self::Preparing => "preparing",
             Self::SwarmDone => "swarm-done",
+            Self::Have { .. } => "have",
             Self::Unknown => "a message of an unknown type",
         }
     }
