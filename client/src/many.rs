@@ -59,6 +59,8 @@ enum Update {
     Declined,
     Done,
     Failed(String),
+    /// A receiver that was done and serving the others left.
+    Left,
 }
 
 /// Where a receiver stands.
@@ -68,6 +70,8 @@ enum Stage {
     Pending,
     /// Accepted the offer, transferring.
     Active,
+    /// Done, and still serving the others until the sender says all are done.
+    Serving,
 }
 
 /// The counts the sender decides by.
@@ -91,8 +95,9 @@ impl Tally {
             && target.is_none_or(|t| self.done + self.count(Stage::Pending) + self.count(Stage::Active) < t)
     }
 
+    /// Is a receiver still joining or transferring?
     fn busy(&self) -> bool {
-        !self.stages.is_empty()
+        self.stages.values().any(|s| *s != Stage::Serving)
     }
 }
 
@@ -195,7 +200,10 @@ pub(crate) async fn send_many(
                     if tally.count(Stage::Active) > 0 {
                         events(Event::Progress { bytes: seed::plain_progress(s, up), total: None });
                     }
-                    backoff.update(s, up, tally.count(Stage::Active), opts.upload_limit);
+                    let active = tally.count(Stage::Active);
+                    let holders = active + tally.count(Stage::Serving);
+                    let swarming = active >= 1 && holders >= 2;
+                    backoff.update(s, up, (swarming, holdings.complete()), opts.upload_limit);
                 }
             }
             () = sleep_until(idle_deadline), if idle_deadline.is_some() => {
@@ -220,36 +228,58 @@ pub(crate) async fn send_many(
     }
 }
 
-/// Once the sender has uploaded the whole ciphertext while several receivers transfer,
-/// they started apart and together hold (nearly) every piece: the sender slows to a
-/// quarter of its rate so far, and librqbit on the receivers fetches the rest from each
-/// other (it moves a piece from a slow peer to a faster one). Pieces only the sender holds
-/// still come, more slowly. With one receiver left, full speed again.
+/// How the sender steps back while several receivers transfer. Once it has uploaded the
+/// whole ciphertext, the receivers (who started apart) hold nearly every piece: it slows to
+/// a quarter of its rate so far. Once their reports say they hold every piece together, it
+/// slows to [`BACKOFF_FLOOR`]. librqbit on the receivers then fetches from each other (it
+/// moves a piece from a slow peer to a faster one); pieces only the sender holds still
+/// come, more slowly. With no other receiver left to serve, full speed again.
 #[derive(Debug, Default)]
 struct Backoff {
     since: Option<(Instant, u64)>,
-    slowed: bool,
+    /// 0: full speed, 1: a quarter, 2: the floor.
+    step: u8,
 }
 
 /// The slowest the sender goes when it backs off.
 const BACKOFF_FLOOR: u32 = 256 << 10;
 
 impl Backoff {
-    fn update(&mut self, s: &Seeding, uploaded: u64, active: u32, limit: Option<std::num::NonZeroU32>) {
+    /// `swarming`: a receiver transfers and at least one other receiver holds pieces.
+    fn update(
+        &mut self,
+        s: &Seeding,
+        uploaded: u64,
+        (swarming, all_held): (bool, bool),
+        limit: Option<std::num::NonZeroU32>,
+    ) {
         let (started, at_start) = *self.since.get_or_insert((Instant::now(), uploaded));
         let limits = &s.engine.session().ratelimits;
-        if !self.slowed && active >= 2 && uploaded.saturating_sub(at_start) >= seed::cipher_len(s) {
-            let rate = (uploaded - at_start) as f64 / started.elapsed().as_secs_f64().max(1e-3);
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let slow = ((rate / 4.0) as u32).max(BACKOFF_FLOOR);
-            let slow = limit.map_or(slow, |l| l.get().min(slow));
-            tracing::debug!(slow, "the receivers hold the content: the sender slows down");
-            limits.set_upload_bps(std::num::NonZeroU32::new(slow));
-            self.slowed = true;
-        } else if self.slowed && active < 2 {
-            limits.set_upload_bps(limit);
-            self.slowed = false;
+        let capped = |bps: u32| std::num::NonZeroU32::new(limit.map_or(bps, |l| l.get().min(bps)));
+        let want = if !swarming {
+            0
+        } else if all_held {
+            2
+        } else if uploaded.saturating_sub(at_start) >= seed::cipher_len(s) {
+            1.max(self.step)
+        } else {
+            self.step
+        };
+        if want == self.step {
+            return;
         }
+        match want {
+            0 => limits.set_upload_bps(limit),
+            1 => {
+                let rate = (uploaded - at_start) as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let slow = ((rate / 4.0) as u32).max(BACKOFF_FLOOR);
+                limits.set_upload_bps(capped(slow));
+            }
+            _ => limits.set_upload_bps(capped(BACKOFF_FLOOR)),
+        }
+        tracing::debug!(step = want, "the sender's upload pace");
+        self.step = want;
     }
 }
 
@@ -313,6 +343,7 @@ async fn count(
         Update::Declined => "declined",
         Update::Done => "done",
         Update::Failed(_) => "failed",
+        Update::Left => return None,
     };
     match &update {
         Update::Confirmed => {}
@@ -320,14 +351,14 @@ async fn count(
             tally.stages.insert(index, Stage::Active);
         }
         Update::Done => {
-            tally.stages.remove(&index);
+            tally.stages.insert(index, Stage::Serving);
             tally.done += 1;
         }
         Update::FailedTry => {
             tally.stages.remove(&index);
             tally.failures += 1;
         }
-        Update::Declined | Update::Failed(_) => {
+        Update::Declined | Update::Failed(_) | Update::Left => {
             tally.stages.remove(&index);
         }
     }
@@ -430,7 +461,15 @@ async fn receiver_session(
             return link.close(Mood::Errory).await;
         }
     }
-    link.keep_alive_while(all_done.wait_for(|d| *d)).await.ok();
+    // Done: this receiver serves the others until all are (or until it leaves).
+    loop {
+        tokio::select! {
+            _ = all_done.wait_for(|d| *d) => break,
+            msg = link.recv() => if msg.is_err() {
+                return say(Update::Left);
+            },
+        }
+    }
     let _ = link.send(&PeerMsg::SwarmDone).await;
     link.close(Mood::Happy).await;
 }
