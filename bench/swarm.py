@@ -97,6 +97,7 @@ def run_once(n, size, rate, work):
         threading.Thread(target=lambda: [None for _ in sender.stdout], daemon=True).start()
         started = time.time()
         finished = {}
+        peers_bytes = {}
 
         def watch(i, proc):
             for line in proc.stdout:
@@ -104,6 +105,8 @@ def run_once(n, size, rate, work):
                     ev = json.loads(line)
                 except ValueError:
                     continue
+                if ev.get("event") == "sources":
+                    peers_bytes[i] = ev.get("from_receivers", 0)
                 if ev.get("event") in ("seeding", "done") and i not in finished:
                     finished[i] = time.time() - started
 
@@ -130,7 +133,7 @@ def run_once(n, size, rate, work):
             time.sleep(0.05)
         sender.wait(timeout=60)
         sent = net.tx_bytes(0) - before
-        return max(finished.values()), sent
+        return max(finished.values()), sent, sum(peers_bytes.values())
     finally:
         for p in procs:
             if p.poll() is None:
@@ -166,12 +169,12 @@ def main():
                 left -= n
         base = None
         print(f"{args.size_mib} MiB, every link {args.rate} both ways")
-        print(f"{'N':>3} {'all done s':>11} {'x N=1':>7} {'sender out MiB':>15} {'x content':>10}")
+        print(f"{'N':>3} {'all done s':>11} {'x N=1':>7} {'sender out MiB':>15} {'x content':>10} {'from peers MiB':>15}")
         for n in [int(c) for c in args.counts.split(",")]:
-            secs, sent = run_once(n, size, args.rate, work)
+            secs, sent, from_peers = run_once(n, size, args.rate, work)
             if base is None:
                 base = secs
-            print(f"{n:>3} {secs:>11.1f} {secs / base:>7.2f} {sent / 2**20:>15.0f} {sent / size:>10.2f}", flush=True)
+            print(f"{n:>3} {secs:>11.1f} {secs / base:>7.2f} {sent / 2**20:>15.0f} {sent / size:>10.2f} {from_peers / 2**20:>15.0f}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

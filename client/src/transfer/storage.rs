@@ -8,12 +8,7 @@
 //!   re-encrypt what is on disk, which is deterministic, so piece hashes still verify; that
 //!   is also how a resumed transfer finds the pieces it already has.
 
-use std::{
-    collections::HashMap,
-    io::IoSlice,
-    path::Path,
-    sync::{Arc, Mutex},
-};
+use std::{io::IoSlice, path::Path, sync::Arc};
 
 use bytes::Bytes;
 
@@ -150,10 +145,11 @@ pub struct OpeningStorage {
     cipher: ContentCipher,
     written: Arc<ChunkSet>,
     writer: Arc<Writer>,
-    /// Ciphertext of chunks received but not yet read back by librqbit's piece check, so
-    /// the check needs neither the writer nor re-encryption. Bounded; past the bound the
-    /// check re-encrypts what the writer has written.
-    unchecked: Arc<Mutex<HashMap<u64, Bytes>>>,
+    /// Ciphertext of chunks received but not yet on disk, so librqbit's piece check and a
+    /// co-receiver's request right after it need neither the writer nor re-encryption. The
+    /// writer drops each chunk once it is written (see [`ChunkSet::kept`]). Bounded; past
+    /// the bound a read waits for the writer.
+    unchecked: Arc<ChunkSet>,
 }
 
 /// Most chunks kept in [`OpeningStorage::unchecked`] (32 MiB).
@@ -173,9 +169,9 @@ impl OpeningStorageFactory {
             storage: OpeningStorage {
                 files,
                 cipher,
+                unchecked: written.clone(),
                 written,
                 writer,
-                unchecked: Arc::default(),
             },
         }
     }
@@ -231,10 +227,7 @@ impl OpeningStorage {
         let ciphertext = Bytes::copy_from_slice(data);
         self.written.mark_queued(i);
         {
-            let mut unchecked = self.unchecked.lock().unwrap_or_else(|e| e.into_inner());
-            if unchecked.len() < MAX_UNCHECKED {
-                unchecked.insert(i, ciphertext.clone());
-            }
+            self.unchecked.keep(i, &ciphertext, MAX_UNCHECKED);
         }
         self.writer.queue(i, ciphertext)
     }
@@ -249,11 +242,7 @@ impl TorrentStorage for OpeningStorage {
         // Before anything arrived, say so: librqbit's initial check then skips the file.
         ensure!(self.written.any(), "nothing received yet");
         read_cipher(&self.cipher, offset, buf, |i, chunk| {
-            let kept = self
-                .unchecked
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&i);
+            let kept = self.unchecked.kept(i);
             if let Some(ct) = kept.filter(|ct| ct.len() == chunk.len()) {
                 chunk.copy_from_slice(&ct);
                 Ok(())

@@ -31,6 +31,8 @@ const WRITEBACK_EVERY: u64 = 32 << 20;
 pub struct ChunkSet {
     bits: Vec<AtomicU64>,
     queued: Vec<AtomicU64>,
+    /// Ciphertext of chunks queued but not yet written, for reads in between.
+    kept: Mutex<std::collections::HashMap<u64, Bytes>>,
     /// Something arrived (or may be on disk from an earlier attempt).
     any: AtomicBool,
 }
@@ -43,6 +45,7 @@ impl ChunkSet {
         Self {
             bits: (0..words).map(|_| AtomicU64::new(fill)).collect(),
             queued: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            kept: Mutex::default(),
             any: AtomicBool::new(full),
         }
     }
@@ -59,6 +62,23 @@ impl ChunkSet {
     pub fn mark_queued(&self, i: u64) {
         self.queued[(i / 64) as usize].fetch_or(1 << (i % 64), Ordering::Release);
         self.any.store(true, Ordering::Release);
+    }
+
+    /// Keep chunk `i`'s ciphertext until the writer has written it (at most `max` chunks).
+    pub fn keep(&self, i: u64, ciphertext: &Bytes, max: usize) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() < max {
+            kept.insert(i, ciphertext.clone());
+        }
+    }
+
+    /// Chunk `i`'s ciphertext, while it is not on disk yet.
+    pub fn kept(&self, i: u64) -> Option<Bytes> {
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&i)
+            .cloned()
     }
 
     /// Was chunk `i` queued for the writer (it may not be on disk yet)?
@@ -207,6 +227,11 @@ impl WriterThread {
                 continue;
             }
             self.written.set(i);
+            self.written
+                .kept
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&i);
             if let Err(e) = self.hash_ready(i, plain) {
                 *self.failed.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(format!("reading the received files back: {e}"));
