@@ -12,6 +12,9 @@ creates; they, the relay and every convey it started are removed afterwards.
 """
 import argparse, json, os, shutil, subprocess, sys, tempfile, threading, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from transfer import write_random  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 CONVEY = os.path.join(TARGET, "release", "convey")
@@ -161,12 +164,7 @@ def main():
     size = args.size_mib << 20
     work = tempfile.mkdtemp(prefix="convey-swarm-bench-")
     try:
-        with open(os.path.join(work, "payload.bin"), "wb") as f:
-            left = size
-            while left:
-                n = min(left, 8 << 20)
-                f.write(os.urandom(n))
-                left -= n
+        write_random(os.path.join(work, "payload.bin"), size)
         base = None
         print(f"{args.size_mib} MiB, every link {args.rate} both ways")
         print(f"{'N':>3} {'all done s':>11} {'x N=1':>7} {'sender out MiB':>15} {'x content':>10} {'from peers MiB':>15}")

@@ -15,6 +15,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 
 
+def write_random(path, size):
+    """`size` random bytes at `path`, on disk before the runs (a receiver's final flush
+    must not pay for writing the source)."""
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 8 << 20)
+            f.write(os.urandom(n))
+            left -= n
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -143,15 +156,7 @@ def main():
     work = tempfile.mkdtemp(prefix="convey-bench-")
     relay = None
     try:
-        with open(os.path.join(work, "payload.bin"), "wb") as f:
-            left = size
-            while left:
-                n = min(left, 8 << 20)
-                f.write(os.urandom(n))
-                left -= n
-            # On disk before the runs: the receiver's final flush must not pay for it.
-            f.flush()
-            os.fsync(f.fileno())
+        write_random(os.path.join(work, "payload.bin"), size)
         port = free_port()
         relay = subprocess.Popen([os.path.join(TARGET, "release", "convey-relay"), "--listen", f"127.0.0.1:{port}",
                                   "--stun-listen", "127.0.0.1:0"],

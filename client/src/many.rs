@@ -198,7 +198,7 @@ pub(crate) async fn send_many(
                     }
                     let up = s.handle.stats().uploaded_bytes;
                     if tally.count(Stage::Active) > 0 {
-                        events(Event::Progress { bytes: seed::plain_progress(s, up), total: None });
+                        events(Event::Progress { bytes: s.cipher.plain_progress(up), total: None });
                     }
                     let active = tally.count(Stage::Active);
                     let holders = active + tally.count(Stage::Serving);
@@ -260,7 +260,7 @@ impl Backoff {
             0
         } else if all_held {
             2
-        } else if uploaded.saturating_sub(at_start) >= seed::cipher_len(s) {
+        } else if uploaded.saturating_sub(at_start) >= s.cipher.cipher_len() {
             1.max(self.step)
         } else {
             self.step
@@ -446,7 +446,7 @@ async fn receiver_session(
         of: opts.receivers.target(),
         holdings,
     };
-    let served = seed::serve_receiver_then(&mut link, &seeding, &opts, &events, role, || {
+    let served = seed::serve_receiver(&mut link, &seeding, &opts, &events, role, || {
         say(Update::Accepted)
     })
     .await;

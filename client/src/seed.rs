@@ -41,7 +41,7 @@ use crate::{
 pub(crate) struct Seeding {
     pub(crate) prepared: Prepared,
     manifest: Manifest,
-    cipher: ContentCipher,
+    pub(crate) cipher: ContentCipher,
     torrent: Vec<u8>,
     pub(crate) engine: bt::Engine,
     pub(crate) handle: Arc<librqbit::ManagedTorrent>,
@@ -91,7 +91,7 @@ pub(crate) async fn send_files(
             Err(e) => return finish(link, Err(e)).await,
         },
     };
-    let result = serve_receiver(&mut link, &seeding, opts, events, Role::Only).await;
+    let result = serve_receiver(&mut link, &seeding, opts, events, Role::Only, || {}).await;
     bt::shutdown(&seeding.engine).await;
     finish(link, result.map(|()| seeding.prepared.size)).await
 }
@@ -162,16 +162,6 @@ pub(crate) async fn get_ready(
             Err(e)
         }
     }
-}
-
-/// Plaintext bytes that `uploaded` ciphertext bytes carried.
-pub(crate) fn plain_progress(seeding: &Seeding, uploaded: u64) -> u64 {
-    seeding.cipher.plain_progress(uploaded)
-}
-
-/// The ciphertext's length: what one full upload of the content is.
-pub(crate) fn cipher_len(seeding: &Seeding) -> u64 {
-    seeding.cipher.cipher_len()
 }
 
 /// Which pieces the receivers of a swarm hold together, from their `have` reports.
@@ -256,19 +246,9 @@ impl Role {
 }
 
 /// Offer `seeding` to the receiver on `link`: register the swarm through its connection,
-/// start seeding (once), serve its paths, and wait for its verdict. With [`Role::Many`],
-/// `on_accept` runs when it accepts.
+/// start seeding (once), serve its paths, and wait for its verdict. `on_accept` runs when
+/// it accepts.
 pub(crate) async fn serve_receiver(
-    link: &mut PeerLink,
-    seeding: &Seeding,
-    opts: &SendOptions,
-    events: &EventSink,
-    role: Role,
-) -> Result<()> {
-    serve_receiver_then(link, seeding, opts, events, role, || {}).await
-}
-
-pub(crate) async fn serve_receiver_then(
     link: &mut PeerLink,
     seeding: &Seeding,
     opts: &SendOptions,

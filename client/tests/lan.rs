@@ -10,62 +10,27 @@ use std::{
     io::{BufRead, BufReader},
     path::Path,
     process::{Child, Command, Output, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
-use common::{BIN, run, wait_with_timeout, write_random};
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
+use common::{BIN, Bridge, run, wait_with_timeout, write_random};
 
 /// Hosts on one bridge: `hosts[i]` has 198.18.0.{i+1}.
 struct Lan {
-    switch: String,
-    hosts: Vec<String>,
+    net: Bridge,
 }
 
 impl Lan {
     fn new(count: usize) -> Self {
-        let id = format!(
-            "{}{}",
-            std::process::id() % 10_000,
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let switch = format!("cvls{id}");
-        let hosts: Vec<String> = (0..count).map(|i| format!("cvl{i}{id}")).collect();
-        for ns in std::iter::once(&switch).chain(&hosts) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-            run(&["ip", "netns", "add", ns]);
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        Self {
+            net: Bridge::new("cvl", count),
         }
-        run(&["ip", "-n", &switch, "link", "add", "br0", "type", "bridge"]);
-        run(&["ip", "-n", &switch, "link", "set", "br0", "up"]);
-        for (i, host) in hosts.iter().enumerate() {
-            let (port, nic) = (format!("p{i}{id}"), format!("e{i}{id}"));
-            run(&["ip", "link", "add", &port, "type", "veth", "peer", "name", &nic]);
-            run(&["ip", "link", "set", &port, "netns", &switch]);
-            run(&["ip", "link", "set", &nic, "netns", host]);
-            run(&["ip", "-n", &switch, "link", "set", &port, "master", "br0"]);
-            run(&["ip", "-n", &switch, "link", "set", &port, "up"]);
-            run(&[
-                "ip",
-                "-n",
-                host,
-                "addr",
-                "add",
-                &format!("198.18.0.{}/24", i + 1),
-                "dev",
-                &nic,
-            ]);
-            run(&["ip", "-n", host, "link", "set", &nic, "up"]);
-        }
-        Self { switch, hosts }
     }
 
     /// `convey ARGS` on host `i`, with LAN discovery on and no relay configured.
     fn convey(&self, i: usize, home: &Path) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.hosts[i], BIN])
+        c.args(["netns", "exec", &self.net.hosts[i], BIN])
             .env("HOME", home)
             .env("CONVEY_LAN", "on")
             .env_remove("CONVEY_RELAY")
@@ -77,7 +42,7 @@ impl Lan {
 
     /// Drop multicast DNS into and out of host `i`.
     fn block_mdns(&self, i: usize) {
-        let ns = &self.hosts[i];
+        let ns = &self.net.hosts[i];
         run(&["ip", "netns", "exec", ns, "nft", "add", "table", "inet", "cvl"]);
         for (chain, hook) in [("in", "input"), ("out", "output")] {
             run(&[
@@ -97,14 +62,6 @@ impl Lan {
                 "ip", "netns", "exec", ns, "nft", "add", "rule", "inet", "cvl", chain, "udp", "dport",
                 "5353", "drop",
             ]);
-        }
-    }
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        for ns in self.hosts.iter().chain(std::iter::once(&self.switch)) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
 }

@@ -7,15 +7,13 @@ mod common;
 
 use std::{
     io::BufReader,
-    net::SocketAddr,
     path::Path,
     process::{Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
 
-use common::{BIN, json_events, run, wait_with_timeout, write_random};
-use convey_relay::{Config, Server};
+use common::{BIN, NamespaceRelay, json_events, run, wait_with_timeout, write_random};
 
 static NEXT_NET: AtomicU32 = AtomicU32::new(0);
 
@@ -26,8 +24,7 @@ struct Net {
     r: String,
     /// Subnet prefix: a is {p}.1.2, b is {p}.2.2, r is {p}.1.1 and {p}.2.1.
     p: String,
-    relay_port: u16,
-    relay: Option<(std::thread::JoinHandle<()>, tokio::sync::oneshot::Sender<()>)>,
+    relay: Option<NamespaceRelay>,
 }
 
 impl Net {
@@ -93,47 +90,14 @@ impl Net {
             "-w",
             "net.ipv4.ip_forward=1",
         ]);
-        let mut net = Self {
-            a,
-            b,
-            r,
-            p,
-            relay_port: 0,
-            relay: None,
-        };
-        net.start_relay();
-        net
-    }
-
-    /// Run the real relay in-process, on a thread that entered the router namespace.
-    fn start_relay(&mut self) {
-        let ns = std::fs::File::open(format!("/var/run/netns/{}", self.r)).expect("open netns");
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the router namespace");
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let server = Server::spawn(Config::with_listen(SocketAddr::from(([0, 0, 0, 0], 0))))
-                    .await
-                    .expect("relay in the router namespace");
-                ready_tx.send(server.local_addr().port()).expect("report port");
-                let _ = stop_rx.await;
-                server.shutdown().await;
-            });
-        });
-        self.relay_port = ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("relay started");
-        self.relay = Some((thread, stop_tx));
+        let relay = Some(NamespaceRelay::start(&r));
+        Self { a, b, r, p, relay }
     }
 
     /// The relay as seen from host `side` (1: sender, 2: receiver).
     fn relay_from(&self, side: u8) -> String {
-        format!("{}.{side}.1:{}", self.p, self.relay_port)
+        let port = self.relay.as_ref().map_or(0, |r| r.port);
+        format!("{}.{side}.1:{port}", self.p)
     }
 
     /// Drop every packet between the two hosts (TCP and UDP), inside their namespaces; both
@@ -190,10 +154,8 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
-        if let Some((thread, stop)) = self.relay.take() {
-            let _ = stop.send(());
-            let _ = thread.join();
-        }
+        // The relay stops before its namespace goes.
+        drop(self.relay.take());
         for ns in [&self.a, &self.b, &self.r] {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }

@@ -9,17 +9,13 @@ mod common;
 
 use std::{
     io::{BufRead, BufReader},
-    net::SocketAddr,
     path::Path,
     process::{Child, Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
-use common::{BIN, run, wait_with_timeout, write_random};
-use convey_relay::{Config, Server};
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
+use common::{BIN, Bridge, NamespaceRelay, wait_with_timeout, write_random};
+use convey_tests::sha256_file as sha;
 
 /// Host indexes on the bridge: `hosts[i]` has 198.18.0.{i+1}.
 const SENDER: usize = 0;
@@ -28,95 +24,31 @@ const RECEIVERS: [usize; 4] = [2, 3, 4, 5];
 /// Each link's rate, both ways.
 const RATE: &str = "100mbit";
 
+/// The hosts on their capped bridge, and the relay on its host.
 struct Switch {
-    switch: String,
-    hosts: Vec<String>,
-    nics: Vec<String>,
-    relay: Option<(std::thread::JoinHandle<()>, tokio::sync::oneshot::Sender<()>)>,
-    relay_port: u16,
+    // Declared first: the relay stops before its namespace goes.
+    relay: NamespaceRelay,
+    net: Bridge,
 }
 
 impl Switch {
     fn new(count: usize) -> Self {
-        let id = format!(
-            "{}{}",
-            std::process::id() % 10_000,
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let switch = format!("cvws{id}");
-        let hosts: Vec<String> = (0..count).map(|i| format!("cvw{i}{id}")).collect();
-        for ns in std::iter::once(&switch).chain(&hosts) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-            run(&["ip", "netns", "add", ns]);
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        let net = Bridge::new("cvw", count);
+        net.cap_links(RATE);
+        Self {
+            relay: NamespaceRelay::start(&net.hosts[RELAY]),
+            net,
         }
-        run(&["ip", "-n", &switch, "link", "add", "br0", "type", "bridge"]);
-        run(&["ip", "-n", &switch, "link", "set", "br0", "up"]);
-        let mut nics = Vec::new();
-        for (i, host) in hosts.iter().enumerate() {
-            let (port, nic) = (format!("q{i}{id}"), format!("w{i}{id}"));
-            run(&["ip", "link", "add", &port, "type", "veth", "peer", "name", &nic]);
-            run(&["ip", "link", "set", &port, "netns", &switch]);
-            run(&["ip", "link", "set", &nic, "netns", host]);
-            run(&["ip", "-n", &switch, "link", "set", &port, "master", "br0"]);
-            run(&["ip", "-n", &switch, "link", "set", &port, "up"]);
-            let addr = format!("198.18.0.{}/24", i + 1);
-            run(&["ip", "-n", host, "addr", "add", &addr, "dev", &nic]);
-            run(&["ip", "-n", host, "link", "set", &nic, "up"]);
-            // tbf shapes what leaves an interface: cap both ends of the veth.
-            for (ns, dev) in [(host.as_str(), nic.as_str()), (switch.as_str(), port.as_str())] {
-                run(&[
-                    "ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", RATE,
-                    "burst", "256kb", "latency", "100ms",
-                ]);
-            }
-            nics.push(nic);
-        }
-        let mut me = Self {
-            switch,
-            hosts,
-            nics,
-            relay: None,
-            relay_port: 0,
-        };
-        me.start_relay();
-        me
-    }
-
-    /// The real relay, in-process, on a thread inside the relay host's namespace.
-    fn start_relay(&mut self) {
-        let ns = std::fs::File::open(format!("/var/run/netns/{}", self.hosts[RELAY])).expect("open netns");
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the relay namespace");
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let server = Server::spawn(Config::with_listen(SocketAddr::from(([0, 0, 0, 0], 0))))
-                    .await
-                    .expect("relay in its namespace");
-                ready_tx.send(server.local_addr().port()).expect("report port");
-                let _ = stop_rx.await;
-                server.shutdown().await;
-            });
-        });
-        self.relay_port = ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("relay started");
-        self.relay = Some((thread, stop_tx));
     }
 
     fn relay_addr(&self) -> String {
-        format!("198.18.0.{}:{}", RELAY + 1, self.relay_port)
+        format!("198.18.0.{}:{}", RELAY + 1, self.relay.port)
     }
 
     /// `convey ARGS` on host `i`, with its own HOME and the relay host's relay.
     fn convey(&self, i: usize, home: &Path) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.hosts[i], BIN])
+        c.args(["netns", "exec", &self.net.hosts[i], BIN])
             .env("HOME", home)
             .env("CONVEY_LAN", "off")
             .env("CONVEY_RELAY", self.relay_addr())
@@ -124,36 +56,6 @@ impl Switch {
             .env_remove("CONVEY_CODE")
             .env_remove("XDG_CONFIG_HOME");
         c
-    }
-
-    /// Bytes host `i` has sent on its link.
-    fn tx_bytes(&self, i: usize) -> u64 {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.hosts[i],
-                "cat",
-                &format!("/sys/class/net/{}/statistics/tx_bytes", self.nics[i]),
-            ])
-            .output()
-            .expect("read tx_bytes");
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("a byte count")
-    }
-}
-
-impl Drop for Switch {
-    fn drop(&mut self) {
-        if let Some((thread, stop)) = self.relay.take() {
-            let _ = stop.send(());
-            let _ = thread.join();
-        }
-        for ns in self.hosts.iter().chain(std::iter::once(&self.switch)) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
     }
 }
 
@@ -209,13 +111,6 @@ fn seen(log: &Path, event: &str) -> bool {
         .any(|v| v["event"] == event)
 }
 
-fn sha(path: &Path) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    std::io::copy(&mut std::fs::File::open(path).expect("open"), &mut h).expect("hash");
-    hex::encode(h.finalize())
-}
-
 const SIZE: usize = 128 << 20;
 
 /// Four receivers on one code, 100 Mbit/s links: all four get the file byte-identical, and
@@ -227,7 +122,7 @@ fn four_receivers_swarm_and_the_sender_uploads_at_most_twice_the_content() {
     let file = dir.path().join("swarm.bin");
     write_random(&file, SIZE);
     let want = sha(&file);
-    let before = net.tx_bytes(SENDER);
+    let before = net.net.tx_bytes(SENDER);
     let (mut sender, code) = start_sender(&net, dir.path(), &file);
     let mut receivers: Vec<(Child, std::path::PathBuf)> = RECEIVERS
         .iter()
@@ -244,7 +139,7 @@ fn four_receivers_swarm_and_the_sender_uploads_at_most_twice_the_content() {
     }
     let status = wait_with_timeout(&mut sender, Duration::from_secs(30));
     assert!(status.success(), "sender: {status}");
-    let sent = net.tx_bytes(SENDER) - before;
+    let sent = net.net.tx_bytes(SENDER) - before;
     eprintln!(
         "swarm: the sender sent {sent} bytes for {SIZE} bytes of content ({:.2}x)",
         sent as f64 / SIZE as f64

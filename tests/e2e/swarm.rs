@@ -4,31 +4,74 @@
 
 use std::{num::NonZeroU32, path::PathBuf, time::Duration};
 
-use convey::{Code, Error, Event, Receivers};
+use convey::{Code, Error, Event, Receivers, Transport};
 use convey_tests::{Recorder, TestRelay, random_file, receive_options, send_options, sha256_file};
 
 fn receivers(n: u32) -> Receivers {
     Receivers::Count(NonZeroU32::new(n).expect("non-zero"))
 }
 
-/// A receiver of `code` into a fresh folder under `root`, recording its events.
+type Receiving = tokio::task::JoinHandle<Result<convey::ReceiveReport, Error>>;
+
+/// A receiver of `code` on `transport` into a fresh folder under `root`, recording its
+/// events.
 fn receiver(
     relay: &TestRelay,
     code: &Code,
-    root: &std::path::Path,
-    name: &str,
-) -> (
-    PathBuf,
-    Recorder,
-    tokio::task::JoinHandle<Result<convey::ReceiveReport, Error>>,
-) {
+    (root, name): (&std::path::Path, &str),
+    transport: Transport,
+) -> (PathBuf, Recorder, Receiving) {
     let out = root.join(name);
     std::fs::create_dir(&out).expect("mkdir out");
     let rec = Recorder::default();
     let mut opts = receive_options(relay, code.clone(), out.clone());
     opts.seed_for = Duration::from_secs(60);
+    opts.transport = transport;
     let task = tokio::spawn(convey::receive(opts, rec.sink()));
     (out, rec, task)
+}
+
+/// A receiver's report, once it ended within `secs`, which must be a success.
+async fn finished(task: Receiving, secs: u64, what: &str) -> convey::ReceiveReport {
+    tokio::time::timeout(Duration::from_secs(secs), task)
+        .await
+        .expect("receiver finished in time")
+        .expect("receiver task")
+        .expect(what)
+}
+
+/// How the sender ended (bounded).
+async fn sender_end(
+    sender: tokio::task::JoinHandle<Result<convey::SendReport, Error>>,
+) -> Result<convey::SendReport, Error> {
+    tokio::time::timeout(Duration::from_secs(30), sender)
+        .await
+        .expect("sender finished")
+        .expect("sender task")
+}
+
+/// The sender's receiver events: state, receivers done, failed tries.
+fn receiver_events(rec: &Recorder) -> Vec<(String, u32, u32)> {
+    rec.events
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|e| match e {
+            Event::Receiver {
+                state, done, tries, ..
+            } => Some((state.clone(), *done, *tries)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `receiver_events` in `state`, as (done, tries).
+fn in_state(rec: &Recorder, state: &str) -> Vec<(u32, u32)> {
+    receiver_events(rec)
+        .into_iter()
+        .filter(|(s, ..)| s == state)
+        .map(|(_, done, tries)| (done, tries))
+        .collect()
 }
 
 /// Wait (bounded) until `rec` saw an event `pred` matches.
@@ -76,37 +119,25 @@ async fn four_receivers_on_one_code_all_get_the_file() {
         "three words for several receivers: {code}"
     );
     let rs: Vec<_> = (0..4)
-        .map(|i| receiver(&relay, &code, dir.path(), &format!("r{i}")))
+        .map(|i| receiver(&relay, &code, (dir.path(), &format!("r{i}")), Transport::Auto))
         .collect();
     for (out, rec, task) in rs {
-        let got = tokio::time::timeout(Duration::from_secs(180), task)
-            .await
-            .expect("receiver finished in time")
-            .expect("receiver task")
-            .expect("receive succeeded");
+        let got = finished(task, 180, "receive succeeded").await;
         assert_eq!(got.bytes, size);
         assert_eq!(sha256_file(&out.join("big.bin")), digest, "byte-identical");
         let (from_sender, from_receivers) = sources(&rec);
         assert!(from_sender + from_receivers > 0, "bytes came from somewhere");
     }
-    let sent = tokio::time::timeout(Duration::from_secs(30), sender)
+    let sent = sender_end(sender)
         .await
-        .expect("sender finished")
-        .expect("sender task")
         .expect("send succeeded once all four were done");
     assert_eq!(sent.bytes, size);
-    let events = rec.events.lock().expect("lock").clone();
-    let done: Vec<u32> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Receiver { state, done, .. } if state == "done" => Some(*done),
-            _ => None,
-        })
-        .collect();
+    let done: Vec<u32> = in_state(&rec, "done").into_iter().map(|(d, _)| d).collect();
     assert_eq!(
         done,
         [1, 2, 3, 4],
-        "each receiver's completion reported: {events:?}"
+        "each receiver's completion reported: {:?}",
+        receiver_events(&rec)
     );
     relay.server.shutdown().await;
 }
@@ -126,8 +157,8 @@ async fn a_late_receiver_completes_from_the_others_after_the_sender_left() {
     let rec = Recorder::default();
     let sender = tokio::spawn(convey::send(opts, rec.sink()));
     let code = rec.code().await;
-    let (out_a, rec_a, a) = receiver(&relay, &code, dir.path(), "a");
-    let (out_b, rec_b, b) = receiver(&relay, &code, dir.path(), "b");
+    let (out_a, rec_a, a) = receiver(&relay, &code, (dir.path(), "a"), Transport::Auto);
+    let (out_b, rec_b, b) = receiver(&relay, &code, (dir.path(), "b"), Transport::Auto);
     for r in [&rec_a, &rec_b] {
         saw(r, "seeding", |e| matches!(e, Event::Seeding { .. })).await;
     }
@@ -135,15 +166,11 @@ async fn a_late_receiver_completes_from_the_others_after_the_sender_left() {
         assert_eq!(sha256_file(&out.join("late.bin")), digest);
     }
     // The latecomer gets the offer; then the sender is gone for good.
-    let (out_c, rec_c, c) = receiver(&relay, &code, dir.path(), "c");
+    let (out_c, rec_c, c) = receiver(&relay, &code, (dir.path(), "c"), Transport::Auto);
     saw(&rec_c, "offer", |e| matches!(e, Event::Offer { .. })).await;
     sender.abort();
     let _ = sender.await;
-    let got = tokio::time::timeout(Duration::from_secs(120), c)
-        .await
-        .expect("latecomer finished in time")
-        .expect("task")
-        .expect("the latecomer completes without the sender");
+    let got = finished(c, 120, "the latecomer completes without the sender").await;
     assert_eq!(got.bytes, size);
     assert_eq!(sha256_file(&out_c.join("late.bin")), digest, "byte-identical");
     let (from_sender, from_receivers) = sources(&rec_c);
@@ -173,7 +200,7 @@ async fn three_wrong_codes_close_the_code_and_the_admitted_receiver_finishes() {
     let rec = Recorder::default();
     let sender = tokio::spawn(convey::send(opts, rec.sink()));
     let code = rec.code().await;
-    let (out, _rec_ok, ok) = receiver(&relay, &code, dir.path(), "ok");
+    let (out, _rec_ok, ok) = receiver(&relay, &code, (dir.path(), "ok"), Transport::Auto);
     saw(
         &rec,
         "an acceptance",
@@ -193,16 +220,7 @@ async fn three_wrong_codes_close_the_code_and_the_admitted_receiver_finishes() {
         assert!(matches!(err, Error::WrongCode), "try {i}: {err:?}");
     }
     saw(&rec, "the code closing", |e| matches!(e, Event::Closed { .. })).await;
-    let tries: Vec<u32> = rec
-        .events
-        .lock()
-        .expect("lock")
-        .iter()
-        .filter_map(|e| match e {
-            Event::Receiver { state, tries, .. } if state == "wrong-code" => Some(*tries),
-            _ => None,
-        })
-        .collect();
+    let tries: Vec<u32> = in_state(&rec, "wrong-code").into_iter().map(|(_, t)| t).collect();
     assert_eq!(tries, [1, 2, 3], "the sender is told of each try");
     let late = convey::receive(
         receive_options(&relay, code.clone(), dir.path().to_owned()),
@@ -211,17 +229,11 @@ async fn three_wrong_codes_close_the_code_and_the_admitted_receiver_finishes() {
     .await
     .expect_err("a closed code takes nobody new, even with the right words");
     assert!(matches!(late, Error::Relay { .. }), "{late:?}");
-    let got = tokio::time::timeout(Duration::from_secs(120), ok)
-        .await
-        .expect("admitted receiver finished")
-        .expect("task")
-        .expect("the admitted receiver completes");
+    let got = finished(ok, 120, "the admitted receiver completes").await;
     assert_eq!(got.bytes, size);
     assert_eq!(sha256_file(&out.join("slow.bin")), digest);
-    let err = tokio::time::timeout(Duration::from_secs(30), sender)
+    let err = sender_end(sender)
         .await
-        .expect("sender finished")
-        .expect("task")
         .expect_err("one of two receivers finished before the code closed");
     assert!(matches!(err, Error::CodeClosed(_)), "{err:?}");
     assert_eq!(err.exit_code(), 3);
@@ -259,35 +271,16 @@ async fn a_receiver_limited_to_the_relay_completes_while_the_others_swarm() {
     let rec = Recorder::default();
     let sender = tokio::spawn(convey::send(opts, rec.sink()));
     let code = rec.code().await;
-    let mut tasks = Vec::new();
-    for (i, transport) in [
-        convey::Transport::Auto,
-        convey::Transport::Relay,
-        convey::Transport::Auto,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let out = dir.path().join(format!("m{i}"));
-        std::fs::create_dir(&out).expect("mkdir");
-        let got = Recorder::default();
-        let mut opts = receive_options(&relay, code.clone(), out.clone());
-        opts.transport = transport;
-        tasks.push((
-            out,
-            got.clone(),
-            transport,
-            tokio::spawn(convey::receive(opts, got.sink())),
-        ));
-    }
-    for (out, got, transport, task) in tasks {
-        tokio::time::timeout(Duration::from_secs(180), task)
-            .await
-            .expect("in time")
-            .expect("task")
-            .expect("each receiver completes");
+    let transports = [Transport::Auto, Transport::Relay, Transport::Auto];
+    let tasks: Vec<_> = transports
+        .iter()
+        .enumerate()
+        .map(|(i, t)| receiver(&relay, &code, (dir.path(), &format!("m{i}")), *t))
+        .collect();
+    for ((out, got, task), transport) in tasks.into_iter().zip(transports) {
+        finished(task, 180, "each receiver completes").await;
         assert_eq!(sha256_file(&out.join("mixed.bin")), digest);
-        if transport == convey::Transport::Relay {
+        if transport == Transport::Relay {
             let events = got.events.lock().expect("lock").clone();
             assert!(
                 events
@@ -297,21 +290,7 @@ async fn a_receiver_limited_to_the_relay_completes_while_the_others_swarm() {
             );
         }
     }
-    let paths: Vec<String> = rec
-        .events
-        .lock()
-        .expect("lock")
-        .iter()
-        .filter_map(|e| match e {
-            Event::Receiver { state, .. } => Some(state.clone()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(paths.iter().filter(|s| *s == "done").count(), 3, "{paths:?}");
-    tokio::time::timeout(Duration::from_secs(30), sender)
-        .await
-        .expect("sender finished")
-        .expect("task")
-        .expect("all three done");
+    assert_eq!(in_state(&rec, "done").len(), 3, "{:?}", receiver_events(&rec));
+    sender_end(sender).await.expect("all three done");
     relay.server.shutdown().await;
 }

@@ -165,3 +165,135 @@ pub fn run(args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The real relay, in-process, on a thread that entered network namespace `ns`; stopped
+/// (and its thread joined) on drop.
+pub struct NamespaceRelay {
+    pub port: u16,
+    stop: Option<(std::thread::JoinHandle<()>, tokio::sync::oneshot::Sender<()>)>,
+}
+
+impl NamespaceRelay {
+    pub fn start(ns: &str) -> Self {
+        let ns = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("open netns");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the relay's namespace");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let server = Server::spawn(Config::with_listen(SocketAddr::from(([0, 0, 0, 0], 0))))
+                    .await
+                    .expect("relay in its namespace");
+                ready_tx.send(server.local_addr().port()).expect("report port");
+                let _ = stop_rx.await;
+                server.shutdown().await;
+            });
+        });
+        let port = ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("relay started");
+        Self {
+            port,
+            stop: Some((thread, stop_tx)),
+        }
+    }
+}
+
+impl Drop for NamespaceRelay {
+    fn drop(&mut self) {
+        if let Some((thread, stop)) = self.stop.take() {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
+    }
+}
+
+static NEXT_BRIDGE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A switch namespace with a bridge, and `count` host namespaces on it: `hosts[i]` has
+/// 198.18.0.{i+1}/24 on its interface `nics[i]`. Every namespace goes on drop.
+pub struct Bridge {
+    pub switch: String,
+    pub hosts: Vec<String>,
+    pub nics: Vec<String>,
+    /// The bridge's end of each host's veth, inside `switch`.
+    ports: Vec<String>,
+}
+
+impl Bridge {
+    /// Names start with `tag` (two or three letters), so each test file's are its own.
+    pub fn new(tag: &str, count: usize) -> Self {
+        let id = format!(
+            "{}{}",
+            std::process::id() % 10_000,
+            NEXT_BRIDGE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let switch = format!("{tag}s{id}");
+        let hosts: Vec<String> = (0..count).map(|i| format!("{tag}{i}{id}")).collect();
+        for ns in std::iter::once(&switch).chain(&hosts) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            run(&["ip", "netns", "add", ns]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        run(&["ip", "-n", &switch, "link", "add", "br0", "type", "bridge"]);
+        run(&["ip", "-n", &switch, "link", "set", "br0", "up"]);
+        let (mut nics, mut ports) = (Vec::new(), Vec::new());
+        for (i, host) in hosts.iter().enumerate() {
+            let (port, nic) = (format!("p{i}{id}"), format!("e{i}{id}"));
+            run(&["ip", "link", "add", &port, "type", "veth", "peer", "name", &nic]);
+            run(&["ip", "link", "set", &port, "netns", &switch]);
+            run(&["ip", "link", "set", &nic, "netns", host]);
+            run(&["ip", "-n", &switch, "link", "set", &port, "master", "br0"]);
+            run(&["ip", "-n", &switch, "link", "set", &port, "up"]);
+            let addr = format!("198.18.0.{}/24", i + 1);
+            run(&["ip", "-n", host, "addr", "add", &addr, "dev", &nic]);
+            run(&["ip", "-n", host, "link", "set", &nic, "up"]);
+            nics.push(nic);
+            ports.push(port);
+        }
+        Self {
+            switch,
+            hosts,
+            nics,
+            ports,
+        }
+    }
+
+    /// Cap every host's link at `rate` both ways: tbf shapes what leaves an interface, so
+    /// both ends of each veth get one.
+    pub fn cap_links(&self, rate: &str) {
+        for ((host, nic), port) in self.hosts.iter().zip(&self.nics).zip(&self.ports) {
+            for (ns, dev) in [(host, nic), (&self.switch, port)] {
+                run(&[
+                    "ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
+                    "burst", "256kb", "latency", "100ms",
+                ]);
+            }
+        }
+    }
+
+    /// Bytes host `i` has sent on its link.
+    pub fn tx_bytes(&self, i: usize) -> u64 {
+        let stat = format!("/sys/class/net/{}/statistics/tx_bytes", self.nics[i]);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.hosts[i], "cat", &stat])
+            .output()
+            .expect("read tx_bytes");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a byte count")
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        for ns in self.hosts.iter().chain(std::iter::once(&self.switch)) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}

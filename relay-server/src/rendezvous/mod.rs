@@ -88,8 +88,6 @@ struct Connection {
     authorized: bool,
     state: AppState,
     nameplate: Option<Nameplate>,
-    /// Claimed its nameplate as the host (a sender), not as a guest.
-    host: bool,
     paired: bool,
     swarms: Vec<InfoHash>,
     mood: Option<Mood>,
@@ -112,7 +110,6 @@ impl Connection {
             authorized,
             state,
             nameplate: None,
-            host: false,
             paired: false,
             swarms: Vec::new(),
             mood: None,
@@ -234,6 +231,14 @@ impl Connection {
             (ClientMsg::Allocate { .. }, None) if !self.authorized => {
                 return self.refuse(MailboxError::Unauthorized, out);
             }
+            (ClientMsg::Allocate { host: Some(h) } | ClientMsg::Claim { host: Some(h), .. }, None)
+                if h.secret.len() > 64 =>
+            {
+                out.push(error(
+                    ErrorKind::BadRequest,
+                    "a host secret has at most 64 characters",
+                ));
+            }
             (ClientMsg::Allocate { host }, None) => {
                 let host = host.unwrap_or_default();
                 match self
@@ -245,7 +250,6 @@ impl Connection {
                     Ok(n) => {
                         debug!(nameplate = %n, many = host.many, "allocated");
                         self.nameplate = Some(n);
-                        self.host = true;
                         out.push(ServerMsg::Claimed {
                             nameplate: n,
                             peer_present: false,
@@ -253,12 +257,6 @@ impl Connection {
                     }
                     Err(e) => return self.refuse(e, out),
                 }
-            }
-            (ClientMsg::Claim { host, .. }, None) if host.as_ref().is_some_and(|h| h.secret.len() > 64) => {
-                out.push(error(
-                    ErrorKind::BadRequest,
-                    "a host secret has at most 64 characters",
-                ));
             }
             (ClientMsg::Claim { nameplate, host }, None) => {
                 match self
@@ -279,7 +277,6 @@ impl Connection {
                             Metrics::inc(&self.state.metrics.pairings);
                         }
                         self.nameplate = Some(nameplate);
-                        self.host = host.is_some();
                         self.paired = peer_present;
                         out.push(ServerMsg::Claimed {
                             nameplate,
