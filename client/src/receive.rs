@@ -16,12 +16,16 @@ use std::{
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use convey_shared::{
     Code,
+    chunk_map::ChunkMap,
     content::{CIPHER_CHUNK, ContentCipher, ContentKey, StreamCipher},
     crypto::Side,
     display::{self, TextGuard},
     manifest::{CheckedManifest, Manifest},
     protocol::{
-        peer::{ABILITY_SWARM, ABILITY_TUNNEL, MAX_TEXT_BYTES, OfferBody, PeerMsg, dialable_hints},
+        peer::{
+            ABILITY_SWARM, ABILITY_TUNNEL, MAX_CODEC_NAME, MAX_TEXT_BYTES, OfferBody, Packing, PeerMsg,
+            dialable_hints,
+        },
         rendezvous::Mood,
     },
 };
@@ -33,7 +37,7 @@ use crate::{
     rendezvous::Rendezvous,
     session::{self, PeerLink},
     transfer::{
-        bt,
+        bt, codec,
         prepare::parse_torrent,
         staging::Staging,
         storage::OpeningStorageFactory,
@@ -185,9 +189,10 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
             content_key,
             torrent,
             direct_hints,
+            packing,
         } => {
             let paths = paths_to_sender(&opts, &link, direct_hints, tunnel);
-            let plan = match check_files(manifest, &content_key, &torrent, paths, &opts) {
+            let plan = match check_files(manifest, (&content_key, packing.as_ref()), &torrent, paths, &opts) {
                 Ok(p) => Plan {
                     swarm,
                     start: start.filter(|s| swarm && *s < p.cipher.cipher_len()),
@@ -418,12 +423,14 @@ struct Plan {
     start: Option<u64>,
     /// The torrent's piece length (a whole number of chunks, checked).
     piece_len: u64,
+    /// This build re-creates the sender's packed frames (same codec), so it may serve them.
+    repacks: bool,
 }
 
 /// Validate everything the sender claimed before touching the disk.
 fn check_files(
     manifest: Manifest,
-    key: &ContentKey,
+    (key, packing): (&ContentKey, Option<&Packing>),
     torrent: &str,
     paths: Paths,
     opts: &ReceiveOptions,
@@ -433,7 +440,16 @@ fn check_files(
         .decode(torrent)
         .map_err(|e| Error::Protocol(format!("the offer's torrent is not base64: {e}")))?;
     let (info, info_hash) = parse_torrent(&torrent)?;
-    let cipher = ContentCipher::new(key, content.layout.total());
+    if packing.is_some_and(|p| p.codec.len() > MAX_CODEC_NAME || !p.codec.starts_with("zstd-")) {
+        return Err(Error::Protocol(
+            "the offer names a compression this receiver does not know".into(),
+        ));
+    }
+    let map = ChunkMap::from_wire(content.layout.total(), packing.map(|p| p.frames.as_str()))
+        .map_err(|e| Error::Protocol(format!("the offer's chunk map is not valid: {e}")))?;
+    // Re-created packed frames match the sender's only with the same codec build.
+    let repacks = packing.is_none_or(|p| p.codec == codec::codec_id());
+    let cipher = ContentCipher::new(key, map);
     info.check(cipher.cipher_len())
         .map_err(|e| Error::Protocol(e.to_string()))?;
     let staging = Staging::new(&opts.out_dir, &info_hash, &content);
@@ -447,6 +463,7 @@ fn check_files(
         swarm: false,
         start: None,
         piece_len: info.piece_length,
+        repacks,
     })
 }
 
@@ -608,6 +625,7 @@ async fn download(
         plan.cipher.clone(),
         written.clone(),
         writer.clone(),
+        plan.repacks,
     );
     let total = plan.content.layout.total();
     let fetched = async {
@@ -734,7 +752,15 @@ async fn download(
     if let Some(t) = torrent.get() {
         report_sources(t, &plan.paths.hints, selector_addr.get(), events);
     }
-    let hashed = finished.map_err(Error::Transfer)?.sha256;
+    let written = finished.map_err(Error::Transfer)?;
+    if let Some(why) = written.corrupt {
+        bt::shutdown(&torrent_session).await;
+        files.close_all();
+        return Err(Error::Protocol(format!(
+            "the sender's compressed data does not decode ({why}); nothing was installed"
+        )));
+    }
+    let hashed = written.sha256;
     let verify_started = Instant::now();
     tracing::debug!(elapsed = ?verify_started.duration_since(download_started), "download complete");
 

@@ -17,7 +17,7 @@ use convey_shared::{
     content::ContentCipher,
     layout::Layout,
     manifest::Manifest,
-    protocol::peer::{ABILITY_BITTORRENT, ABILITY_SWARM, OfferBody},
+    protocol::peer::{ABILITY_BITTORRENT, ABILITY_SWARM, OfferBody, Packing},
 };
 
 use crate::{
@@ -26,7 +26,7 @@ use crate::{
     send::{SendOptions, await_done_with, finish, offer},
     session::PeerLink,
     transfer::{
-        bt,
+        bt, codec,
         content_key::content_key,
         files::FileSet,
         prepare::{Prepared, prepare},
@@ -104,6 +104,7 @@ pub(crate) async fn get_ready(
     events: EventSink,
 ) -> Result<Seeding> {
     let began = Instant::now();
+    let compress = opts.compress;
     let (mut manifest, files, prepared) = tokio::task::spawn_blocking(move || {
         let sel = select(&paths)?;
         let files = Arc::new(FileSet::new(
@@ -115,7 +116,7 @@ pub(crate) async fn get_ready(
         events(Event::Preparing {
             bytes: files.layout().total(),
         });
-        let prepared = prepare(&files, content_key(&sel.fingerprint), &cancel)?;
+        let prepared = prepare(&files, content_key(&sel.fingerprint), compress, &cancel)?;
         Ok::<_, Error>((sel.manifest, files, prepared))
     })
     .await
@@ -124,7 +125,7 @@ pub(crate) async fn get_ready(
         entry.sha256.clone_from(digest);
     }
     tracing::debug!(elapsed = ?began.elapsed(), "hashed and encrypted");
-    let cipher = ContentCipher::new(&prepared.key, prepared.size);
+    let cipher = prepared.cipher();
     let torrent = prepared.torrent_bytes(None);
     let folder = std::env::temp_dir();
     let engine = bt::start_session(&folder, opts.upload_limit).await?;
@@ -280,6 +281,10 @@ pub(crate) async fn serve_receiver(
         content_key: prepared.key.clone(),
         torrent: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, torrent),
         direct_hints: offered.hints.clone(),
+        packing: prepared.map.to_wire().map(|frames| Packing {
+            codec: codec::codec_id(),
+            frames,
+        }),
     };
     let only = matches!(role, Role::Only);
     let holdings = match &role {

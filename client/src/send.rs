@@ -55,6 +55,8 @@ pub struct SendOptions {
     pub transport: Transport,
     /// How many receivers this code is for.
     pub receivers: Receivers,
+    /// Compress (zstd, before encryption) what shrinks.
+    pub compress: bool,
 }
 
 /// How many receivers one code serves.
@@ -337,7 +339,8 @@ async fn send_stdin(mut link: PeerLink, opts: &SendOptions, events: &EventSink) 
             path: offered.path_in_use(true).unwrap_or(path::DIRECT).into(),
         });
         let progress = |bytes| events(Event::Progress { bytes, total: None });
-        let sent = stream::send(tokio::io::stdin(), conn, &StreamCipher::new(&key), progress).await?;
+        let cipher = StreamCipher::new(&key);
+        let sent = stream::send(tokio::io::stdin(), conn, (&cipher, opts.compress), progress).await?;
         await_done(&mut link).await?;
         Ok(sent)
     }

@@ -11,7 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{convey, json_events, peak_rss, spawn_with_code, tree_listing, wait_with_timeout, write_random};
+use common::{
+    convey, json_events, json_receiver, peak_rss, spawn_with_code, tree_listing, wait_with_timeout,
+    write_random,
+};
 use sha2::{Digest, Sha256};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -119,25 +122,6 @@ async fn stdin_to_stdout_streams_100_mib_in_flat_memory() {
     for peak in [peak_send, peak_recv] {
         assert!(peak < 64 << 20, "memory grew with the stream: {} MiB", peak >> 20);
     }
-}
-
-/// Start `convey receive --yes --json --out OUT CODE`; returns it and its event stream.
-fn json_receiver(
-    home: &std::path::Path,
-    relay: &convey_relay::Server,
-    out: &std::path::Path,
-    code: &str,
-) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
-    let mut receiver = convey(home, relay)
-        .args(["receive", "--yes", "--json", "--out"])
-        .arg(out)
-        .arg(code)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("receive");
-    let events = BufReader::new(receiver.stdout.take().expect("stdout"));
-    (receiver, events)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,11 +5,15 @@
 //! order (BitTorrent delivers blocks out of order), and a stream cut at a chunk boundary
 //! fails to authenticate because the last chunk carries the flag. A ciphertext chunk is
 //! exactly one BitTorrent block (16 KiB), so every block a peer writes is a whole chunk.
+//! Which plaintext each chunk seals is the [`ChunkMap`]'s business (raw or compressed frames).
 
 use chacha20poly1305::{AeadInOut, ChaCha20Poly1305, KeyInit, Tag};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
+
+pub use crate::chunk_map::ChunkMap;
+use std::sync::Arc;
 
 /// Bytes of one ciphertext chunk: one BitTorrent block.
 pub const CIPHER_CHUNK: u64 = 16 * 1024;
@@ -64,65 +68,68 @@ impl<'de> Deserialize<'de> for ContentKey {
 #[error("chunk {0} failed authentication")]
 pub struct ChunkError(pub u64);
 
-/// Layout and cipher for one plaintext stream of known length.
+/// Layout and cipher for one plaintext of known length, laid out by a [`ChunkMap`].
 #[derive(Clone)]
 pub struct ContentCipher {
     aead: ChaCha20Poly1305,
-    plain_len: u64,
+    map: Arc<ChunkMap>,
 }
 
 impl std::fmt::Debug for ContentCipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ContentCipher")
-            .field("plain_len", &self.plain_len)
+            .field("plain_len", &self.map.plain_len())
             .finish_non_exhaustive()
     }
 }
 
 impl ContentCipher {
-    pub fn new(key: &ContentKey, plain_len: u64) -> Self {
+    pub fn new(key: &ContentKey, map: ChunkMap) -> Self {
         Self {
             aead: ChaCha20Poly1305::new(&(*key.0).into()),
-            plain_len,
+            map: Arc::new(map),
         }
     }
 
+    /// Every frame raw (no compression): chunk `i` holds plaintext from `i * PLAIN_CHUNK`.
+    pub fn uncompressed(key: &ContentKey, plain_len: u64) -> Self {
+        Self::new(key, ChunkMap::identity(plain_len))
+    }
+
+    pub fn map(&self) -> &ChunkMap {
+        &self.map
+    }
+
     pub fn plain_len(&self) -> u64 {
-        self.plain_len
+        self.map.plain_len()
     }
 
     /// Number of chunks; an empty stream still has one (empty, flagged-last) chunk.
     pub fn chunk_count(&self) -> u64 {
-        self.plain_len.div_ceil(PLAIN_CHUNK).max(1)
+        self.map.chunk_count()
     }
 
-    /// Plaintext plus one tag per chunk. Saturates instead of wrapping, so a hostile size
-    /// can never come out small (manifests are capped well below that anyway).
+    /// Sealed bytes plus one tag per chunk (saturating).
     pub fn cipher_len(&self) -> u64 {
-        self.plain_len
-            .saturating_add(TAG_LEN.saturating_mul(self.chunk_count()))
+        self.map.cipher_len()
     }
 
     /// Plaintext bytes that `cipher_bytes` of ciphertext stand for, for progress display.
     pub fn plain_progress(&self, cipher_bytes: u64) -> u64 {
-        let scaled = u128::from(cipher_bytes.min(self.cipher_len())) * u128::from(self.plain_len)
-            / u128::from(self.cipher_len());
-        u64::try_from(scaled).unwrap_or(self.plain_len)
+        self.map.plain_progress(cipher_bytes)
     }
 
-    /// Plaintext bytes in chunk `i`.
+    /// Bytes sealed in chunk `i` (plaintext, or a packed frame's share).
     pub fn plain_chunk_len(&self, i: u64) -> u64 {
-        if i + 1 < self.chunk_count() {
-            PLAIN_CHUNK
-        } else {
-            self.plain_len - PLAIN_CHUNK * (self.chunk_count() - 1)
-        }
+        self.map.chunk_len(i)
     }
 
     /// The whole ciphertext of a small in-memory plaintext (`data.len()` must equal
     /// `plain_len`). For reference computations; transfers stream chunk by chunk instead.
+    /// Only for an uncompressed map.
     pub fn seal_in_memory(&self, data: &[u8]) -> Vec<u8> {
-        assert_eq!(data.len() as u64, self.plain_len, "seal_in_memory length");
+        assert!(self.map.is_identity(), "seal_in_memory needs an uncompressed map");
+        assert_eq!(data.len() as u64, self.plain_len(), "seal_in_memory length");
         let mut out = Vec::with_capacity(usize::try_from(self.cipher_len()).unwrap_or(0));
         for i in 0..self.chunk_count() {
             let start = usize::try_from(i * PLAIN_CHUNK).expect("in-memory data");
@@ -144,10 +151,16 @@ impl ContentCipher {
     pub fn seal_chunk(&self, i: u64, buf: &mut [u8]) {
         let n = usize::try_from(self.plain_chunk_len(i)).expect("chunk fits in memory");
         assert_eq!(buf.len(), n + TAG_LEN as usize, "seal_chunk buffer size");
-        let (data, tag) = buf.split_at_mut(n);
+        self.seal_chunk_as(i, i + 1 == self.chunk_count(), buf);
+    }
+
+    /// Seal `buf` (data, then tag room) as chunk `i`, last or not, before the map is known
+    /// (the sender's preparation builds the map as it goes).
+    pub fn seal_chunk_as(&self, i: u64, last: bool, buf: &mut [u8]) {
+        let (data, tag) = buf.split_at_mut(buf.len().saturating_sub(TAG_LEN as usize));
         let t = self
             .aead
-            .encrypt_inout_detached(&self.nonce(i), &[], data.into())
+            .encrypt_inout_detached(&chunk_nonce(i, last), &[], data.into())
             .expect("ChaCha20-Poly1305 encrypts any chunk of this size");
         tag.copy_from_slice(&t);
     }
@@ -237,11 +250,11 @@ mod tests {
     #[test]
     fn sizes() {
         let k = ContentKey::generate();
-        let empty = ContentCipher::new(&k, 0);
+        let empty = ContentCipher::uncompressed(&k, 0);
         assert_eq!((empty.chunk_count(), empty.cipher_len()), (1, 16));
-        let one = ContentCipher::new(&k, PLAIN_CHUNK);
+        let one = ContentCipher::uncompressed(&k, PLAIN_CHUNK);
         assert_eq!((one.chunk_count(), one.cipher_len()), (1, CIPHER_CHUNK));
-        let two = ContentCipher::new(&k, PLAIN_CHUNK + 1);
+        let two = ContentCipher::uncompressed(&k, PLAIN_CHUNK + 1);
         assert_eq!(
             (two.chunk_count(), two.cipher_len(), two.plain_chunk_len(1)),
             (2, CIPHER_CHUNK + 17, 1)
@@ -259,7 +272,7 @@ mod tests {
     fn deterministic_roundtrip_and_tamper_detection() {
         let k = ContentKey::from_bytes([7; 32]);
         let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
-        let c = ContentCipher::new(&k, data.len() as u64);
+        let c = ContentCipher::uncompressed(&k, data.len() as u64);
         let ct = c.seal_in_memory(&data);
         assert_eq!(ct, c.seal_in_memory(&data), "same key and data, same ciphertext");
         assert_eq!(ct.len() as u64, c.cipher_len());
@@ -300,10 +313,10 @@ mod tests {
     fn truncation_is_detected() {
         let k = ContentKey::from_bytes([1; 32]);
         let data = vec![9u8; (PLAIN_CHUNK * 3) as usize];
-        let full = ContentCipher::new(&k, data.len() as u64);
+        let full = ContentCipher::uncompressed(&k, data.len() as u64);
         let ct = full.seal_in_memory(&data);
         // An attacker presents the first two chunks as a complete two-chunk stream.
-        let short = ContentCipher::new(&k, PLAIN_CHUNK * 2);
+        let short = ContentCipher::uncompressed(&k, PLAIN_CHUNK * 2);
         let mut second = ct[CIPHER_CHUNK as usize..2 * CIPHER_CHUNK as usize].to_vec();
         assert!(short.open_chunk(1, &mut second).is_err());
     }

@@ -90,6 +90,7 @@ async fn dead_relay_is_reported() {
         transport: convey::Transport::Auto,
         wait: None,
         receivers: convey::Receivers::ONE,
+        compress: true,
     };
     let err = convey::send(opts, convey::ignore_events())
         .await

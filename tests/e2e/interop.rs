@@ -47,7 +47,7 @@ impl Seeded {
             Layout::new([size]).expect("layout"),
             false,
         ));
-        let prepared = prepare(&content, key.clone(), &AtomicBool::new(false)).expect("prepare");
+        let prepared = prepare(&content, key.clone(), false, &AtomicBool::new(false)).expect("prepare");
         let at = relay.server.local_addr();
         let (mut a, mut b) = (rendezvous_ws(at, None).await, rendezvous_ws(at, None).await);
         send_json(&mut a, serde_json::json!({"type": "allocate"})).await;
@@ -61,7 +61,7 @@ impl Seeded {
         assert_eq!(next_json(&mut a).await["type"], "swarm-registered");
 
         let session = bt::start_session(dir.path(), None).await.expect("session");
-        let storage = SealingStorageFactory::new(content, ContentCipher::new(&key, prepared.size));
+        let storage = SealingStorageFactory::new(content, prepared.cipher());
         let opts = bt::AddOptions {
             tracker: Some(relay.addr.announce_url()),
             peers: vec![],
@@ -101,7 +101,7 @@ impl Seeded {
             self.prepared.info.length
         );
         let data = std::fs::read(&self.src).expect("read source");
-        let ct = ContentCipher::new(&self.key, data.len() as u64).seal_in_memory(&data);
+        let ct = ContentCipher::uncompressed(&self.key, data.len() as u64).seal_in_memory(&data);
         assert_eq!(
             sha256_file(got),
             hex::encode(Sha256::digest(&ct)),
@@ -238,7 +238,7 @@ async fn third_party_download(
         let complete = std::fs::metadata(&got).is_ok_and(|m| m.len() == seeded.prepared.info.length)
             && sha256_file(&got) == {
                 let data = std::fs::read(&seeded.src).expect("source");
-                let ct = ContentCipher::new(&seeded.key, data.len() as u64).seal_in_memory(&data);
+                let ct = ContentCipher::uncompressed(&seeded.key, data.len() as u64).seal_in_memory(&data);
                 hex::encode(Sha256::digest(&ct))
             };
         if complete {

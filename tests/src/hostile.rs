@@ -181,14 +181,14 @@ impl Seeder {
         let prepared = {
             let files = files.clone();
             tokio::task::spawn_blocking(move || {
-                prepare(&files, ContentKey::generate(), &AtomicBool::new(false)).expect("prepare")
+                prepare(&files, ContentKey::generate(), true, &AtomicBool::new(false)).expect("prepare")
             })
             .await
             .expect("prepare task")
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = bt::start_session(dir.path(), None).await.expect("session");
-        let cipher = convey_shared::content::ContentCipher::new(&prepared.key, prepared.size);
+        let cipher = prepared.cipher();
         let torrent = prepared.torrent_bytes(None);
         let handle = bt::add(
             &engine,

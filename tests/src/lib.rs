@@ -215,6 +215,7 @@ pub fn send_options(relay: &TestRelay, path: PathBuf) -> SendOptions {
         transport: convey::Transport::Auto,
         wait: Some(Duration::from_secs(60)),
         receivers: convey::Receivers::ONE,
+        compress: true,
     }
 }
 

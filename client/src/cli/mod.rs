@@ -121,6 +121,10 @@ struct SendArgs {
     /// transferring). More than one needs a three-word code.
     #[arg(long, default_value = "1", env = "CONVEY_RECEIVERS")]
     receivers: Receivers,
+    /// Send the content as it is: no zstd compression (which is skipped anyway for parts
+    /// that do not shrink).
+    #[arg(long, env = "CONVEY_NO_COMPRESS")]
+    no_compress: bool,
     /// Files and folders to send, or `-` for standard input.
     #[arg(required_unless_present = "text")]
     paths: Vec<PathBuf>,
@@ -339,6 +343,7 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>, lan: bool) -> 
         wait: args.wait.or(config.send_wait()),
         transport: args.transport,
         receivers: args.receivers,
+        compress: !args.no_compress,
     };
     let result = convey::send(opts, events).await;
     let advertisement = advertised.lock().unwrap_or_else(|e| e.into_inner()).take();

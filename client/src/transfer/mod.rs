@@ -3,6 +3,7 @@
 //! sessions configured for private, tracker-only transfers (or a plain stream for pipes).
 
 pub mod bt;
+pub mod codec;
 pub mod content_key;
 pub mod files;
 pub mod prepare;

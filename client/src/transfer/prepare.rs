@@ -1,18 +1,25 @@
-//! One streaming pass over the content: SHA-256 of each file's plaintext, and the SHA-1
-//! piece hashes of the ciphertext, which is computed piece by piece and thrown away. Memory
-//! stays constant however large the files are.
+//! One streaming pass over the content: SHA-256 of each file's plaintext, each frame packed
+//! (compressed) where that pays, and the SHA-1 piece hashes of the ciphertext, computed
+//! chunk by chunk and thrown away. Memory stays constant however large the files are.
 
-use std::sync::{
-    Mutex,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
 };
 
-use convey_shared::content::{CIPHER_CHUNK, ContentCipher, ContentKey, TAG_LEN, piece_length_for};
+use convey_shared::{
+    chunk_map::{ChunkMap, FRAME_PLAIN},
+    content::{CIPHER_CHUNK, ContentCipher, ContentKey, PLAIN_CHUNK, TAG_LEN, piece_length_for},
+};
 use serde_bytes::ByteBuf;
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
 
-use super::files::FileSet;
+use super::{codec, files::FileSet};
 use crate::{Error, error::Result};
 
 pub use convey_shared::torrent::{Info, TORRENT_NAME};
@@ -26,6 +33,8 @@ pub struct Prepared {
     /// Lowercase hex SHA-256 of each file, in layout order.
     pub sha256: Vec<String>,
     pub key: ContentKey,
+    /// Which frames were compressed, and so where each chunk lives.
+    pub map: ChunkMap,
 }
 
 impl Prepared {
@@ -37,36 +46,109 @@ impl Prepared {
     pub fn torrent_bytes(&self, announce: Option<&str>) -> Vec<u8> {
         self.info.torrent_bytes(announce)
     }
+
+    /// The cipher (and layout) of this content.
+    pub fn cipher(&self) -> ContentCipher {
+        ContentCipher::new(&self.key, self.map.clone())
+    }
 }
 
-/// Threads that seal and hash pieces while the caller reads the file.
-const SEAL_WORKERS: usize = 2;
+/// Threads that compress frames while the caller reads the files.
+const PACK_WORKERS: usize = 2;
 
-/// Worker: seal each piece's chunks and record the piece's SHA-1, until the reader is done.
-fn seal_pieces(
-    cipher: &ContentCipher,
-    chunks_per_piece: u64,
-    jobs: &Mutex<std::sync::mpsc::Receiver<(u64, Vec<u8>)>>,
-    hashes: &Mutex<Vec<[u8; 20]>>,
+/// A frame read, and (when compressing) its packed form if packing was worth it.
+type Packed = (u64, Vec<u8>, std::io::Result<Option<Vec<u8>>>);
+
+/// Worker: pack each frame the reader hands over, until the reader is done.
+fn pack_frames(
+    compress: bool,
+    jobs: &Mutex<mpsc::Receiver<(u64, Vec<u8>)>>,
+    done: &mpsc::SyncSender<Packed>,
 ) {
-    let mut sealed = Vec::new();
     loop {
         let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        let Ok((p, plain)) = job else { return };
-        sealed.clear();
-        let first = p * chunks_per_piece;
-        let last = (first + chunks_per_piece).min(cipher.chunk_count());
-        let mut at = 0;
-        for i in first..last {
-            let n = usize::try_from(cipher.plain_chunk_len(i)).expect("chunk fits in memory");
-            let start = sealed.len();
-            sealed.extend_from_slice(&plain[at..at + n]);
-            sealed.resize(start + n + TAG_LEN as usize, 0);
-            cipher.seal_chunk(i, &mut sealed[start..]);
-            at += n;
+        let Ok((k, plain)) = job else { return };
+        let packed = if compress { codec::pack(&plain) } else { Ok(None) };
+        if done.send((k, plain, packed)).is_err() {
+            return;
         }
-        let digest: [u8; 20] = Sha1::digest(&sealed).into();
-        hashes.lock().unwrap_or_else(|e| e.into_inner())[usize::try_from(p).expect("index fits")] = digest;
+    }
+}
+
+/// The in-order end of the pipeline: numbers and seals each frame's chunks, hashes the
+/// ciphertext into pieces, and records each frame's code.
+struct Collector {
+    cipher: ContentCipher,
+    frames: u64,
+    piece_length: u64,
+    codes: Vec<u8>,
+    next_chunk: u64,
+    piece: Sha1,
+    in_piece: u64,
+    pieces: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl Collector {
+    fn frame(&mut self, k: u64, plain: &[u8], packed: Option<Vec<u8>>) {
+        let (code, data) = match &packed {
+            Some(p) => (p.len() as u64 / PLAIN_CHUNK, p.as_slice()),
+            None => (0, plain),
+        };
+        self.codes.push(u8::try_from(code).unwrap_or(0));
+        let last_frame = k + 1 == self.frames;
+        let chunks = data.len().div_ceil(PLAIN_CHUNK as usize);
+        for (c, part) in data.chunks(PLAIN_CHUNK as usize).enumerate() {
+            self.chunk(part, last_frame && c + 1 == chunks);
+        }
+    }
+
+    fn chunk(&mut self, part: &[u8], last: bool) {
+        self.buf.clear();
+        self.buf.extend_from_slice(part);
+        self.buf.resize(part.len() + TAG_LEN as usize, 0);
+        self.cipher.seal_chunk_as(self.next_chunk, last, &mut self.buf);
+        self.next_chunk += 1;
+        let mut at = 0;
+        while at < self.buf.len() {
+            let n = ((self.piece_length - self.in_piece) as usize).min(self.buf.len() - at);
+            self.piece.update(&self.buf[at..at + n]);
+            self.in_piece += n as u64;
+            at += n;
+            if self.in_piece == self.piece_length {
+                self.end_piece();
+            }
+        }
+    }
+
+    fn end_piece(&mut self) {
+        let digest: [u8; 20] = std::mem::take(&mut self.piece).finalize().into();
+        self.pieces.extend_from_slice(&digest);
+        self.in_piece = 0;
+    }
+
+    /// Take frames in order as the workers finish them.
+    fn run(mut self, results: mpsc::Receiver<Packed>) -> Result<Self> {
+        let mut waiting = BTreeMap::new();
+        let mut next = 0u64;
+        while next < self.frames {
+            let Ok((k, plain, packed)) = results.recv() else {
+                return Err(Error::Transfer("cancelled".into()));
+            };
+            waiting.insert(k, (plain, packed));
+            while let Some((plain, packed)) = waiting.remove(&next) {
+                let packed = packed.map_err(Error::io("compressing the files to send"))?;
+                self.frame(next, &plain, packed);
+                next += 1;
+            }
+        }
+        if self.frames == 0 {
+            self.chunk(&[], true); // empty content: one empty, last chunk
+        }
+        if self.in_piece > 0 {
+            self.end_piece();
+        }
+        Ok(self)
     }
 }
 
@@ -99,66 +181,82 @@ impl FileDigests {
     }
 }
 
-/// Read the content once and describe its encryption under `key` as a torrent. Stops early
-/// with an error when `cancel` is set.
-pub fn prepare(content: &FileSet, key: ContentKey, cancel: &AtomicBool) -> Result<Prepared> {
+/// Read the content once and describe its encryption under `key` as a torrent, packing
+/// frames that compress when `compress`. Stops early with an error when `cancel` is set.
+pub fn prepare(content: &FileSet, key: ContentKey, compress: bool, cancel: &AtomicBool) -> Result<Prepared> {
     let layout = content.layout();
     let size = layout.total();
-    let cipher = ContentCipher::new(&key, size);
-    let piece_length = piece_length_for(cipher.cipher_len());
-    let chunks_per_piece = piece_length / CIPHER_CHUNK;
-    let piece_count = cipher.chunk_count().div_ceil(chunks_per_piece);
+    let frames = ChunkMap::frame_count_for(size);
+    // From the uncompressed length, which bounds the compressed one: known before packing.
+    let piece_length = piece_length_for(ChunkMap::identity(size).cipher_len());
     let mut digests = FileDigests {
         done: Vec::with_capacity(layout.file_count()),
         current: Sha256::new(),
     };
-    let piece_hashes = Mutex::new(vec![
-        [0u8; 20];
-        usize::try_from(piece_count).expect("piece table fits")
-    ]);
+    let collector = Collector {
+        cipher: ContentCipher::uncompressed(&key, size),
+        frames,
+        piece_length,
+        codes: Vec::with_capacity(usize::try_from(frames).unwrap_or(0)),
+        next_chunk: 0,
+        piece: Sha1::new(),
+        in_piece: 0,
+        pieces: Vec::new(),
+        buf: Vec::with_capacity(CIPHER_CHUNK as usize),
+    };
 
-    // This thread reads and computes the SHA-256s; worker threads seal and SHA-1 whole pieces.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(1);
-    let rx = Mutex::new(rx);
-    std::thread::scope(|scope| -> Result<()> {
-        // Owned by this closure: dropping it when the reader is done stops the workers.
-        let tx = tx;
-        for _ in 0..SEAL_WORKERS {
-            scope.spawn(|| seal_pieces(&cipher, chunks_per_piece, &rx, &piece_hashes));
+    // This thread reads and computes the SHA-256s; workers pack; the collector seals and
+    // hashes pieces in order.
+    let (jobs_tx, jobs_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(PACK_WORKERS);
+    let (done_tx, done_rx) = mpsc::sync_channel::<Packed>(PACK_WORKERS * 2);
+    let jobs_rx = Mutex::new(jobs_rx);
+    let collected = std::thread::scope(|scope| -> Result<Collector> {
+        let collecting = scope.spawn(move || collector.run(done_rx));
+        for _ in 0..PACK_WORKERS {
+            let done = done_tx.clone();
+            let jobs = &jobs_rx;
+            scope.spawn(move || pack_frames(compress, jobs, &done));
         }
-        let mut offset = 0u64;
-        for p in 0..piece_count {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(Error::Transfer("cancelled".into()));
+        drop(done_tx);
+        // Owned here: dropping it when the reader is done stops the workers.
+        let jobs = jobs_tx;
+        let mut read = || -> Result<()> {
+            for k in 0..frames {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(Error::Transfer("cancelled".into()));
+                }
+                let offset = k * FRAME_PLAIN;
+                let len = FRAME_PLAIN.min(size - offset);
+                let mut buf = vec![0u8; usize::try_from(len).expect("frame fits in memory")];
+                content.read_exact_at(offset, &mut buf).map_err(Error::io(
+                    "reading the files to send (did one shrink while being sent?)",
+                ))?;
+                let mut at = 0;
+                for seg in layout.segments(offset, buf.len()) {
+                    digests.update(seg.file, &buf[at..at + seg.len]);
+                    at += seg.len;
+                }
+                if jobs.send((k, buf)).is_err() {
+                    break;
+                }
             }
-            let first = p * chunks_per_piece;
-            let last = (first + chunks_per_piece).min(cipher.chunk_count());
-            let plain: u64 = (first..last).map(|i| cipher.plain_chunk_len(i)).sum();
-            let mut buf = vec![0u8; usize::try_from(plain).expect("piece fits in memory")];
-            content.read_exact_at(offset, &mut buf).map_err(Error::io(
-                "reading the files to send (did one shrink while being sent?)",
-            ))?;
-            let mut at = 0;
-            for seg in layout.segments(offset, buf.len()) {
-                digests.update(seg.file, &buf[at..at + seg.len]);
-                at += seg.len;
-            }
-            offset += plain;
-            if tx.send((p, buf)).is_err() {
-                break;
-            }
-        }
-        Ok(())
+            Ok(())
+        };
+        let read = read();
+        drop(jobs);
+        let collected = collecting
+            .join()
+            .map_err(|_| Error::Transfer("the piece hasher failed".into()))?;
+        read?;
+        collected
     })?;
-    let pieces: Vec<u8> = piece_hashes
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .concat();
+    let map = ChunkMap::from_codes(size, collected.codes)
+        .map_err(|e| Error::Transfer(format!("building the chunk map: {e}")))?;
     let info = Info {
-        length: cipher.cipher_len(),
+        length: map.cipher_len(),
         name: TORRENT_NAME.to_owned(),
         piece_length,
-        pieces: ByteBuf::from(pieces),
+        pieces: ByteBuf::from(collected.pieces),
         private: 1,
     };
     Ok(Prepared {
@@ -167,6 +265,7 @@ pub fn prepare(content: &FileSet, key: ContentKey, cancel: &AtomicBool) -> Resul
         size,
         sha256: digests.finish(layout.file_count()),
         key,
+        map,
     })
 }
 
@@ -187,12 +286,13 @@ mod tests {
         let key = ContentKey::from_bytes([5; 32]);
         let no = AtomicBool::new(false);
         let set = one_file(f.path(), 300_000);
-        let a = prepare(&set, key.clone(), &no).unwrap();
-        let b = prepare(&set, key, &no).unwrap();
-        assert!(prepare(&set, a.key.clone(), &AtomicBool::new(true)).is_err());
+        let a = prepare(&set, key.clone(), true, &no).unwrap();
+        let b = prepare(&set, key, true, &no).unwrap();
+        assert!(prepare(&set, a.key.clone(), true, &AtomicBool::new(true)).is_err());
         assert_eq!(a.info_hash, b.info_hash);
-        assert_eq!(a.info.length, ContentCipher::new(&a.key, 300_000).cipher_len());
-        assert_eq!(a.info.pieces.len(), 40, "two 256 KiB pieces");
+        assert_eq!(a.info.length, a.map.cipher_len());
+        assert!(!a.map.is_identity(), "a run of one byte compresses");
+        assert_eq!(a.info.pieces.len(), 20, "packed, it fits one 256 KiB piece");
         let (info, hash) = parse_torrent(&a.torrent_bytes(None)).unwrap();
         assert_eq!((hash, info.name.as_str()), (a.info_hash, TORRENT_NAME));
         assert_eq!(
@@ -213,11 +313,12 @@ mod tests {
         let p = prepare(
             &one_file(f.path(), data.len() as u64),
             key.clone(),
+            false,
             &AtomicBool::new(false),
         )
         .unwrap();
 
-        let ciphertext = ContentCipher::new(&key, data.len() as u64).seal_in_memory(&data);
+        let ciphertext = ContentCipher::uncompressed(&key, data.len() as u64).seal_in_memory(&data);
         let expected: Vec<u8> = ciphertext
             .chunks(p.info.piece_length as usize)
             .flat_map(|piece| <[u8; 20]>::from(Sha1::digest(piece)))
@@ -236,7 +337,13 @@ mod tests {
             std::fs::write(p, c).unwrap();
         }
         let set = FileSet::new(paths, Layout::new(parts.map(|c| c.len() as u64)).unwrap(), false);
-        let p = prepare(&set, ContentKey::from_bytes([1; 32]), &AtomicBool::new(false)).unwrap();
+        let p = prepare(
+            &set,
+            ContentKey::from_bytes([1; 32]),
+            true,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         let want: Vec<String> = parts.iter().map(|c| hex::encode(Sha256::digest(c))).collect();
         assert_eq!(p.sha256, want);
         assert_eq!(p.size, 40_005);

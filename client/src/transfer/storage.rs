@@ -7,19 +7,26 @@
 //!   files. Reads (for librqbit's piece hash check) return the kept ciphertext, or
 //!   re-encrypt what is on disk, which is deterministic, so piece hashes still verify; that
 //!   is also how a resumed transfer finds the pieces it already has.
+//!
+//! Compressed (packed) frames are re-packed from the plaintext on a read, once per frame
+//! while its chunks are asked for one after another ([`FrameCache`]).
 
 use std::{io::IoSlice, path::Path, sync::Arc};
 
 use bytes::Bytes;
 
 use anyhow::{Context, bail, ensure};
-use convey_shared::content::{CIPHER_CHUNK, ContentCipher, PLAIN_CHUNK, TAG_LEN};
+use convey_shared::{
+    chunk_map::{FRAME_PLAIN, Place},
+    content::{CIPHER_CHUNK, ContentCipher, PLAIN_CHUNK, TAG_LEN},
+};
 use librqbit::{
     ManagedTorrentShared, TorrentMetadata,
     storage::{BoxStorageFactory, StorageFactory, StorageFactoryExt, TorrentStorage},
 };
 
 use super::{
+    codec::{self, FrameCache},
     files::FileSet,
     writer::{ChunkSet, Writer},
 };
@@ -51,12 +58,37 @@ fn read_cipher(
     Ok(())
 }
 
-/// Fill `buf` (plaintext length + tag room) with the sealed chunk `i` of `files`.
-fn seal_from_files(files: &FileSet, cipher: &ContentCipher, i: u64, buf: &mut [u8]) -> anyhow::Result<()> {
+/// Fill `buf` (sealed length + tag room) with the sealed chunk `i`, re-created from the
+/// plaintext in `files`: a raw chunk from its bytes, a packed one from its frame re-packed
+/// (once per frame, through `frames`).
+fn seal_from_files(
+    files: &FileSet,
+    cipher: &ContentCipher,
+    frames: &FrameCache,
+    i: u64,
+    buf: &mut [u8],
+) -> anyhow::Result<()> {
     let n = buf.len() - TAG_LEN as usize;
-    files
-        .read_exact_at(i * PLAIN_CHUNK, &mut buf[..n])
-        .context("reading the plaintext")?;
+    match cipher.map().place(i) {
+        Place::Raw { offset, .. } => files
+            .read_exact_at(offset, &mut buf[..n])
+            .context("reading the plaintext")?,
+        Place::Packed { frame, part, .. } => {
+            let packed = frames.get_or(frame, || {
+                let len = usize::try_from(cipher.map().frame_len(frame))?;
+                let mut plain = vec![0u8; len];
+                files
+                    .read_exact_at(frame * FRAME_PLAIN, &mut plain)
+                    .context("reading the plaintext")?;
+                codec::repack(cipher.map(), frame, &plain)
+            })?;
+            let at = usize::try_from(part * PLAIN_CHUNK)?;
+            let slice = packed
+                .get(at..at + n)
+                .ok_or_else(|| anyhow::anyhow!("frame {frame} is shorter than its chunks"))?;
+            buf[..n].copy_from_slice(slice);
+        }
+    }
     cipher.seal_chunk(i, buf);
     Ok(())
 }
@@ -72,7 +104,11 @@ pub struct SealingStorageFactory {
 impl SealingStorageFactory {
     pub fn new(files: Arc<FileSet>, cipher: ContentCipher) -> Self {
         Self {
-            storage: SealingStorage { files, cipher },
+            storage: SealingStorage {
+                files,
+                cipher,
+                frames: Arc::default(),
+            },
         }
     }
 
@@ -85,6 +121,7 @@ impl SealingStorageFactory {
 pub struct SealingStorage {
     files: Arc<FileSet>,
     cipher: ContentCipher,
+    frames: Arc<FrameCache>,
 }
 
 impl StorageFactory for SealingStorageFactory {
@@ -106,7 +143,7 @@ impl TorrentStorage for SealingStorage {
 
     fn pread_exact(&self, _file_id: usize, offset: u64, buf: &mut [u8]) -> anyhow::Result<()> {
         read_cipher(&self.cipher, offset, buf, |i, chunk| {
-            seal_from_files(&self.files, &self.cipher, i, chunk)
+            seal_from_files(&self.files, &self.cipher, &self.frames, i, chunk)
         })
     }
 
@@ -150,6 +187,8 @@ pub struct OpeningStorage {
     /// writer drops each chunk once it is written (see [`ChunkSet::kept`]). Bounded; past
     /// the bound a read waits for the writer.
     unchecked: Arc<ChunkSet>,
+    /// This build re-creates the sender's packed frames byte for byte (same codec).
+    repacks: bool,
 }
 
 /// Most chunks kept in [`OpeningStorage::unchecked`] (32 MiB).
@@ -164,6 +203,7 @@ impl OpeningStorageFactory {
         cipher: ContentCipher,
         written: Arc<ChunkSet>,
         writer: Arc<Writer>,
+        repacks: bool,
     ) -> Self {
         Self {
             storage: OpeningStorage {
@@ -172,6 +212,7 @@ impl OpeningStorageFactory {
                 unchecked: written.clone(),
                 written,
                 writer,
+                repacks,
             },
         }
     }
@@ -197,18 +238,33 @@ impl StorageFactory for OpeningStorageFactory {
 const WRITER_LAG: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl OpeningStorage {
-    /// Is chunk `i` on disk? A chunk librqbit wrote and checked may still sit in the writer's
-    /// queue (a piece served to a co-receiver right after its check): wait for it, briefly,
-    /// rather than answer zeros.
-    fn wait_written(&self, i: u64) -> bool {
+    /// Sealed chunk `i` from disk. A chunk librqbit wrote and checked may still sit in the
+    /// writer's queue (a piece served to a co-receiver right after its check): wait for it,
+    /// briefly, rather than answer zeros. A part of a packed frame that is not complete yet
+    /// is on disk as it arrived, in its frame's place (see [`ChunkSet::staged_part`]).
+    fn seal_from_disk(&self, i: u64, chunk: &mut [u8]) -> anyhow::Result<()> {
         let start = std::time::Instant::now();
-        while !self.written.get(i) {
+        loop {
+            let n = chunk.len() - TAG_LEN as usize;
+            if self
+                .written
+                .read_staged(i, &self.files, self.cipher.map(), &mut chunk[..n])?
+            {
+                self.cipher.seal_chunk(i, chunk);
+                return Ok(());
+            }
+            if self.written.get(i) {
+                if !self.repacks && matches!(self.cipher.map().place(i), Place::Packed { .. }) {
+                    bail!("this build cannot re-create the sender's compressed frames");
+                }
+                return seal_from_files(&self.files, &self.cipher, &self.written.frames, i, chunk);
+            }
             if !self.written.queued(i) || start.elapsed() > WRITER_LAG {
-                return false;
+                chunk.fill(0); // never matches a piece hash
+                return Ok(());
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        true
     }
 
     fn write_cipher(&self, offset: u64, data: &[u8]) -> anyhow::Result<()> {
@@ -246,11 +302,8 @@ impl TorrentStorage for OpeningStorage {
             if let Some(ct) = kept.filter(|ct| ct.len() == chunk.len()) {
                 chunk.copy_from_slice(&ct);
                 Ok(())
-            } else if self.wait_written(i) {
-                seal_from_files(&self.files, &self.cipher, i, chunk)
             } else {
-                chunk.fill(0); // never matches a piece hash
-                Ok(())
+                self.seal_from_disk(i, chunk)
             }
         })
     }

@@ -4,9 +4,11 @@
 //! chunks before it are in, and starts write-back of what it has hashed. Opening and
 //! writing thus run beside the network on the other core, and when the last piece arrives
 //! the files are already hashed and mostly on disk: the receiver's verify pass and final
-//! flush, which used to take as long as the download, shrink to the tail.
+//! flush, which used to take as long as the download, shrink to the tail. Parts of a
+//! compressed frame wait on disk in the frame's place until the frame is complete.
 
 use std::{
+    collections::HashMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -16,10 +18,16 @@ use std::{
 };
 
 use bytes::Bytes;
-use convey_shared::content::{CIPHER_CHUNK, ContentCipher, PLAIN_CHUNK, TAG_LEN};
+use convey_shared::{
+    chunk_map::{ChunkMap, FRAME_PLAIN, Place},
+    content::{CIPHER_CHUNK, ContentCipher, PLAIN_CHUNK, TAG_LEN},
+};
 use sha2::{Digest, Sha256};
 
-use super::files::FileSet;
+use super::{
+    codec::{self, FrameCache},
+    files::FileSet,
+};
 
 /// Chunks queued for the writer (4 MiB); librqbit waits when the writer falls behind.
 const QUEUE: usize = 256;
@@ -32,9 +40,16 @@ pub struct ChunkSet {
     bits: Vec<AtomicU64>,
     queued: Vec<AtomicU64>,
     /// Ciphertext of chunks queued but not yet written, for reads in between.
-    kept: Mutex<std::collections::HashMap<u64, Bytes>>,
+    kept: Mutex<HashMap<u64, Bytes>>,
     /// Something arrived (or may be on disk from an earlier attempt).
     any: AtomicBool,
+    /// Packed frames not complete yet: which of their parts are on disk, as they arrived,
+    /// in the frame's place (the compressed bytes are smaller than the plaintext they
+    /// become, so they fit). Held while a part's slot is read, and while a complete frame
+    /// is written over its parts.
+    staged: Mutex<HashMap<u64, u16>>,
+    /// Packed frames re-created for reads.
+    pub(crate) frames: FrameCache,
 }
 
 impl ChunkSet {
@@ -47,7 +62,37 @@ impl ChunkSet {
             queued: (0..words).map(|_| AtomicU64::new(0)).collect(),
             kept: Mutex::default(),
             any: AtomicBool::new(full),
+            staged: Mutex::default(),
+            frames: FrameCache::default(),
         }
+    }
+
+    fn clear(&self, i: u64) {
+        self.bits[(i / 64) as usize].fetch_and(!(1 << (i % 64)), Ordering::Release);
+    }
+
+    fn forget_kept(&self, i: u64) {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner()).remove(&i);
+    }
+
+    /// If chunk `i` is a part of a packed frame that sits on disk as it arrived, read that
+    /// part (`buf`: one chunk's bytes) and say so.
+    pub fn read_staged(
+        &self,
+        i: u64,
+        files: &FileSet,
+        map: &ChunkMap,
+        buf: &mut [u8],
+    ) -> std::io::Result<bool> {
+        let Place::Packed { frame, part, .. } = map.place(i) else {
+            return Ok(false);
+        };
+        let staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
+        if staged.get(&frame).is_some_and(|m| m & (1 << part) != 0) {
+            files.read_exact_at(frame * FRAME_PLAIN + part * PLAIN_CHUNK, buf)?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     pub fn set(&self, i: u64) {
@@ -102,6 +147,8 @@ pub struct Written {
     /// SHA-256 of every file, in manifest order, when the writer saw all of them arrive
     /// (not when resuming: what was on disk before was not hashed).
     pub sha256: Option<Vec<[u8; 32]>>,
+    /// A compressed frame that never decoded, when the sender's data was corrupt.
+    pub corrupt: Option<String>,
 }
 
 /// Handle to the writer thread.
@@ -131,6 +178,8 @@ impl Writer {
             failed: failed.clone(),
             next: 0,
             written_back: 0,
+            back: Vec::new(),
+            decode_error: None,
         };
         let thread = std::thread::Builder::new()
             .name("convey-writer".into())
@@ -195,6 +244,11 @@ struct WriterThread {
     next: u64,
     /// Plaintext bytes whose write-back has been started.
     written_back: u64,
+    /// Plaintext read back for hashing.
+    back: Vec<u8>,
+    /// Why the last packed frame that failed to decode did (a frame still missing at the
+    /// end says this).
+    decode_error: Option<String>,
 }
 
 impl WriterThread {
@@ -214,55 +268,139 @@ impl WriterThread {
                 continue;
             }
             let plain = &buf[..n - TAG_LEN as usize];
-            // A chunk written again replaces one whose piece failed librqbit's check: a
-            // co-receiver holds the content key, so its forged block passes the AEAD check
-            // and only the piece hash catches it. If the forged bytes were hashed already,
-            // the streaming digests are void; the final check then reads the files again.
-            if self.written.get(i) && i < self.next {
-                self.hasher = None;
-            }
-            if let Err(e) = self.files.write_all_at(i * PLAIN_CHUNK, plain) {
-                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(format!("writing the received files: {e}"));
-                continue;
-            }
-            self.written.set(i);
-            self.written
-                .kept
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&i);
-            if let Err(e) = self.hash_ready(i, plain) {
-                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(format!("reading the received files back: {e}"));
+            let placed = match self.cipher.map().place(i) {
+                Place::Raw { offset, .. } => self.write_raw(i, offset, plain),
+                Place::Packed { frame, part, parts } => self.stage(i, (frame, part, parts), plain),
+            };
+            if let Err(e) = placed {
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
             }
         }
         let complete = self.next == self.cipher.chunk_count();
+        let staged = !self.lock_staged().is_empty();
         Written {
             sha256: self.hasher.take().filter(|_| complete).map(FileHasher::finish),
+            corrupt: self.decode_error.take().filter(|_| staged),
         }
     }
 
-    /// Hash the chunks that are now in order, from `just` (chunk `i`'s plaintext) or read
+    fn write_raw(&mut self, i: u64, offset: u64, plain: &[u8]) -> Result<(), String> {
+        // A chunk written again replaces one whose piece failed librqbit's check: a
+        // co-receiver holds the content key, so its forged block passes the AEAD check
+        // and only the piece hash catches it. If the forged bytes were hashed already,
+        // the streaming digests are void; the final check then reads the files again.
+        if self.written.get(i) && i < self.next {
+            self.hasher = None;
+        }
+        self.files
+            .write_all_at(offset, plain)
+            .map_err(|e| format!("writing the received files: {e}"))?;
+        self.written.set(i);
+        self.written.forget_kept(i);
+        self.hash_ready(i, plain)
+            .map_err(|e| format!("reading the received files back: {e}"))
+    }
+
+    /// Put part `part` of packed frame `frame` in its place; once all `parts` are there,
+    /// decode the frame and write its plaintext over them.
+    fn stage(&mut self, i: u64, (frame, part, parts): (u64, u64, u64), data: &[u8]) -> Result<(), String> {
+        let map = self.cipher.map().clone();
+        let start = frame * FRAME_PLAIN;
+        let write_err = |e: std::io::Error| format!("writing the received files: {e}");
+        let is_staged = self.lock_staged().contains_key(&frame);
+        if !is_staged && self.written.get(i) {
+            // The frame looks complete on disk (decoded earlier, or a resumed start that
+            // assumes everything is there). If it re-creates this part, nothing changes.
+            if self.on_disk_part(frame, part).is_some_and(|p| p == data) {
+                self.written.forget_kept(i);
+                return Ok(());
+            }
+            // It does not: what is on disk is not this frame (an unfinished earlier attempt,
+            // or a frame decoded from a forged part). Collect its parts again.
+            if map.frame_chunks(frame).start < self.next {
+                self.hasher = None;
+            }
+            for c in map.frame_chunks(frame) {
+                self.written.clear(c);
+            }
+        }
+        self.files
+            .write_all_at(start + part * PLAIN_CHUNK, data)
+            .map_err(write_err)?;
+        let written = self.written.clone();
+        let mut staged = written.staged.lock().unwrap_or_else(|e| e.into_inner());
+        let mask = staged.entry(frame).or_insert(0);
+        *mask |= 1 << part;
+        let complete = u64::from(mask.count_ones()) == parts;
+        self.written.forget_kept(i);
+        if !complete {
+            return Ok(());
+        }
+        let mut packed = vec![0u8; (parts * PLAIN_CHUNK) as usize];
+        self.files.read_exact_at(start, &mut packed).map_err(write_err)?;
+        let plain = match codec::unpack(frame, &packed, map.frame_len(frame) as usize) {
+            Ok(p) => p,
+            Err(e) => {
+                // Wait for a replacement part (the piece check fails); if none comes, the
+                // transfer ends incomplete and says why.
+                tracing::debug!(%e, "a compressed frame did not decode");
+                self.decode_error = Some(e.to_string());
+                return Ok(());
+            }
+        };
+        self.files.write_all_at(start, &plain).map_err(write_err)?;
+        staged.remove(&frame);
+        drop(staged);
+        self.written.frames.forget(frame);
+        let chunks = map.frame_chunks(frame);
+        let first = chunks.start;
+        for c in chunks {
+            self.written.set(c);
+        }
+        self.hash_ready(first, &plain)
+            .map_err(|e| format!("reading the received files back: {e}"))
+    }
+
+    fn lock_staged(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u16>> {
+        self.written.staged.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Part `part` of packed frame `frame` re-created from the plaintext on disk, if that
+    /// plaintext re-creates the frame at all.
+    fn on_disk_part(&self, frame: u64, part: u64) -> Option<Vec<u8>> {
+        let map = self.cipher.map();
+        let mut plain = vec![0u8; usize::try_from(map.frame_len(frame)).ok()?];
+        self.files.read_exact_at(frame * FRAME_PLAIN, &mut plain).ok()?;
+        let packed = codec::repack(map, frame, &plain).ok()?;
+        let at = usize::try_from(part * PLAIN_CHUNK).ok()?;
+        packed.get(at..at + PLAIN_CHUNK as usize).map(<[u8]>::to_vec)
+    }
+
+    /// Hash the chunks that are now in order, from `just` (what chunk `i` completes) or read
     /// back from the files, and start write-back of what is hashed.
     fn hash_ready(&mut self, i: u64, just: &[u8]) -> std::io::Result<()> {
         let Some(hasher) = self.hasher.as_mut() else {
             return Ok(());
         };
-        let mut back = [0u8; PLAIN_CHUNK as usize];
+        let map = self.cipher.map();
         while self.next < self.cipher.chunk_count() && self.written.get(self.next) {
-            let at = self.next * PLAIN_CHUNK;
+            let range = map.plain_range(self.next);
             let plain = if self.next == i {
                 just
             } else {
-                let n = usize::try_from(self.cipher.plain_chunk_len(self.next)).unwrap_or(0);
-                self.files.read_exact_at(at, &mut back[..n])?;
-                &back[..n]
+                let n = usize::try_from(range.end - range.start).unwrap_or(0);
+                self.back.resize(n, 0);
+                self.files.read_exact_at(range.start, &mut self.back)?;
+                &self.back[..]
             };
-            hasher.update(&self.files, at, plain);
+            hasher.update(&self.files, range.start, plain);
             self.next += 1;
         }
-        let hashed = (self.next * PLAIN_CHUNK).min(self.cipher.plain_len());
+        let hashed = if self.next == self.cipher.chunk_count() {
+            self.cipher.plain_len()
+        } else {
+            map.plain_range(self.next).start
+        };
         if hashed - self.written_back >= WRITEBACK_EVERY || hashed == self.cipher.plain_len() {
             self.files
                 .start_writeback(self.written_back, hashed - self.written_back);
@@ -329,7 +467,7 @@ mod tests {
             std::fs::File::create(p).unwrap().set_len(s).unwrap();
         }
         let files = Arc::new(FileSet::new(paths, Layout::new(sizes).unwrap(), true));
-        let cipher = ContentCipher::new(&ContentKey::from_bytes([9; 32]), plain.len() as u64);
+        let cipher = ContentCipher::uncompressed(&ContentKey::from_bytes([9; 32]), plain.len() as u64);
         let sealed = cipher.seal_in_memory(&plain);
         let chunks = sealed.chunks(CIPHER_CHUNK as usize).map(<[u8]>::to_vec).collect();
         (files, cipher, plain, chunks)

@@ -64,7 +64,7 @@ pub const ABILITY_TUNNEL: &str = "relay-tunnel-v2";
 pub const ABILITY_SWARM: &str = "swarm-v1";
 
 /// The ability to receive a stream of unknown length.
-pub const ABILITY_STREAM: &str = "stream-v2";
+pub const ABILITY_STREAM: &str = "stream-v3";
 
 /// Longest text accepted in a text offer.
 pub const MAX_TEXT_BYTES: usize = 1 << 20;
@@ -96,6 +96,9 @@ pub enum OfferBody {
         torrent: String,
         /// Addresses where the sender's BitTorrent listener may be reached directly.
         direct_hints: Vec<SocketAddr>,
+        /// Frames compressed before encryption; absent when none was.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        packing: Option<Packing>,
     },
     /// A short text, carried in the offer itself.
     Text { text: String },
@@ -105,6 +108,18 @@ pub enum OfferBody {
         direct_hints: Vec<SocketAddr>,
     },
 }
+
+/// How a files offer's plaintext was compressed: the codec (format, library version, level,
+/// frame size: a receiver serves re-created packed frames only if it names the same one) and
+/// the frame codes of its [`crate::chunk_map::ChunkMap`] (base64).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Packing {
+    pub codec: String,
+    pub frames: String,
+}
+
+/// Longest codec name accepted in an offer.
+pub const MAX_CODEC_NAME: usize = 64;
 
 /// May a receiver dial `addr`, named by the sender? Never an unspecified address (0.0.0.0,
 /// `::`), port 0, a multicast or broadcast address. Loopback and private addresses are
