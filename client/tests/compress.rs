@@ -8,10 +8,13 @@ use std::{io::Write, process::Stdio, sync::atomic::AtomicBool, time::Duration};
 
 use common::{
     convey, json_events, json_receiver, spawn_with_code, tree_listing, wait_with_timeout, write_random,
-    write_text,
 };
 use convey::transfer::{files::FileSet, prepare::prepare};
 use convey_shared::{content::ContentKey, layout::Layout};
+
+fn write_text(path: &std::path::Path, size: usize) {
+    convey_tests::text_file(path, size as u64, 0);
+}
 
 const LONG: Duration = Duration::from_secs(120);
 

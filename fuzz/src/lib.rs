@@ -8,13 +8,14 @@ use std::str::FromStr;
 
 use convey_shared::{
     Code,
+    chunk_map::{ChunkMap, Place},
     content::{CIPHER_CHUNK, ContentCipher, ContentKey, StreamCipher},
     crypto::{Channel, SessionKey, Side},
     manifest::{MAX_ENTRIES, Manifest},
     protocol::{
         peer::{OfferBody, PeerMsg, dialable_hints},
         rendezvous::{ClientMsg, ServerMsg},
-        stream::{HEADER_LEN, parse_header},
+        stream::{HEADER_LEN, MAX_RECORD, MAX_STORED, RECORD_HEADER_LEN, Record, parse_header},
     },
     torrent,
 };
@@ -61,10 +62,16 @@ pub fn peer_msg(data: &[u8]) {
             content_key,
             torrent,
             direct_hints,
+            packing,
         } => {
             check_hints(direct_hints);
             if let Ok(checked) = manifest.check() {
-                let cipher = ContentCipher::new(&content_key, checked.layout.total());
+                let total = checked.layout.total();
+                let Ok(map) = ChunkMap::from_wire(total, packing.as_ref().map(|p| p.frames.as_str())) else {
+                    return;
+                };
+                check_map(&map);
+                let cipher = ContentCipher::new(&content_key, map);
                 if let Ok(bytes) = base64_decode(&torrent)
                     && let Ok((info, _)) = torrent::parse(&bytes)
                 {
@@ -77,6 +84,25 @@ pub fn peer_msg(data: &[u8]) {
             let _ = convey_shared::display::line(&text);
         }
     }
+}
+
+/// What a chunk map from the network promises: never a longer ciphertext than no map,
+/// every chunk's place inside the content, and the plaintext covered once, in order.
+fn check_map(map: &ChunkMap) {
+    assert!(map.cipher_len() <= ChunkMap::identity(map.plain_len()).cipher_len());
+    if map.chunk_count() > 4096 {
+        return; // the walk below is linear; big maps are covered by small ones' shape
+    }
+    let mut at = 0;
+    for i in 0..map.chunk_count() {
+        let r = map.plain_range(i);
+        assert_eq!(r.start, at);
+        at = r.end;
+        if let Place::Packed { frame, part, parts } = map.place(i) {
+            assert!(part < parts && frame < map.frame_count());
+        }
+    }
+    assert_eq!(at, map.plain_len());
 }
 
 fn check_hints(hints: Vec<std::net::SocketAddr>) {
@@ -149,8 +175,16 @@ pub fn torrent(data: &[u8]) {
 }
 
 /// A stream as the receiver reads it: frame headers, then sealed chunks that must fail
-/// authentication (the fuzzer does not know the key) without panicking.
+/// authentication (the fuzzer does not know the key) without panicking; and the same bytes
+/// as the record headers inside the opened chunks, which never claim more than a record.
 pub fn stream_frames(data: &[u8]) {
+    for head in data.chunks_exact(RECORD_HEADER_LEN) {
+        let head: [u8; RECORD_HEADER_LEN] = head.try_into().expect("exact chunk");
+        if let Ok(r) = Record::parse(head) {
+            assert!(r.plain_len <= MAX_RECORD && r.stored_len <= MAX_STORED);
+            assert_eq!(Record::parse(r.to_bytes()), Ok(r));
+        }
+    }
     let cipher = StreamCipher::new(&ContentKey::from_bytes([3; 32]));
     let mut rest = data;
     let mut i = 0u64;

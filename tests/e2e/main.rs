@@ -1,5 +1,6 @@
 //! End-to-end tests: real relay, real librqbit sessions on loopback, real third-party clients.
 
+mod compress;
 mod failures;
 mod hostile;
 mod interop;

@@ -5,7 +5,7 @@
 use std::{num::NonZeroU32, path::PathBuf, time::Duration};
 
 use convey::{Code, Error, Event, Receivers, Transport};
-use convey_tests::{Recorder, TestRelay, random_file, receive_options, send_options, sha256_file};
+use convey_tests::{Recorder, TestRelay, random_file, receive_options, send_options, sha256_file, text_file};
 
 fn receivers(n: u32) -> Receivers {
     Receivers::Count(NonZeroU32::new(n).expect("non-zero"))
@@ -146,12 +146,23 @@ async fn four_receivers_on_one_code_all_get_the_file() {
 /// completes from the first two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_late_receiver_completes_from_the_others_after_the_sender_left() {
+    late_receiver(random_file).await;
+}
+
+/// The same with compressed content: the receivers re-create the sender's packed frames
+/// byte for byte from the plaintext they wrote, or the latecomer could not complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_receiver_completes_compressed_content_from_the_others() {
+    late_receiver(text_file).await;
+}
+
+async fn late_receiver(write: fn(&std::path::Path, u64, u64) -> String) {
     convey_tests::init_tracing();
     let relay = TestRelay::spawn().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("late.bin");
     let size = 16 << 20;
-    let digest = random_file(&src, size, 42);
+    let digest = write(&src, size, 42);
     let mut opts = send_options(&relay, src);
     opts.receivers = receivers(3);
     let rec = Recorder::default();

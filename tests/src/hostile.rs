@@ -149,12 +149,13 @@ pub fn files_offer(manifest: Value, key: &ContentKey, torrent: &[u8], hints: &[S
 pub fn stream_offer(key: &ContentKey, hints: &[SocketAddr]) -> Value {
     json!({
         "type": "offer",
-        "abilities": ["stream-v2"],
+        "abilities": [convey_shared::protocol::peer::ABILITY_STREAM],
         "body": {"kind": "stream", "content_key": key, "direct_hints": hints}
     })
 }
 
-/// Real ciphertext of `sources`, seeded by librqbit on a loopback port.
+/// Real ciphertext of `sources` (uncompressed: the offer names no packing), seeded by
+/// librqbit on a loopback port.
 #[derive(Debug)]
 pub struct Seeder {
     pub torrent: Vec<u8>,
@@ -181,7 +182,7 @@ impl Seeder {
         let prepared = {
             let files = files.clone();
             tokio::task::spawn_blocking(move || {
-                prepare(&files, ContentKey::generate(), true, &AtomicBool::new(false)).expect("prepare")
+                prepare(&files, ContentKey::generate(), false, &AtomicBool::new(false)).expect("prepare")
             })
             .await
             .expect("prepare task")
@@ -232,7 +233,7 @@ impl Seeder {
 }
 
 /// A stream server that records the first bytes the first connection writes, then answers
-/// it with `chunks` sealed under `key` (the final one marked last if `last`), then holds
+/// it with `chunks` (each one raw record) sealed under `key` (the final one marked last if `last`), then holds
 /// the connection open, silent, for `hold_open`.
 #[derive(Debug)]
 pub struct StreamListener {
@@ -257,7 +258,15 @@ impl StreamListener {
             let n = chunks.len();
             for (i, c) in chunks.iter().enumerate() {
                 let last = last && i + 1 == n;
-                let sealed = cipher.seal(i as u64, last, c);
+                let mut record = stream::Record {
+                    compressed: false,
+                    plain_len: c.len(),
+                    stored_len: c.len(),
+                }
+                .to_bytes()
+                .to_vec();
+                record.extend_from_slice(c);
+                let sealed = cipher.seal(i as u64, last, &record);
                 let head = stream::header(last, sealed.len()).expect("header");
                 if conn.write_all(&head).await.is_err() || conn.write_all(&sealed).await.is_err() {
                     return;

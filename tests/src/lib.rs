@@ -136,6 +136,44 @@ pub fn random_file(path: &Path, size: u64, seed: u64) -> String {
     hex::encode(hash.finalize())
 }
 
+/// Write `size` bytes of deterministic text that compresses the way build logs do (some 5
+/// to 10 times; `seed` varies it) to `path`; returns the SHA-256 hex.
+pub fn text_file(path: &Path, size: u64, seed: u64) -> String {
+    let mut out = BufWriter::new(File::create(path).expect("create text file"));
+    let mut hash = Sha256::new();
+    let words = [
+        "build",
+        "step",
+        "ok",
+        "warning",
+        "compiling",
+        "crate",
+        "test",
+        "passed",
+        "src/lib.rs",
+        "target",
+    ];
+    let (mut written, mut i) = (0u64, seed);
+    while written < size {
+        let line = format!(
+            "{i:08} [{}] {} {} {} in {}.{:03}s\n",
+            ["INFO", "WARN", "DEBUG"][(i % 3) as usize],
+            words[(i * 7 % 10) as usize],
+            words[(i * 3 % 10) as usize],
+            i.wrapping_mul(2_654_435_761) % 100_000,
+            i % 60,
+            i * 13 % 1000
+        );
+        let n = usize::try_from((line.len() as u64).min(size - written)).expect("fits");
+        hash.update(&line.as_bytes()[..n]);
+        out.write_all(&line.as_bytes()[..n]).expect("write text file");
+        written += n as u64;
+        i += 1;
+    }
+    out.flush().expect("flush text file");
+    hex::encode(hash.finalize())
+}
+
 pub fn sha256_file(path: &Path) -> String {
     let mut f = File::open(path).expect("open for hashing");
     let mut h = Sha256::new();

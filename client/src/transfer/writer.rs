@@ -506,6 +506,67 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn packed_frames_arriving_out_of_order_decode_into_place() {
+        use convey_shared::chunk_map::{ChunkMap, FRAME_PLAIN};
+        let dir = tempfile::tempdir().unwrap();
+        // Two compressible frames and a short random tail, across two files.
+        let mut plain: Vec<u8> = (0..2 * FRAME_PLAIN as usize)
+            .map(|i| b"abcabd"[i % 6] ^ (i / 4000) as u8)
+            .collect();
+        plain.extend((0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+        let sizes = [300_000u64, plain.len() as u64 - 300_000];
+        let paths: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("f{i}"))).collect();
+        for (p, s) in paths.iter().zip(sizes) {
+            std::fs::File::create(p).unwrap().set_len(s).unwrap();
+        }
+        let files = Arc::new(FileSet::new(paths, Layout::new(sizes).unwrap(), true));
+        let mut codes = Vec::new();
+        let mut payload = Vec::new();
+        for frame in plain.chunks(FRAME_PLAIN as usize) {
+            match codec::pack(frame).unwrap() {
+                Some(p) => {
+                    codes.push((p.len() as u64 / PLAIN_CHUNK) as u8);
+                    payload.extend_from_slice(&p);
+                }
+                None => {
+                    codes.push(0);
+                    payload.extend_from_slice(frame);
+                }
+            }
+        }
+        let map = ChunkMap::from_codes(plain.len() as u64, codes).unwrap();
+        assert!(!map.is_identity());
+        let cipher = ContentCipher::new(&ContentKey::from_bytes([4; 32]), map.clone());
+        let chunks: Vec<Vec<u8>> = payload
+            .chunks(PLAIN_CHUNK as usize)
+            .enumerate()
+            .map(|(i, part)| {
+                let mut b = part.to_vec();
+                b.resize(part.len() + TAG_LEN as usize, 0);
+                cipher.seal_chunk(i as u64, &mut b);
+                b
+            })
+            .collect();
+        assert_eq!(chunks.len() as u64, map.chunk_count());
+        let written = Arc::new(ChunkSet::new(cipher.chunk_count(), false));
+        let writer = Writer::spawn(files, cipher.clone(), written.clone(), true).unwrap();
+        let mut forged = chunks[1].clone();
+        forged[7] ^= 1;
+        writer.queue(1, Bytes::from(forged)).unwrap();
+        for i in (0..chunks.len()).rev() {
+            writer.queue(i as u64, Bytes::from(chunks[i].clone())).unwrap();
+        }
+        let done = writer.finish().await.unwrap();
+        assert!(done.corrupt.is_none());
+        assert_eq!(done.sha256.expect("hashed").len(), 2);
+        let on_disk: Vec<u8> = (0..2)
+            .flat_map(|i| std::fs::read(dir.path().join(format!("f{i}"))).unwrap())
+            .collect();
+        assert!(on_disk == plain, "every frame decoded into its place");
+        assert!((0..cipher.chunk_count()).all(|i| written.get(i)));
+    }
+
+    #[tokio::test]
     async fn a_missing_chunk_leaves_the_files_unhashed() {
         let dir = tempfile::tempdir().unwrap();
         let (files, cipher, _, chunks) = setup(dir.path());

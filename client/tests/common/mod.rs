@@ -169,41 +169,6 @@ pub fn json_receiver(
     (receiver, events)
 }
 
-/// Deterministic text that compresses the way logs and source do (some 5 to 10 times).
-pub fn write_text(path: &Path, size: usize) {
-    use std::io::Write;
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("create text"));
-    let words = [
-        "build",
-        "step",
-        "ok",
-        "warning",
-        "compiling",
-        "crate",
-        "test",
-        "passed",
-        "src/lib.rs",
-        "target",
-    ];
-    let (mut written, mut i) = (0usize, 0u64);
-    while written < size {
-        let line = format!(
-            "{i:08} [{}] {} {} {} in {}.{:03}s\n",
-            ["INFO", "WARN", "DEBUG"][(i % 3) as usize],
-            words[(i * 7 % 10) as usize],
-            words[(i * 3 % 10) as usize],
-            i.wrapping_mul(2_654_435_761) % 100_000,
-            i % 60,
-            i * 13 % 1000
-        );
-        let n = line.len().min(size - written);
-        out.write_all(&line.as_bytes()[..n]).expect("write text");
-        written += n;
-        i += 1;
-    }
-    out.flush().expect("flush text");
-}
-
 /// Run a set-up command (`ip`, `nft`) of a network-namespace test: it fails loudly,
 /// never skips, when it cannot.
 pub fn run(args: &[&str]) {
