@@ -38,6 +38,11 @@ pub enum Error {
     Protocol(String),
     #[error("{0}")]
     Refused(String),
+    /// The disk under the receiver's output folder filled up during the transfer.
+    #[error(
+        "the disk holding {dir} is full (about {needed_mib} MiB more needed); the partial transfer is kept: free space and run both commands again (with a new code) to resume"
+    )]
+    DiskFull { dir: String, needed_mib: u64 },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -64,8 +69,24 @@ impl Error {
             | Self::RelayRefused(_)
             | Self::NotFound(_)
             | Self::Protocol(_) => 7,
-            Self::Io { .. } | Self::Refused(_) => 8,
+            Self::Io { .. } | Self::Refused(_) | Self::DiskFull { .. } => 8,
         }
+    }
+
+    /// What the other side is told when this ends the transfer here: a category only,
+    /// never this machine's paths or its libraries' messages.
+    pub(crate) fn for_peer(&self) -> String {
+        match self {
+            Self::DiskFull { .. } => "the receiver ran out of disk space",
+            Self::Io { .. } => "the receiver could not write or read its files",
+            Self::Transfer(_) => "the transfer failed on the receiver's side (it says why there)",
+            Self::Refused(_) | Self::Declined(_) => "the receiver refused the offer",
+            Self::Protocol(_) => "the receiver found a message from the sender invalid",
+            Self::Timeout(_) => "the receiver timed out",
+            Self::PeerGone => "the receiver lost its connection to the sender",
+            _ => "the receiver failed",
+        }
+        .to_owned()
     }
 }
 

@@ -313,7 +313,7 @@ async fn conclude<T>(mut link: PeerLink, result: Result<T>, swarm: bool) -> Resu
             link.close(Mood::Happy).await;
             return result;
         }
-        Err(e) => (false, Some(e.to_string())),
+        Err(e) => (false, Some(e.for_peer())),
     };
     let sent = link.send(&PeerMsg::Done { ok, message }).await;
     link.close(if ok { Mood::Happy } else { Mood::Errory }).await;
@@ -739,6 +739,11 @@ async fn download(
         bt::shutdown(&torrent_session).await;
     }
     let finished = writer.finish().await;
+    // Named here, while the chunk map still says how much is missing.
+    let full = Error::DiskFull {
+        dir: display::safe(&opts.out_dir.display().to_string(), false),
+        needed_mib: written.missing_share(total).div_ceil(1 << 20),
+    };
     if !seeding {
         files.close_all();
     }
@@ -746,13 +751,19 @@ async fn download(
         Ok(f) => f,
         Err(e) => {
             bt::shutdown(&torrent_session).await;
+            if writer.disk_full() {
+                return Err(full);
+            }
             return Err(e);
         }
     };
     if let Some(t) = torrent.get() {
         report_sources(t, &plan.paths.hints, selector_addr.get(), events);
     }
-    let written = finished.map_err(Error::Transfer)?;
+    let written = match finished {
+        Err(_) if writer.disk_full() => return Err(full),
+        other => other.map_err(Error::Transfer)?,
+    };
     if let Some(why) = written.corrupt {
         bt::shutdown(&torrent_session).await;
         files.close_all();

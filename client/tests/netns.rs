@@ -248,3 +248,86 @@ fn a_direct_path_cut_mid_transfer_finishes_over_the_relay() {
     assert_eq!(paths.first().map(String::as_str), Some("direct"), "{seen:?}");
     assert_eq!(paths.last().map(String::as_str), Some("relay"), "{seen:?}");
 }
+
+/// A host whose loopback has only ::1 (an IPv6-only machine): the receiver's path selector
+/// and the sender's local ends bind ::1, so the relay path and the default `auto` work.
+#[test]
+fn a_host_whose_loopback_has_only_ipv6_sends_through_the_relay_and_auto() {
+    let ns = format!(
+        "cv6{}{}",
+        std::process::id() % 10_000,
+        NEXT_NET.fetch_add(1, Ordering::Relaxed)
+    );
+    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+    run(&["ip", "netns", "add", &ns]);
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+        }
+    }
+    let _gone = Gone(ns.clone());
+    run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+    run(&["ip", "-n", &ns, "addr", "del", "127.0.0.1/8", "dev", "lo"]);
+    let relay = NamespaceRelay::start_on(&ns, "[::1]:0".parse().expect("addr"));
+    let relay_addr = format!("[::1]:{}", relay.port);
+    let home = tempfile::tempdir().expect("home");
+    let src = home.path().join("v6.bin");
+    write_random(&src, 4 << 20);
+    for (i, transport) in ["relay", "auto"].into_iter().enumerate() {
+        let code = format!("{}-pilot-planet", 81 + i);
+        let in_ns = |args: &[&str]| {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &ns, BIN])
+                .args(args)
+                .env("HOME", home.path())
+                .env("CONVEY_LAN", "off")
+                .env_remove("XDG_CONFIG_HOME")
+                .env_remove("XDG_STATE_HOME")
+                .env_remove("CONVEY_RELAY")
+                .env_remove("CONVEY_CODE");
+            c
+        };
+        let mut sender = in_ns(&[
+            "send",
+            "--relay",
+            &relay_addr,
+            "--transport",
+            transport,
+            "--code",
+            &code,
+        ])
+        .arg(&src)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("send");
+        let out = home.path().join(format!("out-{transport}"));
+        let mut receiver = in_ns(&[
+            "receive",
+            "--relay",
+            &relay_addr,
+            "--transport",
+            transport,
+            "--yes",
+            "--out",
+        ])
+        .arg(&out)
+        .arg(&code)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("receive");
+        let status = wait_with_timeout(&mut receiver, Duration::from_secs(60));
+        let mut err = String::new();
+        if let Some(mut e) = receiver.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        assert!(status.success(), "{transport} on an IPv6-only loopback: {err}");
+        assert!(wait_with_timeout(&mut sender, Duration::from_secs(60)).success());
+        assert!(
+            std::fs::read(out.join("v6.bin")).expect("received") == std::fs::read(&src).expect("source"),
+            "{transport}: byte-identical"
+        );
+    }
+}

@@ -276,6 +276,25 @@ pub async fn remove(engine: &Engine, handle: &ManagedTorrent) {
     }
 }
 
+/// librqbit's error text on one line: its cause chain joined with ": ", without the
+/// "Caused by:" headings, numbering or any backtrace.
+pub fn one_line(text: &str) -> String {
+    let mut parts = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.to_ascii_lowercase().starts_with("stack backtrace") {
+            break;
+        }
+        if line.is_empty() || line == "Caused by:" {
+            continue;
+        }
+        let cause = line
+            .split_once(": ")
+            .filter(|(n, _)| n.chars().all(|c| c.is_ascii_digit()));
+        parts.push(cause.map_or(line, |(_, rest)| rest));
+    }
+    parts.join(": ")
+}
+
 /// Poll until the download is complete, reporting ciphertext bytes to `progress`.
 /// Fails on a torrent error; reports [`Downloaded::Stalled`] when nothing arrives for `stall`.
 pub async fn wait_downloaded(
@@ -287,7 +306,7 @@ pub async fn wait_downloaded(
     loop {
         let s = handle.stats();
         if let Some(e) = &s.error {
-            return Err(Error::Transfer(format!("BitTorrent error: {e}")));
+            return Err(Error::Transfer(format!("BitTorrent error: {}", one_line(e))));
         }
         if matches!(s.state, TorrentStatsState::Error) {
             return Err(Error::Transfer("BitTorrent stopped with an error".into()));
@@ -359,4 +378,17 @@ pub fn direct_hints(port: u16) -> Vec<SocketAddr> {
         .take(MAX_HINTS)
         .map(|ip| SocketAddr::new(ip, port))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn librqbit_errors_come_out_on_one_line_without_a_backtrace() {
+        let text = "error writing to file 0 (\"convey-payload\")\n\nCaused by:\n    0: writing the received files\n    1: No space left on device (os error 28)\n\nStack backtrace:\n   0: std::backtrace::Backtrace::create\n";
+        assert_eq!(
+            super::one_line(text),
+            "error writing to file 0 (\"convey-payload\"): writing the received files: No space left on device (os error 28)"
+        );
+        assert_eq!(super::one_line("plain"), "plain");
+    }
 }

@@ -43,6 +43,8 @@ pub struct ChunkSet {
     kept: Mutex<HashMap<u64, Bytes>>,
     /// Something arrived (or may be on disk from an earlier attempt).
     any: AtomicBool,
+    /// Chunks in all.
+    count: u64,
     /// Packed frames not complete yet: which of their parts are on disk, as they arrived,
     /// in the frame's place (the compressed bytes are smaller than the plaintext they
     /// become, so they fit). Held while a part's slot is read, and while a complete frame
@@ -62,6 +64,7 @@ impl ChunkSet {
             queued: (0..words).map(|_| AtomicU64::new(0)).collect(),
             kept: Mutex::default(),
             any: AtomicBool::new(full),
+            count: n,
             staged: Mutex::default(),
             frames: FrameCache::default(),
         }
@@ -134,6 +137,19 @@ impl ChunkSet {
     pub fn any(&self) -> bool {
         self.any.load(Ordering::Acquire)
     }
+
+    /// The share of `total` plaintext bytes not on disk yet, in proportion to the chunks.
+    pub fn missing_share(&self, total: u64) -> u64 {
+        let chunks = self.count.max(1);
+        let have: u64 = self
+            .bits
+            .iter()
+            .map(|w| u64::from(w.load(Ordering::Acquire).count_ones()))
+            .sum();
+        let have = have.min(chunks);
+        let missing = u128::from(chunks.saturating_sub(have)) * u128::from(total) / u128::from(chunks);
+        u64::try_from(missing).unwrap_or(total)
+    }
 }
 
 enum Job {
@@ -157,6 +173,8 @@ pub struct Writer {
     tx: mpsc::SyncSender<Job>,
     /// The first write error; later chunks are refused with it.
     failed: Arc<Mutex<Option<String>>>,
+    /// A write failed because the disk is full (or the quota used up).
+    disk_full: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<Written>>>,
 }
 
@@ -170,7 +188,9 @@ impl Writer {
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let failed = Arc::new(Mutex::new(None));
+        let disk_full = Arc::new(AtomicBool::new(false));
         let mut state = WriterThread {
+            disk_full: disk_full.clone(),
             hasher: hash.then(|| FileHasher::new(files.layout().file_count())),
             files,
             cipher,
@@ -187,8 +207,14 @@ impl Writer {
         Ok(Self {
             tx,
             failed,
+            disk_full,
             thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// Did writing fail for want of space?
+    pub fn disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::Acquire)
     }
 
     /// Queue ciphertext chunk `i` (waits while the queue is full). Fails once writing failed.
@@ -235,6 +261,7 @@ impl Drop for Writer {
 }
 
 struct WriterThread {
+    disk_full: Arc<AtomicBool>,
     files: Arc<FileSet>,
     cipher: ContentCipher,
     written: Arc<ChunkSet>,
@@ -292,9 +319,7 @@ impl WriterThread {
         if self.written.get(i) && i < self.next {
             self.hasher = None;
         }
-        self.files
-            .write_all_at(offset, plain)
-            .map_err(|e| format!("writing the received files: {e}"))?;
+        self.files.write_all_at(offset, plain).map_err(self.write_err())?;
         self.written.set(i);
         self.written.forget_kept(i);
         self.hash_ready(i, plain)
@@ -306,7 +331,7 @@ impl WriterThread {
     fn stage(&mut self, i: u64, (frame, part, parts): (u64, u64, u64), data: &[u8]) -> Result<(), String> {
         let map = self.cipher.map().clone();
         let start = frame * FRAME_PLAIN;
-        let write_err = |e: std::io::Error| format!("writing the received files: {e}");
+        let write_err = self.write_err();
         let is_staged = self.lock_staged().contains_key(&frame);
         if !is_staged && self.written.get(i) {
             // The frame looks complete on disk (decoded earlier, or a resumed start that
@@ -326,7 +351,7 @@ impl WriterThread {
         }
         self.files
             .write_all_at(start + part * PLAIN_CHUNK, data)
-            .map_err(write_err)?;
+            .map_err(&write_err)?;
         let written = self.written.clone();
         let mut staged = written.staged.lock().unwrap_or_else(|e| e.into_inner());
         let mask = staged.entry(frame).or_insert(0);
@@ -337,7 +362,7 @@ impl WriterThread {
             return Ok(());
         }
         let mut packed = vec![0u8; (parts * PLAIN_CHUNK) as usize];
-        self.files.read_exact_at(start, &mut packed).map_err(write_err)?;
+        self.files.read_exact_at(start, &mut packed).map_err(&write_err)?;
         let plain = match codec::unpack(frame, &packed, map.frame_len(frame) as usize) {
             Ok(p) => p,
             Err(e) => {
@@ -348,7 +373,7 @@ impl WriterThread {
                 return Ok(());
             }
         };
-        self.files.write_all_at(start, &plain).map_err(write_err)?;
+        self.files.write_all_at(start, &plain).map_err(&write_err)?;
         staged.remove(&frame);
         drop(staged);
         self.written.frames.forget(frame);
@@ -359,6 +384,18 @@ impl WriterThread {
         }
         self.hash_ready(first, &plain)
             .map_err(|e| format!("reading the received files back: {e}"))
+    }
+
+    /// Turns a write error into the writer's message, noting a full disk.
+    fn write_err(&self) -> impl Fn(std::io::Error) -> String + use<> {
+        let full = self.disk_full.clone();
+        move |e| {
+            // ENOSPC and EDQUOT: no space left, or the quota is used up.
+            if matches!(e.raw_os_error(), Some(28 | 122)) || e.kind() == std::io::ErrorKind::StorageFull {
+                full.store(true, Ordering::Release);
+            }
+            format!("writing the received files: {e}")
+        }
     }
 
     fn lock_staged(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u16>> {

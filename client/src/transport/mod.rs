@@ -57,6 +57,20 @@ impl FromStr for Transport {
     }
 }
 
+/// This machine's loopback address for local listeners (the path selector, the sender's
+/// own tunnel and channel ends): 127.0.0.1, or ::1 on a host whose loopback has no IPv4.
+pub fn loopback() -> std::net::IpAddr {
+    static LOOPBACK: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
+    *LOOPBACK.get_or_init(|| {
+        let v4 = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        if std::net::UdpSocket::bind((v4, 0)).is_ok() {
+            v4
+        } else {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+    })
+}
+
 /// Names of the paths, as shown in progress and `transport` events.
 pub mod path {
     pub const DIRECT: &str = "direct";

@@ -7,7 +7,7 @@
 //! then races the paths again and the transfer continues on whichever still works.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -103,7 +103,7 @@ pub struct PathSelector {
 
 impl PathSelector {
     pub async fn spawn(paths: Paths, events: EventSink) -> Result<Self> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        let listener = TcpListener::bind((super::loopback(), 0))
             .await
             .map_err(Error::io("opening the local path selector"))?;
         let addr = listener

@@ -120,7 +120,7 @@ pub(crate) struct Offered {
 impl Offered {
     /// Prepare every path `transport` allows towards `127.0.0.1:port`.
     pub(crate) async fn new(transport: Transport, relay: &RelayAddr, link: &PeerLink, port: u16) -> Self {
-        let local = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+        let local = SocketAddr::new(super::loopback(), port);
         let hints = if transport.allows_direct() {
             bt::direct_hints(port)
         } else {
@@ -163,7 +163,7 @@ impl Offered {
             rtc_sdp: None,
             rtc: None,
             tunnel: None,
-            local: SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+            local: SocketAddr::new(super::loopback(), 0),
         }
     }
 

@@ -194,6 +194,11 @@ pub struct NamespaceRelay {
 
 impl NamespaceRelay {
     pub fn start(ns: &str) -> Self {
+        Self::start_on(ns, SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The relay listening on `listen` inside `ns`.
+    pub fn start_on(ns: &str, listen: SocketAddr) -> Self {
         let ns = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("open netns");
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -204,7 +209,7 @@ impl NamespaceRelay {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let server = Server::spawn(Config::with_listen(SocketAddr::from(([0, 0, 0, 0], 0))))
+                let server = Server::spawn(Config::with_listen(listen))
                     .await
                     .expect("relay in its namespace");
                 ready_tx.send(server.local_addr().port()).expect("report port");
