@@ -169,6 +169,24 @@ impl ChunkMap {
         frame_len(self.plain_len, k)
     }
 
+    /// Where frame `k`'s plaintext starts in the content.
+    pub fn frame_start(&self, k: u64) -> u64 {
+        k.saturating_mul(FRAME_PLAIN)
+    }
+
+    /// Where part `part` of packed frame `frame` waits on a receiver's disk until the frame
+    /// is complete: in the frame's own place (its compressed bytes are fewer than its
+    /// plaintext), one chunk's worth per part.
+    pub fn part_at(&self, frame: u64, part: u64) -> u64 {
+        self.frame_start(frame) + part * PLAIN_CHUNK
+    }
+
+    /// Part `part`'s bytes within a packed frame.
+    pub fn part_range(part: u64) -> Range<usize> {
+        let at = (part * PLAIN_CHUNK) as usize;
+        at..at + PLAIN_CHUNK as usize
+    }
+
     /// The chunks of frame `k`.
     pub fn frame_chunks(&self, k: u64) -> Range<u64> {
         match &self.packed {

@@ -17,8 +17,8 @@ use bytes::Bytes;
 
 use anyhow::{Context, bail, ensure};
 use convey_shared::{
-    chunk_map::{FRAME_PLAIN, Place},
-    content::{CIPHER_CHUNK, ContentCipher, PLAIN_CHUNK, TAG_LEN},
+    chunk_map::{ChunkMap, Place},
+    content::{CIPHER_CHUNK, ContentCipher, TAG_LEN},
 };
 use librqbit::{
     ManagedTorrentShared, TorrentMetadata,
@@ -78,13 +78,12 @@ fn seal_from_files(
                 let len = usize::try_from(cipher.map().frame_len(frame))?;
                 let mut plain = vec![0u8; len];
                 files
-                    .read_exact_at(frame * FRAME_PLAIN, &mut plain)
+                    .read_exact_at(cipher.map().frame_start(frame), &mut plain)
                     .context("reading the plaintext")?;
                 codec::repack(cipher.map(), frame, &plain)
             })?;
-            let at = usize::try_from(part * PLAIN_CHUNK)?;
             let slice = packed
-                .get(at..at + n)
+                .get(ChunkMap::part_range(part))
                 .ok_or_else(|| anyhow::anyhow!("frame {frame} is shorter than its chunks"))?;
             buf[..n].copy_from_slice(slice);
         }

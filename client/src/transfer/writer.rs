@@ -19,7 +19,7 @@ use std::{
 
 use bytes::Bytes;
 use convey_shared::{
-    chunk_map::{ChunkMap, FRAME_PLAIN, Place},
+    chunk_map::{ChunkMap, Place},
     content::{CIPHER_CHUNK, ContentCipher, PLAIN_CHUNK, TAG_LEN},
 };
 use sha2::{Digest, Sha256};
@@ -92,7 +92,7 @@ impl ChunkSet {
         };
         let staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
         if staged.get(&frame).is_some_and(|m| m & (1 << part) != 0) {
-            files.read_exact_at(frame * FRAME_PLAIN + part * PLAIN_CHUNK, buf)?;
+            files.read_exact_at(map.part_at(frame, part), buf)?;
             return Ok(true);
         }
         Ok(false)
@@ -330,7 +330,7 @@ impl WriterThread {
     /// decode the frame and write its plaintext over them.
     fn stage(&mut self, i: u64, (frame, part, parts): (u64, u64, u64), data: &[u8]) -> Result<(), String> {
         let map = self.cipher.map().clone();
-        let start = frame * FRAME_PLAIN;
+        let start = map.frame_start(frame);
         let write_err = self.write_err();
         let is_staged = self.lock_staged().contains_key(&frame);
         if !is_staged && self.written.get(i) {
@@ -350,7 +350,7 @@ impl WriterThread {
             }
         }
         self.files
-            .write_all_at(start + part * PLAIN_CHUNK, data)
+            .write_all_at(map.part_at(frame, part), data)
             .map_err(&write_err)?;
         let written = self.written.clone();
         let mut staged = written.staged.lock().unwrap_or_else(|e| e.into_inner());
@@ -407,10 +407,11 @@ impl WriterThread {
     fn on_disk_part(&self, frame: u64, part: u64) -> Option<Vec<u8>> {
         let map = self.cipher.map();
         let mut plain = vec![0u8; usize::try_from(map.frame_len(frame)).ok()?];
-        self.files.read_exact_at(frame * FRAME_PLAIN, &mut plain).ok()?;
+        self.files
+            .read_exact_at(map.frame_start(frame), &mut plain)
+            .ok()?;
         let packed = codec::repack(map, frame, &plain).ok()?;
-        let at = usize::try_from(part * PLAIN_CHUNK).ok()?;
-        packed.get(at..at + PLAIN_CHUNK as usize).map(<[u8]>::to_vec)
+        packed.get(ChunkMap::part_range(part)).map(<[u8]>::to_vec)
     }
 
     /// Hash the chunks that are now in order, from `just` (what chunk `i` completes) or read
