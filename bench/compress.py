@@ -13,10 +13,10 @@ Usage (root): python3 bench/compress.py [--random-mib 1024] [--rate 100mbit] [--
 Uses the release binaries (cargo build --release). Traffic stays inside the namespaces it
 creates; they, the relay and every convey it started are removed afterwards.
 """
-import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, threading, time
+import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from swarm import CONVEY, RELAY, Net  # noqa: E402
+from swarm import CONVEY, RELAY, Net, start_relay, start_sender  # noqa: E402
 from transfer import write_random  # noqa: E402
 
 
@@ -47,33 +47,10 @@ def run_once(payload, compress, rate, work):
     try:
         env = dict(os.environ, CONVEY_LAN="off", HOME=work)
         env.pop("CONVEY_RELAY", None)
-        relay = subprocess.Popen(
-            ["ip", "netns", "exec", net.hosts[1], RELAY, "--listen", "0.0.0.0:7951"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        procs.append(relay)
-        relay_addr = "198.18.0.2:7951"
-        deadline = time.time() + 10
-        while subprocess.run(["ip", "netns", "exec", net.hosts[0], "bash", "-c",
-                              "exec 3<>/dev/tcp/198.18.0.2/7951"], capture_output=True).returncode != 0:
-            if time.time() > deadline:
-                raise SystemExit("the relay did not start")
-            time.sleep(0.1)
+        relay_addr = start_relay(net, env, procs)
         before = net.tx_bytes(0)
         flags = [] if compress else ["--no-compress"]
-        sender = subprocess.Popen(
-            ["ip", "netns", "exec", net.hosts[0], CONVEY, "send", "--relay", relay_addr, "--json",
-             *flags, payload],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-        procs.append(sender)
-        code = None
-        for line in sender.stdout:
-            ev = json.loads(line)
-            if ev.get("event") == "code":
-                code = ev["code"]
-                break
-        if code is None:
-            raise SystemExit("the sender printed no code")
-        threading.Thread(target=lambda: [None for _ in sender.stdout], daemon=True).start()
+        sender, code = start_sender(net, env, procs, relay_addr, [*flags, payload])
         started = time.time()
         out = os.path.join(work, "out")
         os.makedirs(out, exist_ok=True)

@@ -65,39 +65,49 @@ class Net:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+def start_relay(net, env, procs):
+    """The relay on host 1 (198.18.0.2:7951), once host 0 can reach it; its address."""
+    procs.append(subprocess.Popen(
+        ["ip", "netns", "exec", net.hosts[1], RELAY, "--listen", "0.0.0.0:7951"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+    deadline = time.time() + 10
+    while subprocess.run(["ip", "netns", "exec", net.hosts[0], "bash", "-c",
+                          "exec 3<>/dev/tcp/198.18.0.2/7951"], capture_output=True).returncode != 0:
+        if time.time() > deadline:
+            raise SystemExit("the relay did not start")
+        time.sleep(0.1)
+    return "198.18.0.2:7951"
+
+
+def start_sender(net, env, procs, relay_addr, args):
+    """`convey send --json ARGS` on host 0; the process and the code it printed (the rest
+    of its output is drained in the background)."""
+    sender = subprocess.Popen(
+        ["ip", "netns", "exec", net.hosts[0], CONVEY, "send", "--relay", relay_addr, "--json", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    procs.append(sender)
+    code = None
+    for line in sender.stdout:
+        ev = json.loads(line)
+        if ev.get("event") == "code":
+            code = ev["code"]
+            break
+    if code is None:
+        raise SystemExit("the sender printed no code")
+    threading.Thread(target=lambda: [None for _ in sender.stdout], daemon=True).start()
+    return sender, code
+
+
 def run_once(n, size, rate, work):
     net = Net(2 + n, rate)
     procs = []
     try:
         env = dict(os.environ, CONVEY_LAN="off", HOME=work)
         env.pop("CONVEY_RELAY", None)
-        relay = subprocess.Popen(
-            ["ip", "netns", "exec", net.hosts[1], RELAY, "--listen", "0.0.0.0:7951"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        procs.append(relay)
-        relay_addr = "198.18.0.2:7951"
-        deadline = time.time() + 10
-        while subprocess.run(["ip", "netns", "exec", net.hosts[0], "bash", "-c",
-                              f"exec 3<>/dev/tcp/198.18.0.2/7951"], capture_output=True).returncode != 0:
-            if time.time() > deadline:
-                raise SystemExit("the relay did not start")
-            time.sleep(0.1)
+        relay_addr = start_relay(net, env, procs)
         payload = os.path.join(work, "payload.bin")
         before = net.tx_bytes(0)
-        sender = subprocess.Popen(
-            ["ip", "netns", "exec", net.hosts[0], CONVEY, "send", "--relay", relay_addr,
-             "--receivers", str(n), "--json", payload],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-        procs.append(sender)
-        code = None
-        for line in sender.stdout:
-            ev = json.loads(line)
-            if ev.get("event") == "code":
-                code = ev["code"]
-                break
-        if code is None:
-            raise SystemExit("the sender printed no code")
-        threading.Thread(target=lambda: [None for _ in sender.stdout], daemon=True).start()
+        sender, code = start_sender(net, env, procs, relay_addr, ["--receivers", str(n), payload])
         started = time.time()
         finished = {}
         peers_bytes = {}

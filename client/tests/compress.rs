@@ -7,7 +7,8 @@ mod common;
 use std::{io::Write, process::Stdio, sync::atomic::AtomicBool, time::Duration};
 
 use common::{
-    convey, json_events, json_receiver, spawn_with_code, tree_listing, wait_with_timeout, write_random,
+    convey, event_number, json_events, json_receiver, send_and_receive, spawn_with_code, tree_listing,
+    wait_with_timeout, write_random,
 };
 use convey::transfer::{files::FileSet, prepare::prepare};
 use convey_shared::{content::ContentKey, layout::Layout};
@@ -27,24 +28,17 @@ fn fetched_for(
     extra: &[&str],
     code: &str,
 ) -> u64 {
-    let mut send = convey(home, relay);
-    send.args(["send", "--code", code]).args(extra).arg(path);
-    let (mut sender, _) = spawn_with_code(send, &home.join(format!("{code}.err")));
     let out = home.join(format!("out-{code}"));
-    let (mut receiver, mut events) = json_receiver(home, relay, &out, code);
-    let seen = json_events(&mut events, |v| v["event"] == "done");
-    assert!(wait_with_timeout(&mut receiver, LONG).success(), "{seen:?}");
-    assert!(wait_with_timeout(&mut sender, LONG).success());
+    let mut args: Vec<&std::ffi::OsStr> = extra.iter().map(std::ffi::OsStr::new).collect();
+    args.push(path.as_os_str());
+    let seen = send_and_receive(home, relay, &args, &out, code);
     let name = path.file_name().expect("name");
     assert_eq!(
         std::fs::read(out.join(name)).expect("received"),
         std::fs::read(path).expect("source"),
         "arrived identical"
     );
-    seen.iter()
-        .find(|v| v["event"] == "done")
-        .and_then(|v| v["fetched"].as_u64())
-        .expect("done with fetched bytes")
+    event_number(&seen, "done", "fetched")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,23 +134,9 @@ async fn a_resumed_compressed_transfer_fetches_only_what_is_missing() {
         "killed mid-way: {seen:?}"
     );
 
-    let mut send = convey(home.path(), &relay);
-    send.args(["send", "--code", "56-pilot-planet"]).arg(&src);
-    let (mut sender, _) = spawn_with_code(send, &home.path().join("send2.err"));
-    let (mut receiver, mut events) = json_receiver(home.path(), &relay, &out, "56-pilot-planet");
-    let seen = json_events(&mut events, |v| v["event"] == "done");
-    assert!(wait_with_timeout(&mut receiver, LONG).success(), "{seen:?}");
-    assert!(wait_with_timeout(&mut sender, LONG).success());
-    let fetched = seen
-        .iter()
-        .find(|v| v["event"] == "done")
-        .and_then(|v| v["fetched"].as_u64())
-        .expect("done with fetched bytes");
-    let resumed = seen
-        .iter()
-        .find(|v| v["event"] == "resumed")
-        .and_then(|v| v["bytes"].as_u64())
-        .expect("a resumed event");
+    let seen = send_and_receive(home.path(), &relay, &[src.as_os_str()], &out, "56-pilot-planet");
+    let fetched = event_number(&seen, "done", "fetched");
+    let resumed = event_number(&seen, "resumed", "bytes");
     // `resumed` counts plaintext: the ciphertext it stands for, in proportion.
     let kept = u64::try_from(u128::from(resumed) * u128::from(total) / u128::from(SIZE)).expect("fits");
     eprintln!("compressed ciphertext {total} of {SIZE}; kept {kept}, the resume fetched {fetched}");

@@ -12,7 +12,10 @@ use std::{
     time::Duration,
 };
 
-use common::{convey, json_events, json_receiver, run, spawn_with_code, wait_with_timeout, write_random};
+use common::{
+    convey, json_events, json_receiver, run, send_and_receive, spawn_with_code, wait_with_timeout,
+    write_random,
+};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -102,18 +105,11 @@ async fn a_disk_filled_mid_transfer_ends_with_one_line_and_the_transfer_resumes(
         !said.contains("Caused by") && !said.contains("backtrace"),
         "{said}"
     );
-    eprintln!("receiver: {message}\nsender: {said}");
     assert!(!out.join("payload.bin").exists(), "nothing poses as complete");
 
     // Space freed: both commands again, with a new code, resume and complete.
     std::fs::remove_file(&filler).expect("free space");
-    let mut send = convey(home.path(), &relay);
-    send.args(["send", "--code", "72-pilot-planet"]).arg(&src);
-    let (mut sender, _) = spawn_with_code(send, &home.path().join("send2.err"));
-    let (mut receiver, mut events) = json_receiver(home.path(), &relay, &out, "72-pilot-planet");
-    let seen = json_events(&mut events, |v| v["event"] == "done");
-    assert!(wait_with_timeout(&mut receiver, LONG).success(), "{seen:?}");
-    assert!(wait_with_timeout(&mut sender, LONG).success());
+    let seen = send_and_receive(home.path(), &relay, &[src.as_os_str()], &out, "72-pilot-planet");
     assert!(
         seen.iter().any(|v| v["event"] == "resumed"),
         "it resumed: {seen:?}"

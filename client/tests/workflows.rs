@@ -12,8 +12,8 @@ use std::{
 };
 
 use common::{
-    convey, json_events, json_receiver, peak_rss, spawn_with_code, tree_listing, wait_with_timeout,
-    write_random,
+    convey, event_number, json_events, json_receiver, peak_rss, send_and_receive, spawn_with_code,
+    tree_listing, wait_with_timeout, write_random,
 };
 use sha2::{Digest, Sha256};
 
@@ -150,23 +150,9 @@ async fn a_resumed_transfer_moves_only_the_missing_part() {
     assert!(!out.join("resume.bin").exists(), "nothing poses as complete");
 
     // Second attempt, new code, same files, same folder.
-    let mut send = convey(home.path(), &relay);
-    send.args(["send", "--code", "44-pilot-planet"]).arg(&src);
-    let (mut sender, _) = spawn_with_code(send, &home.path().join("send2.err"));
-    let (mut receiver, mut events) = json_receiver(home.path(), &relay, &out, "44-pilot-planet");
-    let seen = json_events(&mut events, |v| v["event"] == "done");
-    assert!(wait_with_timeout(&mut receiver, LONG).success(), "{seen:?}");
-    assert!(wait_with_timeout(&mut sender, LONG).success());
-    let resumed = seen
-        .iter()
-        .find(|v| v["event"] == "resumed")
-        .and_then(|v| v["bytes"].as_u64())
-        .expect("a resumed event");
-    let fetched = seen
-        .iter()
-        .find(|v| v["event"] == "done")
-        .and_then(|v| v["fetched"].as_u64())
-        .expect("done with fetched bytes");
+    let seen = send_and_receive(home.path(), &relay, &[src.as_os_str()], &out, "44-pilot-planet");
+    let resumed = event_number(&seen, "resumed", "bytes");
+    let fetched = event_number(&seen, "done", "fetched");
     eprintln!("resumed {resumed} bytes, fetched {fetched} of {SIZE}");
     assert!(
         resumed >= SIZE * 2 / 5,

@@ -68,6 +68,13 @@ fn decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Does the first 16 KiB of `plain` shrink below 98 % (`out` is scratch)?
+fn worth_trying(plain: &[u8], out: &mut Vec<u8>) -> std::io::Result<bool> {
+    let sample = &plain[..plain.len().min(SAMPLE)];
+    compress(sample, out)?;
+    Ok(out.len() * 100 < sample.len() * WORTH_PERCENT)
+}
+
 /// Pack `plain` (one frame) into whole chunks, or `None` when it is not worth it: its
 /// sample does not shrink below 98 %, or packing would not save a chunk.
 pub fn pack(plain: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
@@ -76,9 +83,7 @@ pub fn pack(plain: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
         return Ok(None);
     }
     let mut out = Vec::new();
-    let sample = &plain[..plain.len().min(SAMPLE)];
-    compress(sample, &mut out)?;
-    if out.len() * 100 >= sample.len() * WORTH_PERCENT {
+    if !worth_trying(plain, &mut out)? {
         return Ok(None);
     }
     compress(plain, &mut out)?;
@@ -124,9 +129,7 @@ pub fn unpack(frame: u64, packed: &[u8], plain_len: usize) -> Result<Vec<u8>, Co
 /// (below 98 %), else `None` (send it raw).
 pub fn compress_record(plain: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
     let mut out = Vec::new();
-    let sample = &plain[..plain.len().min(SAMPLE)];
-    compress(sample, &mut out)?;
-    if out.len() * 100 >= sample.len() * WORTH_PERCENT {
+    if !worth_trying(plain, &mut out)? {
         return Ok(None);
     }
     compress(plain, &mut out)?;

@@ -169,6 +169,34 @@ pub fn json_receiver(
     (receiver, events)
 }
 
+/// `convey send --code CODE ARGS` and a `--json` receiver of CODE into `out`, both run to
+/// success (bounded); the receiver's events up to its `done`.
+pub fn send_and_receive(
+    home: &Path,
+    relay: &Server,
+    args: &[&std::ffi::OsStr],
+    out: &Path,
+    code: &str,
+) -> Vec<serde_json::Value> {
+    let mut send = convey(home, relay);
+    send.args(["send", "--code", code]).args(args);
+    let (mut sender, _) = spawn_with_code(send, &home.join(format!("send-{code}.err")));
+    let (mut receiver, mut events) = json_receiver(home, relay, out, code);
+    let seen = json_events(&mut events, |v| v["event"] == "done");
+    let limit = Duration::from_secs(120);
+    assert!(wait_with_timeout(&mut receiver, limit).success(), "{seen:?}");
+    assert!(wait_with_timeout(&mut sender, limit).success());
+    seen
+}
+
+/// Field `field` (a number) of the first `event` event in `seen`.
+pub fn event_number(seen: &[serde_json::Value], event: &str, field: &str) -> u64 {
+    seen.iter()
+        .find(|v| v["event"] == event)
+        .and_then(|v| v[field].as_u64())
+        .unwrap_or_else(|| panic!("a {event} event with {field}: {seen:?}"))
+}
+
 /// Run a set-up command (`ip`, `nft`) of a network-namespace test: it fails loudly,
 /// never skips, when it cannot.
 pub fn run(args: &[&str]) {
