@@ -16,7 +16,7 @@ creates; they, the relay and every convey it started are removed afterwards.
 import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from swarm import CONVEY, RELAY, Net, start_relay, start_sender  # noqa: E402
+from swarm import CONVEY, RELAY, Net, start_relay, start_sender, stop_all  # noqa: E402
 from transfer import write_random  # noqa: E402
 
 
@@ -72,14 +72,7 @@ def run_once(payload, compress, rate, work):
             raise SystemExit(f"received {got} bytes of {tree_bytes(payload)}")
         return secs, net.tx_bytes(0) - before
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-        net.close()
+        stop_all(procs, net)
         shutil.rmtree(os.path.join(work, "out"), ignore_errors=True)
 
 

@@ -65,6 +65,18 @@ class Net:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+def stop_all(procs, net):
+    """Kill every process started (by PID), then remove the namespaces."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    net.close()
+
+
 def start_relay(net, env, procs):
     """The relay on host 1 (198.18.0.2:7951), once host 0 can reach it; its address."""
     procs.append(subprocess.Popen(
@@ -148,14 +160,7 @@ def run_once(n, size, rate, work):
         sent = net.tx_bytes(0) - before
         return max(finished.values()), sent, sum(peers_bytes.values())
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-        net.close()
+        stop_all(procs, net)
         for i in range(n):
             shutil.rmtree(os.path.join(work, f"out{i}"), ignore_errors=True)
 

@@ -739,31 +739,30 @@ async fn download(
         bt::shutdown(&torrent_session).await;
     }
     let finished = writer.finish().await;
-    // Named here, while the chunk map still says how much is missing.
-    let full = Error::DiskFull {
-        dir: display::safe(&opts.out_dir.display().to_string(), false),
-        needed_mib: written.missing_share(total).div_ceil(1 << 20),
-    };
     if !seeding {
         files.close_all();
+    }
+    // Whichever side noticed first (librqbit's write, or the writer's last chunks), a full
+    // disk is named as one.
+    if (fetched.is_err() || finished.is_err()) && writer.disk_full() {
+        bt::shutdown(&torrent_session).await;
+        files.close_all();
+        return Err(Error::DiskFull {
+            dir: display::safe(&opts.out_dir.display().to_string(), false),
+            needed_mib: written.missing_share(total).div_ceil(1 << 20),
+        });
     }
     let fetched = match fetched {
         Ok(f) => f,
         Err(e) => {
             bt::shutdown(&torrent_session).await;
-            if writer.disk_full() {
-                return Err(full);
-            }
             return Err(e);
         }
     };
     if let Some(t) = torrent.get() {
         report_sources(t, &plan.paths.hints, selector_addr.get(), events);
     }
-    let written = match finished {
-        Err(_) if writer.disk_full() => return Err(full),
-        other => other.map_err(Error::Transfer)?,
-    };
+    let written = finished.map_err(Error::Transfer)?;
     if let Some(why) = written.corrupt {
         bt::shutdown(&torrent_session).await;
         files.close_all();

@@ -9,7 +9,7 @@
 //! packed frame it is not sent at all. Nothing here compresses: the codec lives with the
 //! client (and any decoder of the same format will do).
 
-use std::ops::Range;
+use std::{ops::Range, sync::Arc};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 
@@ -41,12 +41,12 @@ pub enum Place {
 }
 
 /// The layout of one offer's ciphertext: frame codes plus the index of each frame's first
-/// chunk (for the lookup from chunk to frame).
+/// chunk (for the lookup from chunk to frame). Cheap to clone: the tables are shared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkMap {
     plain_len: u64,
     /// `None`: every frame raw (no compression, or nothing compressed).
-    packed: Option<Packed>,
+    packed: Option<Arc<Packed>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +97,7 @@ impl ChunkMap {
         first.push(at);
         Ok(Self {
             plain_len,
-            packed: Some(Packed { codes, first }),
+            packed: Some(Arc::new(Packed { codes, first })),
         })
     }
 

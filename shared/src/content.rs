@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 pub use crate::chunk_map::ChunkMap;
-use std::sync::Arc;
 
 /// Bytes of one ciphertext chunk: one BitTorrent block.
 pub const CIPHER_CHUNK: u64 = 16 * 1024;
@@ -72,7 +71,7 @@ pub struct ChunkError(pub u64);
 #[derive(Clone)]
 pub struct ContentCipher {
     aead: ChaCha20Poly1305,
-    map: Arc<ChunkMap>,
+    map: ChunkMap,
 }
 
 impl std::fmt::Debug for ContentCipher {
@@ -87,7 +86,7 @@ impl ContentCipher {
     pub fn new(key: &ContentKey, map: ChunkMap) -> Self {
         Self {
             aead: ChaCha20Poly1305::new(&(*key.0).into()),
-            map: Arc::new(map),
+            map,
         }
     }
 

@@ -11,10 +11,13 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use anyhow::Context;
 use convey_shared::{
     chunk_map::{ChunkMap, FRAME_CHUNKS},
     content::PLAIN_CHUNK,
 };
+
+use super::files::FileSet;
 
 /// zstd's level: fixed, never chosen by the machine's speed, so output is reproducible.
 const LEVEL: i32 = 3;
@@ -61,10 +64,16 @@ fn compress(data: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
     })
 }
 
-/// Decompress one zstd frame into at most `capacity` bytes (more is an error, not a bomb).
-fn decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(capacity);
-    zstd::bulk::Decompressor::new()?.decompress_to_buffer(data, &mut out)?;
+/// Decompress one zstd frame that must hold exactly `len` bytes; more is an error, never
+/// written anywhere (no bombs).
+fn decompress_exact(data: &[u8], len: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(len);
+    zstd::bulk::Decompressor::new()
+        .and_then(|mut d| d.decompress_to_buffer(data, &mut out))
+        .map_err(|e| format!("it decodes to more than {len} bytes or is not zstd ({e})"))?;
+    if out.len() != len {
+        return Err(format!("it holds {} bytes, not {len}", out.len()));
+    }
     Ok(out)
 }
 
@@ -114,15 +123,7 @@ pub fn unpack(frame: u64, packed: &[u8], plain_len: usize) -> Result<Vec<u8>, Co
     let body = packed
         .get(HEADER..HEADER.saturating_add(len))
         .ok_or_else(|| fail("its length runs past its chunks"))?;
-    let out = decompress(body, plain_len).map_err(|e| {
-        fail(&format!(
-            "it decodes to more than {plain_len} bytes or is not zstd ({e})"
-        ))
-    })?;
-    if out.len() != plain_len {
-        return Err(fail(&format!("it holds {} bytes, not {plain_len}", out.len())));
-    }
-    Ok(out)
+    decompress_exact(body, plain_len).map_err(|why| fail(&why))
 }
 
 /// A stream record's stored form: one zstd frame when the sample and the whole shrink
@@ -138,12 +139,7 @@ pub fn compress_record(plain: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
 
 /// A compressed stream record's plaintext, which must be exactly `plain_len` bytes.
 pub fn decompress_record(stored: &[u8], plain_len: usize) -> Result<Vec<u8>, String> {
-    let out = decompress(stored, plain_len)
-        .map_err(|e| format!("a compressed stream record is corrupt or larger than it says ({e})"))?;
-    if out.len() != plain_len {
-        return Err("a compressed stream record holds other than it says".into());
-    }
-    Ok(out)
+    decompress_exact(stored, plain_len).map_err(|why| format!("a compressed stream record is corrupt: {why}"))
 }
 
 /// Packed frames recently re-created from plaintext, so serving a frame's 16 KiB chunks one
@@ -158,7 +154,7 @@ const CACHED: usize = 16;
 
 impl FrameCache {
     /// Packed frame `frame`, from the cache or made by `make` (its plaintext, re-packed).
-    pub fn get_or(
+    fn get_or(
         &self,
         frame: u64,
         make: impl FnOnce() -> anyhow::Result<Vec<u8>>,
@@ -178,6 +174,18 @@ impl FrameCache {
         Ok(packed)
     }
 
+    /// Packed frame `frame` of `map`, from the cache or re-created from its plaintext in
+    /// `files`.
+    pub fn packed(&self, files: &FileSet, map: &ChunkMap, frame: u64) -> anyhow::Result<Arc<Vec<u8>>> {
+        self.get_or(frame, || {
+            let mut plain = vec![0u8; usize::try_from(map.frame_len(frame))?];
+            files
+                .read_exact_at(map.frame_start(frame), &mut plain)
+                .context("reading the plaintext")?;
+            repack(map, frame, &plain)
+        })
+    }
+
     /// Drop frame `frame` (its plaintext on disk changed).
     pub fn forget(&self, frame: u64) {
         self.recent
@@ -189,7 +197,7 @@ impl FrameCache {
 
 /// Re-create packed frame `frame` of `map` from its plaintext; the result must fill the
 /// frame's chunks exactly, or these are not the bytes the sender packed.
-pub fn repack(map: &ChunkMap, frame: u64, plain: &[u8]) -> anyhow::Result<Vec<u8>> {
+fn repack(map: &ChunkMap, frame: u64, plain: &[u8]) -> anyhow::Result<Vec<u8>> {
     let want = map.frame_chunks(frame).count() as u64 * PLAIN_CHUNK;
     match pack(plain)? {
         Some(p) if p.len() as u64 == want => Ok(p),

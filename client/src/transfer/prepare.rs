@@ -95,7 +95,8 @@ impl Collector {
             Some(p) => (p.len() as u64 / PLAIN_CHUNK, p.as_slice()),
             None => (0, plain),
         };
-        self.codes.push(u8::try_from(code).unwrap_or(0));
+        self.codes
+            .push(u8::try_from(code).expect("a packed frame has fewer chunks than a raw one (16)"));
         let last_frame = k + 1 == self.frames;
         let chunks = data.len().div_ceil(PLAIN_CHUNK as usize);
         for (c, part) in data.chunks(PLAIN_CHUNK as usize).enumerate() {

@@ -26,7 +26,7 @@ use librqbit::{
 };
 
 use super::{
-    codec::{self, FrameCache},
+    codec::FrameCache,
     files::FileSet,
     writer::{ChunkSet, Writer},
 };
@@ -74,14 +74,7 @@ fn seal_from_files(
             .read_exact_at(offset, &mut buf[..n])
             .context("reading the plaintext")?,
         Place::Packed { frame, part, .. } => {
-            let packed = frames.get_or(frame, || {
-                let len = usize::try_from(cipher.map().frame_len(frame))?;
-                let mut plain = vec![0u8; len];
-                files
-                    .read_exact_at(cipher.map().frame_start(frame), &mut plain)
-                    .context("reading the plaintext")?;
-                codec::repack(cipher.map(), frame, &plain)
-            })?;
+            let packed = frames.packed(files, cipher.map(), frame)?;
             let slice = packed
                 .get(ChunkMap::part_range(part))
                 .ok_or_else(|| anyhow::anyhow!("frame {frame} is shorter than its chunks"))?;
@@ -240,11 +233,11 @@ impl OpeningStorage {
     /// Sealed chunk `i` from disk. A chunk librqbit wrote and checked may still sit in the
     /// writer's queue (a piece served to a co-receiver right after its check): wait for it,
     /// briefly, rather than answer zeros. A part of a packed frame that is not complete yet
-    /// is on disk as it arrived, in its frame's place (see [`ChunkSet::staged_part`]).
+    /// is on disk as it arrived, in its frame's place (see [`ChunkSet::read_staged`]).
     fn seal_from_disk(&self, i: u64, chunk: &mut [u8]) -> anyhow::Result<()> {
         let start = std::time::Instant::now();
+        let n = chunk.len() - TAG_LEN as usize;
         loop {
-            let n = chunk.len() - TAG_LEN as usize;
             if self
                 .written
                 .read_staged(i, &self.files, self.cipher.map(), &mut chunk[..n])?

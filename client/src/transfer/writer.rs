@@ -336,7 +336,7 @@ impl WriterThread {
         if !is_staged && self.written.get(i) {
             // The frame looks complete on disk (decoded earlier, or a resumed start that
             // assumes everything is there). If it re-creates this part, nothing changes.
-            if self.on_disk_part(frame, part).is_some_and(|p| p == data) {
+            if self.on_disk_part_is(frame, part, data) {
                 self.written.forget_kept(i);
                 return Ok(());
             }
@@ -348,6 +348,7 @@ impl WriterThread {
             for c in map.frame_chunks(frame) {
                 self.written.clear(c);
             }
+            self.written.frames.forget(frame);
         }
         self.files
             .write_all_at(map.part_at(frame, part), data)
@@ -390,8 +391,11 @@ impl WriterThread {
     fn write_err(&self) -> impl Fn(std::io::Error) -> String + use<> {
         let full = self.disk_full.clone();
         move |e| {
-            // ENOSPC and EDQUOT: no space left, or the quota is used up.
-            if matches!(e.raw_os_error(), Some(28 | 122)) || e.kind() == std::io::ErrorKind::StorageFull {
+            // No space left, or the quota used up.
+            let full_codes = [rustix::io::Errno::NOSPC, rustix::io::Errno::DQUOT].map(|c| c.raw_os_error());
+            if e.raw_os_error().is_some_and(|c| full_codes.contains(&c))
+                || e.kind() == std::io::ErrorKind::StorageFull
+            {
                 full.store(true, Ordering::Release);
             }
             format!("writing the received files: {e}")
@@ -402,16 +406,10 @@ impl WriterThread {
         self.written.staged.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Part `part` of packed frame `frame` re-created from the plaintext on disk, if that
-    /// plaintext re-creates the frame at all.
-    fn on_disk_part(&self, frame: u64, part: u64) -> Option<Vec<u8>> {
-        let map = self.cipher.map();
-        let mut plain = vec![0u8; usize::try_from(map.frame_len(frame)).ok()?];
-        self.files
-            .read_exact_at(map.frame_start(frame), &mut plain)
-            .ok()?;
-        let packed = codec::repack(map, frame, &plain).ok()?;
-        packed.get(ChunkMap::part_range(part)).map(<[u8]>::to_vec)
+    /// Does the plaintext on disk re-create `data` as part `part` of packed frame `frame`?
+    fn on_disk_part_is(&self, frame: u64, part: u64, data: &[u8]) -> bool {
+        let packed = self.written.frames.packed(&self.files, self.cipher.map(), frame);
+        packed.is_ok_and(|p| p.get(ChunkMap::part_range(part)) == Some(data))
     }
 
     /// Hash the chunks that are now in order, from `just` (what chunk `i` completes) or read
