@@ -10,7 +10,7 @@ secs="${1:-180}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(code rendezvous peer_msg manifest torrent stream_frames tunnel_header tracker_query tracker_fast_path)
+  targets=(code rendezvous peer_msg manifest torrent stream_frames push_items tunnel_header tracker_query tracker_fast_path)
 fi
 # No sanitizer: the parsers are safe Rust; what the fuzzer looks for is panics and hangs.
 # The instrumented build gets its own target dir so it never invalidates the normal one.

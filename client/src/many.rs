@@ -153,7 +153,6 @@ pub(crate) async fn send_many(
                 rv,
                 code.clone(),
                 shared_opts.clone(),
-                events.clone(),
                 (seeding_rx.clone(), all_done_rx.clone()),
                 up_tx.clone(),
             ));
@@ -414,7 +413,6 @@ async fn receiver_session(
     rv: Rendezvous,
     code: Code,
     opts: Arc<SendOptions>,
-    events: EventSink,
     (mut seeding, mut all_done): (watch::Receiver<Ready>, watch::Receiver<bool>),
     up: mpsc::UnboundedSender<(u32, Update)>,
 ) {
@@ -441,15 +439,12 @@ async fn receiver_session(
         Ok(None) => return say(Update::Failed("the content could not be prepared".into())),
         Err(e) => return say(Update::Failed(e.to_string())),
     };
-    let role = Role::Many {
+    let role = Role {
         index: index - 1,
         of: opts.receivers.target(),
         holdings,
     };
-    let served = seed::serve_receiver(&mut link, &seeding, &opts, &events, role, || {
-        say(Update::Accepted)
-    })
-    .await;
+    let served = seed::serve_receiver(&mut link, &seeding, &opts, role, || say(Update::Accepted)).await;
     match served {
         Ok(()) => say(Update::Done),
         Err(Error::Declined(_)) => {

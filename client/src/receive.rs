@@ -184,6 +184,15 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
             let paths = paths_to_sender(&opts, &link, direct_hints, tunnel);
             receive_stream(link, (&content_key, rtc_offer.as_deref()), paths, &opts, &events).await
         }
+        OfferBody::Pushed {
+            manifest,
+            content_key,
+            direct_hints,
+        } => {
+            let paths = paths_to_sender(&opts, &link, direct_hints, tunnel);
+            let body = (manifest, content_key);
+            crate::receive_push::receive_pushed(link, body, paths, rtc_offer.as_deref(), &opts, &events).await
+        }
         OfferBody::Files {
             manifest,
             content_key,
@@ -245,7 +254,7 @@ fn paths_to_sender(opts: &ReceiveOptions, link: &PeerLink, hints: Vec<SocketAddr
     }
 }
 
-async fn reject<T>(mut link: PeerLink, e: Error) -> Result<T> {
+pub(crate) async fn reject<T>(mut link: PeerLink, e: Error) -> Result<T> {
     let _ = link
         .send(&PeerMsg::Answer {
             accept: false,
@@ -259,7 +268,7 @@ async fn reject<T>(mut link: PeerLink, e: Error) -> Result<T> {
 
 /// Show the offer and ask; on a no, tell the sender and stop. On a yes, answer the
 /// sender's WebRTC offer too (when that path is allowed), adding it to `paths`.
-async fn ask(
+pub(crate) async fn ask(
     link: &mut PeerLink,
     summary: OfferSummary,
     opts: &ReceiveOptions,
@@ -306,7 +315,7 @@ async fn ask(
 }
 
 /// Tell the sender how it went, close the link, and pass the result on.
-async fn conclude<T>(mut link: PeerLink, result: Result<T>, swarm: bool) -> Result<T> {
+pub(crate) async fn conclude<T>(mut link: PeerLink, result: Result<T>, swarm: bool) -> Result<T> {
     let (ok, message) = match &result {
         Ok(_) => (true, None),
         Err(Error::Declined(_)) => {
@@ -410,25 +419,25 @@ async fn receive_stream(
 }
 
 /// A checked files offer, ready to download.
-struct Plan {
-    content: CheckedManifest,
-    staging: Staging,
-    torrent: Vec<u8>,
-    cipher: ContentCipher,
-    paths: Paths,
-    info_hash: [u8; 20],
+pub(crate) struct Plan {
+    pub(crate) content: CheckedManifest,
+    pub(crate) staging: Staging,
+    pub(crate) torrent: Vec<u8>,
+    pub(crate) cipher: ContentCipher,
+    pub(crate) paths: Paths,
+    pub(crate) info_hash: [u8; 20],
     /// One of several receivers: serve the others, during and after our own download.
-    swarm: bool,
+    pub(crate) swarm: bool,
     /// In a swarm, where to fetch first (a ciphertext offset, checked against the length).
-    start: Option<u64>,
+    pub(crate) start: Option<u64>,
     /// The torrent's piece length (a whole number of chunks, checked).
-    piece_len: u64,
+    pub(crate) piece_len: u64,
     /// This build re-creates the sender's packed frames (same codec), so it may serve them.
-    repacks: bool,
+    pub(crate) repacks: bool,
 }
 
 /// Validate everything the sender claimed before touching the disk.
-fn check_files(
+pub(crate) fn check_files(
     manifest: Manifest,
     (key, packing): (&ContentKey, Option<&Packing>),
     torrent: &str,
@@ -469,7 +478,7 @@ fn check_files(
 
 /// The first top-level names of an offer (folders with a trailing `/`), display-safe, and
 /// how many more there are.
-fn top_names(content: &CheckedManifest) -> (Vec<String>, usize) {
+pub(crate) fn top_names(content: &CheckedManifest) -> (Vec<String>, usize) {
     let mut seen = std::collections::HashSet::new();
     let mut names = Vec::new();
     let dirs = content.dir_parts.iter().map(|p| (p, true));
@@ -556,7 +565,7 @@ async fn receive_files(
 
 /// Fetch, verify and install. Returns the ciphertext bytes fetched over the network, and in
 /// a swarm the session that goes on serving the other receivers.
-async fn download(
+pub(crate) async fn download(
     link: &mut PeerLink,
     plan: &Plan,
     opts: &ReceiveOptions,
@@ -770,26 +779,9 @@ async fn download(
             "the sender's compressed data does not decode ({why}); nothing was installed"
         )));
     }
-    let hashed = written.sha256;
     let verify_started = Instant::now();
     tracing::debug!(elapsed = ?verify_started.duration_since(download_started), "download complete");
-
-    let (staging, content, overwrite) = (plan.staging.clone(), plan.content.clone(), opts.overwrite);
-    let verify = tokio::task::spawn_blocking(move || {
-        if let Some(bad) = staging.verify(&content, hashed.as_deref())? {
-            staging.discard();
-            return Err(Error::Transfer(format!(
-                "{} does not match the sender's SHA-256; nothing was kept",
-                display::safe(&bad, false)
-            )));
-        }
-        staging.install(&content, overwrite)
-    });
-    let verified = link
-        .keep_alive_while(verify)
-        .await
-        .map_err(|e| Error::Transfer(format!("verifying failed: {e}")))
-        .and_then(|r| r);
+    let verified = verify_and_install(link, plan, written.sha256, opts.overwrite).await;
     let seat = match (seeding, verified.is_ok(), torrent.get()) {
         (true, true, Some(t)) => {
             // The files are in place: serve them from there (open files follow the rename).
@@ -812,8 +804,34 @@ async fn download(
     Ok((fetched, seat))
 }
 
+/// Check every file against the sender's SHA-256 (`hashed` holds the digests computed as
+/// the data arrived, else the files are read back) and move them into place; a mismatch
+/// discards the staging folder, so nothing unverified is ever kept.
+pub(crate) async fn verify_and_install(
+    link: &mut PeerLink,
+    plan: &Plan,
+    hashed: Option<Vec<[u8; 32]>>,
+    overwrite: bool,
+) -> Result<()> {
+    let (staging, content) = (plan.staging.clone(), plan.content.clone());
+    let verify = tokio::task::spawn_blocking(move || {
+        if let Some(bad) = staging.verify(&content, hashed.as_deref())? {
+            staging.discard();
+            return Err(Error::Transfer(format!(
+                "{} does not match the sender's SHA-256; nothing was kept",
+                display::safe(&bad, false)
+            )));
+        }
+        staging.install(&content, overwrite)
+    });
+    link.keep_alive_while(verify)
+        .await
+        .map_err(|e| Error::Transfer(format!("verifying failed: {e}")))
+        .and_then(|r| r)
+}
+
 /// A swarm receiver's BitTorrent session, kept after its download to serve the others.
-struct Seat {
+pub(crate) struct Seat {
     engine: bt::Engine,
     torrent: Arc<ManagedTorrent>,
     files: Arc<crate::transfer::files::FileSet>,

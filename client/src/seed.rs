@@ -1,16 +1,13 @@
-//! Sending files and folders: while the receiver types the code, walk the paths, hash and
-//! encrypt the content once, and let librqbit check it (paused, not announced). After key
-//! confirmation, register the swarm, start seeding, send the offer, and wait for the
-//! receiver's verdict.
+//! Seeding files and folders to a swarm (several receivers): while the receivers type the
+//! code, walk the paths, hash and encrypt the content once, and let librqbit check it
+//! (paused, not announced). After each key confirmation, register the swarm, start seeding
+//! (once), send the offer, and wait for that receiver's verdict. One receiver is sent to
+//! by [`crate::send_push`] instead, which starts at once.
 
 use std::{
-    future::Future,
     path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
+    sync::{Arc, atomic::AtomicBool},
+    time::Instant,
 };
 
 use convey_shared::{
@@ -23,7 +20,7 @@ use convey_shared::{
 use crate::{
     Error, Event, EventSink,
     error::Result,
-    send::{SendOptions, await_done_with, finish, offer},
+    send::{SendOptions, await_done_with, offer},
     session::PeerLink,
     transfer::{
         bt, codec,
@@ -47,53 +44,6 @@ pub(crate) struct Seeding {
     pub(crate) handle: Arc<librqbit::ManagedTorrent>,
     /// Announcing and serving started (once, for the first receiver).
     started: tokio::sync::OnceCell<()>,
-}
-
-/// Send `paths`; `linked` resolves once the receiver is confirmed. Returns the bytes sent.
-pub(crate) async fn send_files(
-    paths: &[PathBuf],
-    linked: impl Future<Output = Result<PeerLink>>,
-    opts: &SendOptions,
-    events: &EventSink,
-) -> Result<u64> {
-    let cancel = Arc::new(AtomicBool::new(false));
-    let ready = get_ready(paths.to_vec(), opts, cancel.clone(), events.clone());
-    tokio::pin!(ready, linked);
-    let mut seeding = None;
-    let linked = loop {
-        tokio::select! {
-            r = &mut linked => break r,
-            r = &mut ready, if seeding.is_none() => match r {
-                Ok(s) => seeding = Some(s),
-                // The content cannot be sent: say so now, not after the receiver typed the code.
-                Err(e) => return Err(e),
-            },
-        }
-    };
-    let mut link = match linked {
-        Ok(link) => link,
-        Err(e) => {
-            cancel.store(true, Ordering::Relaxed);
-            if seeding.is_none() {
-                seeding = ready.await.ok();
-            }
-            if let Some(s) = seeding {
-                bt::shutdown(&s.engine).await;
-            }
-            return Err(e);
-        }
-    };
-    let seeding = match seeding {
-        Some(s) => s,
-        // Hashing a large folder can outlast the relay's idle limit: keep answering it.
-        None => match link.heartbeat_while(ready).await.and_then(|r| r) {
-            Ok(s) => s,
-            Err(e) => return finish(link, Err(e)).await,
-        },
-    };
-    let result = serve_receiver(&mut link, &seeding, opts, events, Role::Only, || {}).await;
-    bt::shutdown(&seeding.engine).await;
-    finish(link, result.map(|()| seeding.prepared.size)).await
 }
 
 /// Walk, hash and encrypt the content once, then let librqbit check it without announcing.
@@ -220,19 +170,14 @@ impl Holdings {
     }
 }
 
-/// Who a receiver is among the receivers of one offer.
+/// Who a receiver is among the receivers of one offer: the offer says the receivers seed
+/// each other, and where this one (`index` from 0, of `of` or any number) should start
+/// fetching; its piece reports go to `holdings`.
 #[derive(Debug, Clone)]
-pub(crate) enum Role {
-    /// The one receiver of a single-use code: progress is this receiver's.
-    Only,
-    /// One of several: the offer says the receivers seed each other, and where this one
-    /// (`index` from 0, of `of` or any number) should start fetching; its piece reports
-    /// go to `holdings`.
-    Many {
-        index: u32,
-        of: Option<u32>,
-        holdings: Arc<Holdings>,
-    },
+pub(crate) struct Role {
+    pub(crate) index: u32,
+    pub(crate) of: Option<u32>,
+    pub(crate) holdings: Arc<Holdings>,
 }
 
 impl Role {
@@ -246,14 +191,13 @@ impl Role {
     }
 }
 
-/// Offer `seeding` to the receiver on `link`: register the swarm through its connection,
+/// Offer `seeding` to one receiver of a swarm on `link`: register the swarm through its connection,
 /// start seeding (once), serve its paths, and wait for its verdict. `on_accept` runs when
 /// it accepts.
 pub(crate) async fn serve_receiver(
     link: &mut PeerLink,
     seeding: &Seeding,
     opts: &SendOptions,
-    events: &EventSink,
     role: Role,
     on_accept: impl FnOnce(),
 ) -> Result<()> {
@@ -286,67 +230,32 @@ pub(crate) async fn serve_receiver(
             frames,
         }),
     };
-    let only = matches!(role, Role::Only);
-    let holdings = match &role {
-        Role::Many { holdings, .. } => Some(holdings.clone()),
-        Role::Only => None,
-    };
-    let (abilities, start): (&[&str], _) = match role {
-        Role::Only => (&[ABILITY_BITTORRENT], None),
-        Role::Many { index, of, .. } => {
-            let piece = prepared.info.piece_length.max(1);
-            let pieces = cipher.cipher_len().div_ceil(piece);
-            // Float precision is irrelevant here: it is a hint, rounded to a piece.
-            #[allow(
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss,
-                clippy::cast_precision_loss
-            )]
-            let first = (Role::start_fraction(index, of) * pieces as f64) as u64;
-            (
-                &[ABILITY_BITTORRENT, ABILITY_SWARM][..],
-                Some(first.min(pieces.saturating_sub(1)) * piece),
-            )
-        }
-    };
+    let Role { index, of, holdings } = role;
+    let piece = prepared.info.piece_length.max(1);
+    let pieces = cipher.cipher_len().div_ceil(piece);
+    // Float precision is irrelevant here: it is a hint, rounded to a piece.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let first = (Role::start_fraction(index, of) * pieces as f64) as u64;
+    let start = Some(first.min(pieces.saturating_sub(1)) * piece);
     let result = async {
-        offer(link, body, &offered, (abilities, start)).await?;
+        offer(
+            link,
+            body,
+            &offered,
+            (&[ABILITY_BITTORRENT, ABILITY_SWARM], start),
+        )
+        .await?;
         on_accept();
-        let done = await_done_with(link, |report| {
-            if let Some(h) = &holdings {
-                h.add(report);
-            }
-        });
-        tokio::pin!(done);
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        let mut shown_path = None;
-        loop {
-            tokio::select! {
-                r = &mut done => break r,
-                _ = tick.tick(), if only => {
-                    let up = handle.stats().uploaded_bytes;
-                    let now = offered.path_in_use(up > 0);
-                    if now.is_some() && now != shown_path {
-                        shown_path = now;
-                        events(Event::Transport { path: now.unwrap_or_default().into() });
-                    }
-                    events(Event::Progress { bytes: cipher.plain_progress(up), total: Some(prepared.size) });
-                }
-            }
-        }
+        await_done_with(link, |report| holdings.add(report)).await
     }
     .await;
     offered.shutdown().await;
     result?;
-    if let Some(h) = &holdings {
-        h.add_all();
-    }
-    if only {
-        events(Event::Progress {
-            bytes: prepared.size,
-            total: Some(prepared.size),
-        });
-    }
+    holdings.add_all();
     Ok(())
 }
 

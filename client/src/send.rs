@@ -23,7 +23,7 @@ use crate::{
     error::Result,
     many,
     rendezvous::Rendezvous,
-    seed,
+    send_push,
     session::{self, PeerLink},
     transfer::stream,
     transport::{Transport, path, serve::Offered},
@@ -192,7 +192,7 @@ pub async fn send(opts: SendOptions, events: EventSink) -> Result<SendReport> {
     let linked = link_up(rv, code.clone(), peer_present, opts.wait, events.clone());
     let started = Instant::now();
     let bytes = match &opts.payload {
-        Payload::Paths(paths) => seed::send_files(paths, linked, &opts, &events).await?,
+        Payload::Paths(paths) => send_push::send_files(paths, linked, &opts, &events).await?,
         Payload::Text(text) => send_text(text, linked.await?, &events).await?,
         Payload::Stdin => send_stdin(linked.await?, &opts, &events).await?,
     };

@@ -5,7 +5,7 @@ use convey_shared::{
     Code,
     crypto::{Channel, Side, confirmation, verify_confirmation},
     pake::Pake,
-    protocol::{MAX_MESSAGE_BYTES, peer::PeerMsg, rendezvous::Mood, stream, tunnel::tunnel_token},
+    protocol::{MAX_MESSAGE_BYTES, peer::PeerMsg, push, rendezvous::Mood, stream, tunnel::tunnel_token},
 };
 
 use crate::{Error, error::Result, rendezvous::Rendezvous};
@@ -21,6 +21,8 @@ pub(crate) struct PeerLink {
     pub(crate) stun: Option<String>,
     /// What a stream's receiver writes first on the connection (derived from the session key).
     pub(crate) stream_hello: [u8; stream::HELLO_LEN],
+    /// What a push's receiver writes first on the connection (derived from the session key).
+    pub(crate) push_hello: [u8; push::HELLO_LEN],
 }
 
 /// How often a sender that is still preparing its offer says so.
@@ -60,6 +62,7 @@ pub(crate) async fn establish(mut rv: Rendezvous, code: &Code, side: Side) -> Re
         channel,
         tunnel_token: tunnel_token(&key),
         stream_hello: stream::hello(&key),
+        push_hello: push::hello(&key),
     })
 }
 

@@ -15,6 +15,7 @@ use convey_shared::{
     protocol::{
         peer::{OfferBody, PeerMsg, dialable_hints},
         rendezvous::{ClientMsg, ServerMsg},
+        push::{ITEM_HEADER_LEN, Item, MAX_FRAME_SEALED, frame_sealed_len},
         stream::{HEADER_LEN, MAX_RECORD, MAX_STORED, RECORD_HEADER_LEN, Record, parse_header},
     },
     torrent,
@@ -78,6 +79,14 @@ pub fn peer_msg(data: &[u8]) {
                     let _ = info.check(cipher.cipher_len());
                 }
             }
+        }
+        OfferBody::Pushed {
+            manifest,
+            direct_hints,
+            ..
+        } => {
+            check_hints(direct_hints);
+            let _ = manifest.check();
         }
         OfferBody::Stream { direct_hints, .. } => check_hints(direct_hints),
         OfferBody::Text { text } => {
@@ -197,5 +206,44 @@ pub fn stream_frames(data: &[u8]) {
         assert!(cipher.open(i, h.last, &mut buf).is_err(), "forged chunk opened");
         rest = &tail[h.len..];
         i += 1;
+    }
+}
+
+/// A push as the receiver reads it: the first 8 bytes pick the content's length, then item
+/// headers with their sealed frames. An item that parses names a frame inside the content
+/// with exactly its sealed length (never more than a raw frame), and a forged frame never
+/// opens.
+pub fn push_items(data: &[u8]) {
+    let Some((len, mut rest)) = data.split_first_chunk::<8>() else {
+        return;
+    };
+    let plain_len = u64::from_le_bytes(*len) % (1 << 40);
+    let cipher = ContentCipher::uncompressed(&ContentKey::from_bytes([4; 32]), plain_len);
+    while let Some((head, tail)) = rest.split_first_chunk::<ITEM_HEADER_LEN>() {
+        let Ok(item) = Item::parse(*head, plain_len) else {
+            return;
+        };
+        assert_eq!(Item::parse(item.to_bytes(), plain_len), Ok(item));
+        let Item::Frame {
+            frame,
+            first_chunk,
+            code,
+            sealed,
+        } = item
+        else {
+            rest = tail;
+            continue;
+        };
+        assert!(sealed <= MAX_FRAME_SEALED);
+        assert_eq!(frame_sealed_len(plain_len, frame, code), Some(sealed));
+        let Some(body) = tail.get(..sealed) else { return };
+        if let Some(chunk) = body.get(..body.len().min(CIPHER_CHUNK as usize)) {
+            let mut buf = chunk.to_vec();
+            assert!(
+                cipher.open_chunk_as(first_chunk, false, &mut buf).is_err(),
+                "forged chunk opened"
+            );
+        }
+        rest = &tail[sealed..];
     }
 }

@@ -37,6 +37,7 @@ replays!(
     manifest,
     torrent,
     stream_frames,
+    push_items,
     tunnel_header,
     tracker_query,
     tracker_fast_path,

@@ -164,6 +164,18 @@ impl ContentCipher {
         tag.copy_from_slice(&t);
     }
 
+    /// Open `buf` (a sealed chunk) in place as chunk `i`, last or not, before the map is
+    /// known (a push carries frames with their place). Returns the opened length.
+    pub fn open_chunk_as(&self, i: u64, last: bool, buf: &mut [u8]) -> Result<usize, ChunkError> {
+        let n = buf.len().checked_sub(TAG_LEN as usize).ok_or(ChunkError(i))?;
+        let (data, tag) = buf.split_at_mut(n);
+        let tag = Tag::try_from(&*tag).map_err(|_| ChunkError(i))?;
+        self.aead
+            .decrypt_inout_detached(&chunk_nonce(i, last), &[], data.into(), &tag)
+            .map_err(|_| ChunkError(i))?;
+        Ok(n)
+    }
+
     /// Open ciphertext chunk `i` in place; on success the first `plain_chunk_len(i)` bytes
     /// of `buf` hold the plaintext.
     pub fn open_chunk(&self, i: u64, buf: &mut [u8]) -> Result<(), ChunkError> {

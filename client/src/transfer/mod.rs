@@ -7,6 +7,8 @@ pub mod codec;
 pub mod content_key;
 pub mod files;
 pub mod prepare;
+pub mod push_recv;
+pub mod push_send;
 pub mod select;
 pub mod staging;
 pub mod storage;

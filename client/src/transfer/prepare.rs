@@ -5,7 +5,7 @@
 use std::{
     collections::BTreeMap,
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
         mpsc,
     },
@@ -19,7 +19,11 @@ use serde_bytes::ByteBuf;
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
 
-use super::{codec, files::FileSet};
+use super::{
+    codec,
+    files::FileSet,
+    push_send::{PushFrame, Tap},
+};
 use crate::{Error, error::Result};
 
 pub use convey_shared::torrent::{Info, TORRENT_NAME};
@@ -87,6 +91,8 @@ struct Collector {
     in_piece: u64,
     pieces: Vec<u8>,
     buf: Vec<u8>,
+    /// Where sealed frames go while a receiver's push is attached.
+    tap: Option<Arc<Tap>>,
 }
 
 impl Collector {
@@ -99,8 +105,25 @@ impl Collector {
             .push(u8::try_from(code).expect("a packed frame has fewer chunks than a raw one (16)"));
         let last_frame = k + 1 == self.frames;
         let chunks = data.len().div_ceil(PLAIN_CHUNK as usize);
+        let first_chunk = self.next_chunk;
+        let mut sealed = self
+            .tap
+            .as_ref()
+            .filter(|t| t.wants())
+            .map(|_| Vec::with_capacity(data.len() + chunks * TAG_LEN as usize));
         for (c, part) in data.chunks(PLAIN_CHUNK as usize).enumerate() {
             self.chunk(part, last_frame && c + 1 == chunks);
+            if let Some(s) = sealed.as_mut() {
+                s.extend_from_slice(&self.buf);
+            }
+        }
+        if let (Some(tap), Some(sealed)) = (&self.tap, sealed) {
+            tap.offer(PushFrame {
+                frame: k,
+                first_chunk,
+                code: u8::try_from(code).unwrap_or(0),
+                sealed,
+            });
         }
     }
 
@@ -153,6 +176,35 @@ impl Collector {
     }
 }
 
+/// For tests only: `CONVEY_TEST_READ_BPS` slows the pass to that many bytes per second, as
+/// a slow disk would, so a test can see bytes move before the pass is over.
+struct ReadThrottle {
+    started: std::time::Instant,
+    bps: Option<u64>,
+}
+
+impl ReadThrottle {
+    fn from_env() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            bps: std::env::var("CONVEY_TEST_READ_BPS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|b| *b > 0),
+        }
+    }
+
+    /// Wait until reading from `offset` on keeps to the rate.
+    fn wait(&self, offset: u64) {
+        if let Some(bps) = self.bps {
+            let due = std::time::Duration::from_secs_f64(offset as f64 / bps as f64);
+            if let Some(left) = due.checked_sub(self.started.elapsed()) {
+                std::thread::sleep(left);
+            }
+        }
+    }
+}
+
 /// Parse a .torrent received from the peer and return its info and info-hash.
 pub fn parse_torrent(bytes: &[u8]) -> Result<(Info, [u8; 20])> {
     convey_shared::torrent::parse(bytes).map_err(|e| Error::Protocol(e.to_string()))
@@ -185,6 +237,33 @@ impl FileDigests {
 /// Read the content once and describe its encryption under `key` as a torrent, packing
 /// frames that compress when `compress`. Stops early with an error when `cancel` is set.
 pub fn prepare(content: &FileSet, key: ContentKey, compress: bool, cancel: &AtomicBool) -> Result<Prepared> {
+    prepare_tapped(content, key, compress, cancel, None)
+}
+
+/// [`prepare`], handing each sealed frame to `tap` while a push is attached to it; the tap
+/// is closed when the pass ends, however it ends.
+pub fn prepare_tapped(
+    content: &FileSet,
+    key: ContentKey,
+    compress: bool,
+    cancel: &AtomicBool,
+    tap: Option<Arc<Tap>>,
+) -> Result<Prepared> {
+    let closing = tap.clone();
+    let prepared = pass(content, key, compress, cancel, tap);
+    if let Some(t) = closing {
+        t.close();
+    }
+    prepared
+}
+
+fn pass(
+    content: &FileSet,
+    key: ContentKey,
+    compress: bool,
+    cancel: &AtomicBool,
+    tap: Option<Arc<Tap>>,
+) -> Result<Prepared> {
     let layout = content.layout();
     let size = layout.total();
     let frames = ChunkMap::frame_count_for(size);
@@ -204,6 +283,7 @@ pub fn prepare(content: &FileSet, key: ContentKey, compress: bool, cancel: &Atom
         in_piece: 0,
         pieces: Vec::new(),
         buf: Vec::with_capacity(CIPHER_CHUNK as usize),
+        tap,
     };
 
     // This thread reads and computes the SHA-256s; workers pack; the collector seals and
@@ -222,7 +302,9 @@ pub fn prepare(content: &FileSet, key: ContentKey, compress: bool, cancel: &Atom
         // Owned here: dropping it when the reader is done stops the workers.
         let jobs = jobs_tx;
         let mut read = || -> Result<()> {
+            let throttle = ReadThrottle::from_env();
             for k in 0..frames {
+                throttle.wait(k * FRAME_PLAIN);
                 if cancel.load(Ordering::Relaxed) {
                     return Err(Error::Transfer("cancelled".into()));
                 }

@@ -32,7 +32,7 @@ use super::{
 /// Chunks queued for the writer (4 MiB); librqbit waits when the writer falls behind.
 const QUEUE: usize = 256;
 /// Write-back is started every this many hashed bytes.
-const WRITEBACK_EVERY: u64 = 32 << 20;
+pub(crate) const WRITEBACK_EVERY: u64 = 32 << 20;
 
 /// Which chunks hold authenticated plaintext on disk, and which were handed to the writer.
 #[derive(Debug)]
@@ -391,11 +391,7 @@ impl WriterThread {
     fn write_err(&self) -> impl Fn(std::io::Error) -> String + use<> {
         let full = self.disk_full.clone();
         move |e| {
-            // No space left, or the quota used up.
-            let full_codes = [rustix::io::Errno::NOSPC, rustix::io::Errno::DQUOT].map(|c| c.raw_os_error());
-            if e.raw_os_error().is_some_and(|c| full_codes.contains(&c))
-                || e.kind() == std::io::ErrorKind::StorageFull
-            {
+            if is_disk_full(&e) {
                 full.store(true, Ordering::Release);
             }
             format!("writing the received files: {e}")
@@ -446,15 +442,21 @@ impl WriterThread {
     }
 }
 
+/// Did a write fail for want of space (no space left, or the quota used up)?
+pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
+    let full_codes = [rustix::io::Errno::NOSPC, rustix::io::Errno::DQUOT].map(|c| c.raw_os_error());
+    e.raw_os_error().is_some_and(|c| full_codes.contains(&c)) || e.kind() == std::io::ErrorKind::StorageFull
+}
+
 /// SHA-256 of each file of the stream, fed in stream order.
-struct FileHasher {
+pub(crate) struct FileHasher {
     done: Vec<[u8; 32]>,
     current: Sha256,
     count: usize,
 }
 
 impl FileHasher {
-    fn new(count: usize) -> Self {
+    pub(crate) fn new(count: usize) -> Self {
         Self {
             done: Vec::with_capacity(count),
             current: Sha256::new(),
@@ -471,7 +473,7 @@ impl FileHasher {
     }
 
     /// `plain` sits at stream offset `at`.
-    fn update(&mut self, files: &FileSet, at: u64, plain: &[u8]) {
+    pub(crate) fn update(&mut self, files: &FileSet, at: u64, plain: &[u8]) {
         let mut from = 0;
         for seg in files.layout().segments(at, plain.len()) {
             self.advance_to(seg.file);
@@ -480,7 +482,7 @@ impl FileHasher {
         }
     }
 
-    fn finish(mut self) -> Vec<[u8; 32]> {
+    pub(crate) fn finish(mut self) -> Vec<[u8; 32]> {
         self.advance_to(self.count);
         self.done
     }

@@ -8,7 +8,7 @@ pub mod rtc;
 mod rtc_runtime;
 pub mod select;
 pub mod serve;
-mod task;
+pub(crate) mod task;
 pub mod tunnel;
 
 use std::str::FromStr;

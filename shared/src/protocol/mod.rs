@@ -2,6 +2,7 @@
 //! only the two peers can read. Versioned once, at connect time.
 
 pub mod peer;
+pub mod push;
 pub mod rendezvous;
 pub mod stream;
 pub mod tunnel;

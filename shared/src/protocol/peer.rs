@@ -36,6 +36,12 @@ pub enum PeerMsg {
     /// Sender to a receiver of a swarm offer: every receiver it waited for is done, so
     /// nobody needs this receiver's pieces any more.
     SwarmDone,
+    /// Sender to the receiver of an [`OfferBody::Pushed`] offer, once its pass over the
+    /// content is over: what the offer could not say yet.
+    Prepared(Box<Prepared>),
+    /// Receiver of a pushed offer to the sender: the push did not bring everything; seed the
+    /// torrent so BitTorrent fetches the rest.
+    Fetch,
     #[serde(other)]
     Unknown,
 }
@@ -50,6 +56,8 @@ impl PeerMsg {
             Self::Preparing => "preparing",
             Self::SwarmDone => "swarm-done",
             Self::Have { .. } => "have",
+            Self::Prepared(_) => "prepared",
+            Self::Fetch => "fetch",
             Self::Unknown => "a message of an unknown type",
         }
     }
@@ -62,6 +70,9 @@ pub const ABILITY_TUNNEL: &str = "relay-tunnel-v2";
 /// and serves the pieces it has verified to the others, and after its own download keeps
 /// serving until the sender says [`PeerMsg::SwarmDone`] (bounded by its `--seed-for`).
 pub const ABILITY_SWARM: &str = "swarm-v1";
+
+/// Files pushed while the sender reads them ([`OfferBody::Pushed`], [`crate::protocol::push`]).
+pub const ABILITY_PUSH: &str = "push-v1";
 
 /// The ability to receive a stream of unknown length.
 pub const ABILITY_STREAM: &str = "stream-v3";
@@ -100,6 +111,16 @@ pub enum OfferBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         packing: Option<Packing>,
     },
+    /// Files and folders sent while the sender still reads them: sealed frames are pushed
+    /// over one connection ([`crate::protocol::push`]) as they are read, and the digests,
+    /// torrent and chunk map follow in [`PeerMsg::Prepared`] once the pass is over. The
+    /// manifest's digests are placeholders until then.
+    Pushed {
+        manifest: Manifest,
+        content_key: ContentKey,
+        /// Addresses where the sender's push listener may be reached directly.
+        direct_hints: Vec<SocketAddr>,
+    },
     /// A short text, carried in the offer itself.
     Text { text: String },
     /// A stream of unknown length (the sender's stdin), sent as sealed chunks over TCP.
@@ -107,6 +128,17 @@ pub enum OfferBody {
         content_key: ContentKey,
         direct_hints: Vec<SocketAddr>,
     },
+}
+
+/// What a pushed offer learns once the sender's pass is over.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Prepared {
+    /// Lowercase hex SHA-256 of each file, in manifest order.
+    pub sha256: Vec<String>,
+    /// The .torrent of the ciphertext (base64), for what the push did not bring.
+    pub torrent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packing: Option<Packing>,
 }
 
 /// How a files offer's plaintext was compressed: the codec (format, library version, level,

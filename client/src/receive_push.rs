@@ -1,0 +1,270 @@
+//! Receiving a pushed files offer: the files arrive while the sender still reads them.
+//! The offer is checked and asked as any files offer; then frames come over one push
+//! connection through the path selector ([`push_recv`]), written into a staging folder named
+//! after the content key (so a rerun of the same transfer finds what is there and asks only
+//! for the rest). The sender's digests, torrent and chunk map arrive when its pass is over.
+//! If the push cannot bring everything (every path failed mid-way), the torrent fetches the
+//! rest over BitTorrent, checking what the push wrote. Nothing is installed before every
+//! file's SHA-256 matched.
+
+use std::{sync::Arc, time::Instant};
+
+use convey_shared::{
+    content::ContentKey,
+    display,
+    manifest::{CheckedManifest, Manifest},
+    protocol::peer::{self, PeerMsg},
+};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    Error, Event, EventSink,
+    error::Result,
+    receive::{
+        OfferSummary, Plan, ReceiveOptions, ReceiveReport, Received, ask, check_files, conclude, download,
+        reject, top_names, verify_and_install,
+    },
+    session::PeerLink,
+    transfer::{
+        push_recv::{PushSink, Stop},
+        staging::Staging,
+    },
+    transport::select::{PathSelector, Paths},
+};
+
+/// Push connections tried in a row without a frame arriving before BitTorrent takes over.
+const PUSH_TRIES: u32 = 3;
+/// The file beside the staging files that records which frames are on disk.
+const PUSH_RECORD: &str = "pushed";
+
+/// Where a pushed transfer is staged: named after its content key (the torrent is not
+/// known yet), one-way, so the folder name says nothing about the key.
+fn staging_id(key: &ContentKey) -> [u8; 20] {
+    let digest = Sha256::new()
+        .chain_update(b"convey pushed staging\n")
+        .chain_update(key.as_bytes())
+        .finalize();
+    let mut id = [0u8; 20];
+    id.copy_from_slice(&digest[..20]);
+    id
+}
+
+pub(crate) async fn receive_pushed(
+    mut link: PeerLink,
+    (manifest, key): (Manifest, ContentKey),
+    mut paths: Paths,
+    rtc_offer: Option<&str>,
+    opts: &ReceiveOptions,
+    events: &EventSink,
+) -> Result<ReceiveReport> {
+    let content = match manifest.check() {
+        Ok(c) => c,
+        Err(e) => return reject(link, Error::Refused(e.to_string())).await,
+    };
+    let staging = Staging::new(&opts.out_dir, &staging_id(&key), &content);
+    let total = content.layout.total();
+    if let Err(e) = staging
+        .check_destinations(opts.overwrite)
+        .and_then(|()| staging.check_space(total))
+    {
+        return reject(link, e).await;
+    }
+    let (names, more) = top_names(&content);
+    let summary = OfferSummary {
+        kind: "files",
+        files: content.manifest.files.len(),
+        bytes: Some(total),
+        names,
+        more,
+    };
+    let started = Instant::now();
+    let result = async {
+        ask(&mut link, summary, opts, events, &mut paths, rtc_offer).await?;
+        fetch(&mut link, (&content, &key), &staging, &paths, opts, events).await
+    }
+    .await;
+    paths.close().await;
+    let fetched = conclude(link, result, false).await?;
+    events(Event::Done {
+        bytes: total,
+        seconds: started.elapsed().as_secs_f64(),
+        fetched: Some(fetched),
+    });
+    Ok(ReceiveReport {
+        received: Received::Files {
+            paths: staging.tops().to_vec(),
+            count: content.manifest.files.len(),
+        },
+        bytes: total,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Take the push, then (if it did not bring everything) BitTorrent; verify and install.
+/// Returns the bytes fetched over the network.
+async fn fetch(
+    link: &mut PeerLink,
+    (content, key): (&CheckedManifest, &ContentKey),
+    staging: &Staging,
+    paths: &Paths,
+    opts: &ReceiveOptions,
+    events: &EventSink,
+) -> Result<u64> {
+    if !paths.any() {
+        return Err(Error::Transfer(
+            "the sender offers no path this receiver may use; check --transport on both sides".into(),
+        ));
+    }
+    let total = content.layout.total();
+    let files = Arc::new(staging.create(content)?);
+    let sink = PushSink::start(files.clone(), key, staging.root.join(PUSH_RECORD))?;
+    if sink.bytes() > 0 {
+        events(Event::Resumed { bytes: sink.bytes() });
+    }
+    let selector = PathSelector::spawn(paths.clone(), events.clone()).await?;
+    let mut prepared = None;
+    let hello = link.push_hello;
+    let pushed = async {
+        let mut tries = 0;
+        while !sink.complete() && sink.stopped().is_none() && tries < PUSH_TRIES {
+            // The relay ended the tunnel for good: BitTorrent's fallback says why.
+            if paths.relay_said.borrow().is_some() || sink.limit_reached() {
+                break;
+            }
+            tries += 1;
+            let before = sink.bytes();
+            let progress = |bytes| {
+                events(Event::Progress {
+                    bytes,
+                    total: Some(total),
+                });
+            };
+            let push = sink.fetch(selector.addr(), &hello, progress);
+            tokio::pin!(push);
+            let stop = loop {
+                tokio::select! {
+                    stop = &mut push => break stop,
+                    msg = link.recv() => match msg? {
+                        PeerMsg::Prepared(p) if prepared.is_none() => prepared = Some(*p),
+                        other => {
+                            return Err(Error::Protocol(format!(
+                                "unexpected {} from the sender during the transfer",
+                                other.kind()
+                            )));
+                        }
+                    },
+                }
+            };
+            if sink.bytes() > before {
+                tries = 0;
+            }
+            if let Stop::Broken(why) = stop {
+                tracing::debug!(%why, "push connection ended");
+            }
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    selector.shutdown().await;
+    let fetched = sink.fetched();
+    let on_disk = sink.bytes();
+    let outcome = sink.finish().await;
+    files.close_all();
+    pushed?;
+    match outcome.stop {
+        Some(Stop::DiskFull) => {
+            return Err(Error::DiskFull {
+                dir: display::safe(&opts.out_dir.display().to_string(), false),
+                needed_mib: total.saturating_sub(on_disk).div_ceil(1 << 20),
+            });
+        }
+        Some(Stop::Write(e)) => return Err(Error::Transfer(e)),
+        Some(Stop::Corrupt(why)) => {
+            return Err(Error::Protocol(format!(
+                "the sender's compressed data does not decode ({why}); nothing was installed"
+            )));
+        }
+        Some(Stop::Broken(_)) | None => {}
+    }
+    let prepared = match prepared {
+        Some(p) => p,
+        None => await_prepared(link, opts).await?,
+    };
+    let plan = plan_for(content, key, prepared, staging, paths, opts)?;
+    if outcome.complete {
+        tracing::debug!("every frame arrived over the push");
+        verify_and_install(link, &plan, outcome.sha256, opts.overwrite).await?;
+        return Ok(fetched);
+    }
+    // The push could not bring everything: BitTorrent fetches the rest, checking what is here.
+    tracing::debug!(
+        on_disk,
+        total,
+        "the push stopped early; continuing over BitTorrent"
+    );
+    link.send(&PeerMsg::Fetch).await?;
+    let (over_bt, _) = download(link, &plan, opts, events).await?;
+    Ok(fetched + over_bt)
+}
+
+/// Wait (at most the silence limit) for what the sender's pass found.
+async fn await_prepared(link: &mut PeerLink, opts: &ReceiveOptions) -> Result<peer::Prepared> {
+    let silent = || {
+        Error::Timeout(format!(
+            "the sender sent nothing for {}s before finishing its pass over the files; it may have stopped: run both commands again to resume",
+            opts.silence.as_secs()
+        ))
+    };
+    loop {
+        match tokio::time::timeout(opts.silence, link.recv()).await {
+            Ok(Ok(PeerMsg::Prepared(p))) => return Ok(*p),
+            Ok(Ok(PeerMsg::Preparing)) => {}
+            Ok(Ok(other)) => {
+                return Err(Error::Protocol(format!(
+                    "expected the sender's digests, got {}",
+                    other.kind()
+                )));
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(silent()),
+        }
+    }
+}
+
+/// Check what the sender's pass found, as a files offer is checked, for this staging folder.
+fn plan_for(
+    content: &CheckedManifest,
+    key: &ContentKey,
+    prepared: peer::Prepared,
+    staging: &Staging,
+    paths: &Paths,
+    opts: &ReceiveOptions,
+) -> Result<Plan> {
+    let mut manifest = content.manifest.clone();
+    if prepared.sha256.len() != manifest.files.len() {
+        return Err(Error::Protocol(format!(
+            "the sender's pass gave {} digests for {} files",
+            prepared.sha256.len(),
+            manifest.files.len()
+        )));
+    }
+    for (entry, digest) in manifest.files.iter_mut().zip(prepared.sha256) {
+        entry.sha256 = digest;
+    }
+    let plan = check_files(
+        manifest,
+        (key, prepared.packing.as_ref()),
+        &prepared.torrent,
+        paths.clone(),
+        opts,
+    )?;
+    if plan.content.layout.total() != content.layout.total() {
+        return Err(Error::Protocol(
+            "the sender's pass changed the offer's sizes".into(),
+        ));
+    }
+    Ok(Plan {
+        staging: staging.clone(),
+        ..plan
+    })
+}
