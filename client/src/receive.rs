@@ -781,7 +781,13 @@ pub(crate) async fn download(
     }
     let verify_started = Instant::now();
     tracing::debug!(elapsed = ?verify_started.duration_since(download_started), "download complete");
-    let verified = verify_and_install(link, plan, written.sha256, opts.overwrite).await;
+    let verified = verify_and_install(
+        link,
+        (&plan.staging, &plan.content),
+        written.sha256,
+        opts.overwrite,
+    )
+    .await;
     let seat = match (seeding, verified.is_ok(), torrent.get()) {
         (true, true, Some(t)) => {
             // The files are in place: serve them from there (open files follow the rename).
@@ -809,11 +815,11 @@ pub(crate) async fn download(
 /// discards the staging folder, so nothing unverified is ever kept.
 pub(crate) async fn verify_and_install(
     link: &mut PeerLink,
-    plan: &Plan,
+    (staging, content): (&Staging, &CheckedManifest),
     hashed: Option<Vec<[u8; 32]>>,
     overwrite: bool,
 ) -> Result<()> {
-    let (staging, content) = (plan.staging.clone(), plan.content.clone());
+    let (staging, content) = (staging.clone(), content.clone());
     let verify = tokio::task::spawn_blocking(move || {
         if let Some(bad) = staging.verify(&content, hashed.as_deref())? {
             staging.discard();

@@ -190,10 +190,10 @@ async fn fetch(
         Some(p) => p,
         None => await_prepared(link, opts).await?,
     };
-    let plan = plan_for(content, key, prepared, staging, paths, opts)?;
+    let checked = with_digests(content, &prepared.sha256)?;
     if outcome.complete {
         tracing::debug!("every frame arrived over the push");
-        verify_and_install(link, &plan, outcome.sha256, opts.overwrite).await?;
+        verify_and_install(link, (staging, &checked), outcome.sha256, opts.overwrite).await?;
         return Ok(fetched);
     }
     // The push could not bring everything: BitTorrent fetches the rest, checking what is here.
@@ -203,8 +203,43 @@ async fn fetch(
         "the push stopped early; continuing over BitTorrent"
     );
     link.send(&PeerMsg::Fetch).await?;
+    let seeded = loop {
+        let p = await_prepared(link, opts).await?;
+        if p.torrent.is_some() {
+            break p;
+        }
+    };
+    if seeded.sha256 != prepared.sha256 {
+        return Err(Error::Transfer(
+            "the sender's files changed during the transfer; nothing was installed: run both commands again"
+                .into(),
+        ));
+    }
+    let plan = plan_for(checked, key, seeded, staging, paths, opts)?;
     let (over_bt, _) = download(link, &plan, opts, events).await?;
     Ok(fetched + over_bt)
+}
+
+/// The offer's manifest with the digests the sender's pass found, checked again.
+fn with_digests(content: &CheckedManifest, digests: &[String]) -> Result<CheckedManifest> {
+    let mut manifest = content.manifest.clone();
+    if digests.len() != manifest.files.len() {
+        return Err(Error::Protocol(format!(
+            "the sender's pass gave {} digests for {} files",
+            digests.len(),
+            manifest.files.len()
+        )));
+    }
+    for (entry, digest) in manifest.files.iter_mut().zip(digests) {
+        entry.sha256.clone_from(digest);
+    }
+    let checked = manifest.check().map_err(|e| Error::Protocol(e.to_string()))?;
+    if checked.layout.total() != content.layout.total() {
+        return Err(Error::Protocol(
+            "the sender's pass changed the offer's sizes".into(),
+        ));
+    }
+    Ok(checked)
 }
 
 /// Wait (at most the silence limit) for what the sender's pass found.
@@ -231,38 +266,24 @@ async fn await_prepared(link: &mut PeerLink, opts: &ReceiveOptions) -> Result<pe
     }
 }
 
-/// Check what the sender's pass found, as a files offer is checked, for this staging folder.
+/// Check the torrent and chunk map the sender seeds, as a files offer is checked, for this
+/// staging folder.
 fn plan_for(
-    content: &CheckedManifest,
+    content: CheckedManifest,
     key: &ContentKey,
-    prepared: peer::Prepared,
+    seeded: peer::Prepared,
     staging: &Staging,
     paths: &Paths,
     opts: &ReceiveOptions,
 ) -> Result<Plan> {
-    let mut manifest = content.manifest.clone();
-    if prepared.sha256.len() != manifest.files.len() {
-        return Err(Error::Protocol(format!(
-            "the sender's pass gave {} digests for {} files",
-            prepared.sha256.len(),
-            manifest.files.len()
-        )));
-    }
-    for (entry, digest) in manifest.files.iter_mut().zip(prepared.sha256) {
-        entry.sha256 = digest;
-    }
+    let torrent = seeded.torrent.unwrap_or_default();
     let plan = check_files(
-        manifest,
-        (key, prepared.packing.as_ref()),
-        &prepared.torrent,
+        content.manifest,
+        (key, seeded.packing.as_ref()),
+        &torrent,
         paths.clone(),
         opts,
     )?;
-    if plan.content.layout.total() != content.layout.total() {
-        return Err(Error::Protocol(
-            "the sender's pass changed the offer's sizes".into(),
-        ));
-    }
     Ok(Plan {
         staging: staging.clone(),
         ..plan

@@ -3,8 +3,8 @@
 //! receiver accepts, every frame the pass seals goes straight to it ([`push_send`]). The
 //! offer names the files at once; their digests, the torrent and the chunk map follow when
 //! the pass is over. Whatever the push cannot bring (its paths all failed) BitTorrent
-//! fetches from the same content, seeded only then, so librqbit's check pass is paid only
-//! by a transfer that needs it.
+//! fetches from the same content, seeded only then: the piece hashes and librqbit's check
+//! pass are paid only by a transfer that needs them.
 
 use std::{
     future::Future,
@@ -33,7 +33,7 @@ use crate::{
         bt, codec,
         content_key::content_key,
         files::FileSet,
-        prepare::{Prepared, prepare_tapped},
+        prepare::{Prepared, prepare, prepare_pushed},
         push_send::{PushServer, PushSource, Tap},
         select::select,
         storage::SealingStorageFactory,
@@ -79,7 +79,7 @@ fn start_pass(
             files: files.clone(),
             key: key.clone(),
         });
-        prepare_tapped(&files, key, compress, &cancel, Some(tap))
+        prepare_pushed(&files, key, compress, &cancel, tap)
     })
 }
 
@@ -300,14 +300,35 @@ impl Pushing<'_> {
         pushed + seeded
     }
 
-    /// Seed the content over BitTorrent (once): the receiver's push did not bring it all.
+    /// Seed the content over BitTorrent (once), then send the torrent: the receiver's push
+    /// did not bring it all. The pass for the push hashed no pieces, so a second pass does.
     async fn seed(&mut self, link: &mut PeerLink, opts: &SendOptions) -> Result<()> {
-        let Some(prepared) = &self.prepared else {
-            return Ok(());
-        };
         if self.seeding.is_some() {
             return Ok(());
         }
+        let Some(first) = &self.prepared else {
+            return Ok(());
+        };
+        if !first.pieces {
+            let (files, key, compress) = (self.walked.files.clone(), self.walked.key.clone(), opts.compress);
+            let never = AtomicBool::new(false);
+            let full = link
+                .heartbeat_while(tokio::task::spawn_blocking(move || {
+                    prepare(&files, key, compress, &never)
+                }))
+                .await?;
+            let full = joined(full)?;
+            if full.sha256 != first.sha256 || full.map != first.map {
+                return Err(Error::Transfer(
+                    "a file changed while it was being sent; send it again once it is no longer being written"
+                        .into(),
+                ));
+            }
+            self.prepared = Some(full);
+        }
+        let Some(prepared) = &self.prepared else {
+            return Ok(());
+        };
         if opts.transport.allows_direct() {
             // Register first, so the tracker already knows the swarm when librqbit announces.
             link.register_swarm(&prepared.info_hash_hex()).await?;
@@ -340,7 +361,7 @@ impl Pushing<'_> {
             (Ok(handle), Some(port)) => {
                 self.server.forward_bittorrent(port);
                 self.seeding = Some((engine, handle));
-                Ok(())
+                link.send(&prepared_msg(prepared)).await
             }
             (Err(e), _) => {
                 bt::shutdown(&engine).await;
@@ -358,7 +379,9 @@ impl Pushing<'_> {
 fn prepared_msg(p: &Prepared) -> PeerMsg {
     PeerMsg::Prepared(Box::new(peer::Prepared {
         sha256: p.sha256.clone(),
-        torrent: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, p.torrent_bytes(None)),
+        torrent: p.pieces.then(|| {
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, p.torrent_bytes(None))
+        }),
         packing: p.map.to_wire().map(|frames| Packing {
             codec: codec::codec_id(),
             frames,

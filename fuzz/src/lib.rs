@@ -14,8 +14,8 @@ use convey_shared::{
     manifest::{MAX_ENTRIES, Manifest},
     protocol::{
         peer::{OfferBody, PeerMsg, dialable_hints},
-        rendezvous::{ClientMsg, ServerMsg},
         push::{ITEM_HEADER_LEN, Item, MAX_FRAME_SEALED, frame_sealed_len},
+        rendezvous::{ClientMsg, ServerMsg},
         stream::{HEADER_LEN, MAX_RECORD, MAX_STORED, RECORD_HEADER_LEN, Record, parse_header},
     },
     torrent,

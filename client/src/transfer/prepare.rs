@@ -39,6 +39,9 @@ pub struct Prepared {
     pub key: ContentKey,
     /// Which frames were compressed, and so where each chunk lives.
     pub map: ChunkMap,
+    /// The piece hashes were computed: `info` and `info_hash` describe the torrent (a pass
+    /// for a push leaves them out).
+    pub pieces: bool,
 }
 
 impl Prepared {
@@ -93,6 +96,11 @@ struct Collector {
     buf: Vec<u8>,
     /// Where sealed frames go while a receiver's push is attached.
     tap: Option<Arc<Tap>>,
+    /// Compute the SHA-1 piece hashes (the torrent); without them only the digests and
+    /// the chunk map come out.
+    hash_pieces: bool,
+    /// Frame buffers handed back to the reader, so a pass allocates a few, not one a frame.
+    recycle: mpsc::SyncSender<Vec<u8>>,
 }
 
 impl Collector {
@@ -133,6 +141,9 @@ impl Collector {
         self.buf.resize(part.len() + TAG_LEN as usize, 0);
         self.cipher.seal_chunk_as(self.next_chunk, last, &mut self.buf);
         self.next_chunk += 1;
+        if !self.hash_pieces {
+            return;
+        }
         let mut at = 0;
         while at < self.buf.len() {
             let n = ((self.piece_length - self.in_piece) as usize).min(self.buf.len() - at);
@@ -163,6 +174,7 @@ impl Collector {
             while let Some((plain, packed)) = waiting.remove(&next) {
                 let packed = packed.map_err(Error::io("compressing the files to send"))?;
                 self.frame(next, &plain, packed);
+                let _ = self.recycle.try_send(plain);
                 next += 1;
             }
         }
@@ -237,23 +249,22 @@ impl FileDigests {
 /// Read the content once and describe its encryption under `key` as a torrent, packing
 /// frames that compress when `compress`. Stops early with an error when `cancel` is set.
 pub fn prepare(content: &FileSet, key: ContentKey, compress: bool, cancel: &AtomicBool) -> Result<Prepared> {
-    prepare_tapped(content, key, compress, cancel, None)
+    pass(content, key, compress, cancel, (None, true))
 }
 
-/// [`prepare`], handing each sealed frame to `tap` while a push is attached to it; the tap
-/// is closed when the pass ends, however it ends.
-pub fn prepare_tapped(
+/// [`prepare`] for a push: each sealed frame goes to `tap` while a push is attached to it
+/// (the tap is closed when the pass ends, however it ends), and no piece hashes are
+/// computed: a push that brings everything never needs the torrent, and one that does not
+/// gets it from [`prepare`] then ([`Prepared::pieces`] says which).
+pub fn prepare_pushed(
     content: &FileSet,
     key: ContentKey,
     compress: bool,
     cancel: &AtomicBool,
-    tap: Option<Arc<Tap>>,
+    tap: Arc<Tap>,
 ) -> Result<Prepared> {
-    let closing = tap.clone();
-    let prepared = pass(content, key, compress, cancel, tap);
-    if let Some(t) = closing {
-        t.close();
-    }
+    let prepared = pass(content, key, compress, cancel, (Some(tap.clone()), false));
+    tap.close();
     prepared
 }
 
@@ -262,7 +273,7 @@ fn pass(
     key: ContentKey,
     compress: bool,
     cancel: &AtomicBool,
-    tap: Option<Arc<Tap>>,
+    (tap, hash_pieces): (Option<Arc<Tap>>, bool),
 ) -> Result<Prepared> {
     let layout = content.layout();
     let size = layout.total();
@@ -273,6 +284,7 @@ fn pass(
         done: Vec::with_capacity(layout.file_count()),
         current: Sha256::new(),
     };
+    let (recycle, recycled) = mpsc::sync_channel::<Vec<u8>>(PACK_WORKERS * 4);
     let collector = Collector {
         cipher: ContentCipher::uncompressed(&key, size),
         frames,
@@ -284,6 +296,8 @@ fn pass(
         pieces: Vec::new(),
         buf: Vec::with_capacity(CIPHER_CHUNK as usize),
         tap,
+        hash_pieces,
+        recycle,
     };
 
     // This thread reads and computes the SHA-256s; workers pack; the collector seals and
@@ -310,7 +324,8 @@ fn pass(
                 }
                 let offset = k * FRAME_PLAIN;
                 let len = FRAME_PLAIN.min(size - offset);
-                let mut buf = vec![0u8; usize::try_from(len).expect("frame fits in memory")];
+                let mut buf = recycled.try_recv().unwrap_or_default();
+                buf.resize(usize::try_from(len).expect("frame fits in memory"), 0);
                 content.read_exact_at(offset, &mut buf).map_err(Error::io(
                     "reading the files to send (did one shrink while being sent?)",
                 ))?;
@@ -349,6 +364,7 @@ fn pass(
         sha256: digests.finish(layout.file_count()),
         key,
         map,
+        pieces: hash_pieces,
     })
 }
 

@@ -40,7 +40,8 @@ pub enum PeerMsg {
     /// content is over: what the offer could not say yet.
     Prepared(Box<Prepared>),
     /// Receiver of a pushed offer to the sender: the push did not bring everything; seed the
-    /// torrent so BitTorrent fetches the rest.
+    /// torrent so BitTorrent fetches the rest (the sender answers with a [`PeerMsg::Prepared`]
+    /// that carries the torrent once it seeds).
     Fetch,
     #[serde(other)]
     Unknown,
@@ -135,8 +136,11 @@ pub enum OfferBody {
 pub struct Prepared {
     /// Lowercase hex SHA-256 of each file, in manifest order.
     pub sha256: Vec<String>,
-    /// The .torrent of the ciphertext (base64), for what the push did not bring.
-    pub torrent: String,
+    /// The .torrent of the ciphertext (base64), for what the push did not bring: absent
+    /// until the receiver asked for it ([`PeerMsg::Fetch`]); the sender's pass for the push
+    /// does not hash pieces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torrent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packing: Option<Packing>,
 }
