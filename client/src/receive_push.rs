@@ -34,6 +34,8 @@ use crate::{
 
 /// Push connections tried in a row without a frame arriving before BitTorrent takes over.
 const PUSH_TRIES: u32 = 3;
+/// How often progress is reported.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 /// The file beside the staging files that records which frames are on disk.
 const PUSH_RECORD: &str = "pushed";
 
@@ -133,11 +135,16 @@ async fn fetch(
             }
             tries += 1;
             let before = sink.bytes();
-            let progress = |bytes| {
-                events(Event::Progress {
-                    bytes,
-                    total: Some(total),
-                });
+            // Four a second, as on every other path (not one event a frame).
+            let mut shown = Instant::now();
+            let progress = move |bytes| {
+                if shown.elapsed() >= PROGRESS_EVERY || bytes == total {
+                    shown = Instant::now();
+                    events(Event::Progress {
+                        bytes,
+                        total: Some(total),
+                    });
+                }
             };
             let push = sink.fetch(selector.addr(), &hello, progress);
             tokio::pin!(push);
