@@ -77,18 +77,42 @@ pub(crate) async fn get_ready(
     tracing::debug!(elapsed = ?began.elapsed(), "hashed and encrypted");
     let cipher = prepared.cipher();
     let torrent = prepared.torrent_bytes(None);
+    let checked = seeder(files, cipher.clone(), torrent.clone(), opts, true).await;
+    tracing::debug!(elapsed = ?began.elapsed(), "checked by librqbit");
+    let (engine, handle) = checked?;
+    Ok(Seeding {
+        prepared,
+        manifest,
+        cipher,
+        torrent,
+        engine,
+        handle,
+        started: tokio::sync::OnceCell::new(),
+    })
+}
+
+/// A librqbit session of its own seeding `files` as `torrent` (sealed on read by `cipher`),
+/// once librqbit's check found every piece; `paused`, it neither announces nor connects
+/// until [`bt::start`]. On any failure the session is shut down.
+pub(crate) async fn seeder(
+    files: Arc<FileSet>,
+    cipher: ContentCipher,
+    torrent: Vec<u8>,
+    opts: &SendOptions,
+    paused: bool,
+) -> Result<(bt::Engine, Arc<librqbit::ManagedTorrent>)> {
     let folder = std::env::temp_dir();
     let engine = bt::start_session(&folder, opts.upload_limit).await?;
-    let storage = SealingStorageFactory::new(files, cipher.clone());
+    let storage = SealingStorageFactory::new(files, cipher);
     let added = bt::add(
         &engine,
-        torrent.clone(),
+        torrent,
         storage.boxed_factory(),
         bt::AddOptions {
             // Announcing reveals our address to the tracker: not when only the relay may be used.
             tracker: opts.transport.allows_direct().then(|| opts.relay.announce_url()),
             peers: Vec::new(),
-            paused: true,
+            paused,
         },
         &folder,
     )
@@ -97,17 +121,8 @@ pub(crate) async fn get_ready(
         Ok(handle) => bt::wait_seeding(&handle).await.map(|()| handle),
         Err(e) => Err(e),
     };
-    tracing::debug!(elapsed = ?began.elapsed(), "checked by librqbit");
     match checked {
-        Ok(handle) => Ok(Seeding {
-            prepared,
-            manifest,
-            cipher,
-            torrent,
-            engine,
-            handle,
-            started: tokio::sync::OnceCell::new(),
-        }),
+        Ok(handle) => Ok((engine, handle)),
         Err(e) => {
             bt::shutdown(&engine).await;
             Err(e)

@@ -27,6 +27,7 @@ use tokio::sync::{oneshot, watch};
 use crate::{
     Error, Event, EventSink,
     error::Result,
+    seed,
     send::{SendOptions, finish, offer},
     session::PeerLink,
     transfer::{
@@ -36,7 +37,6 @@ use crate::{
         prepare::{Prepared, prepare, prepare_pushed},
         push_send::{PushServer, PushSource, Tap},
         select::select,
-        storage::SealingStorageFactory,
     },
     transport::serve::Offered,
 };
@@ -333,41 +333,21 @@ impl Pushing<'_> {
             // Register first, so the tracker already knows the swarm when librqbit announces.
             link.register_swarm(&prepared.info_hash_hex()).await?;
         }
-        let folder = std::env::temp_dir();
-        let engine = bt::start_session(&folder, opts.upload_limit).await?;
-        let storage = SealingStorageFactory::new(self.walked.files.clone(), prepared.cipher());
-        let added = bt::add(
-            &engine,
+        let seeding = seed::seeder(
+            self.walked.files.clone(),
+            prepared.cipher(),
             prepared.torrent_bytes(None),
-            storage.boxed_factory(),
-            bt::AddOptions {
-                // Announcing reveals our address to the tracker: not when only the relay may be used.
-                tracker: opts.transport.allows_direct().then(|| opts.relay.announce_url()),
-                peers: Vec::new(),
-                paused: false,
-            },
-            &folder,
-        )
-        .await;
-        let checked = match added {
-            Ok(handle) => link
-                .keep_alive_while(bt::wait_seeding(&handle))
-                .await
-                .map(|()| handle),
-            Err(e) => Err(e),
-        };
-        let port = engine.session().announce_port();
-        match (checked, port) {
-            (Ok(handle), Some(port)) => {
+            opts,
+            false,
+        );
+        let (engine, handle) = link.keep_alive_while(seeding).await?;
+        match engine.session().announce_port() {
+            Some(port) => {
                 self.server.forward_bittorrent(port);
                 self.seeding = Some((engine, handle));
                 link.send(&prepared_msg(prepared)).await
             }
-            (Err(e), _) => {
-                bt::shutdown(&engine).await;
-                Err(e)
-            }
-            (Ok(_), None) => {
+            None => {
                 bt::shutdown(&engine).await;
                 Err(Error::Transfer("BitTorrent is not listening".into()))
             }
