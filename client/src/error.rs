@@ -27,6 +27,14 @@ pub enum Error {
         "cannot reach the relay at {relay}: {reason}. Check --relay / CONVEY_RELAY, or that `convey send` is still running"
     )]
     RelayUnreachable { relay: String, reason: String },
+    #[error(
+        "lost the relay at {relay} and could not reach the other side through it again within {secs} s ({reason}); what arrived is kept: run both commands again (with a new code) to resume"
+    )]
+    RelayLost {
+        relay: String,
+        secs: u64,
+        reason: String,
+    },
     /// No relay configured, and no sender found on the LAN or this machine (or two).
     #[error("{0}")]
     NotFound(String),
@@ -65,6 +73,7 @@ impl Error {
             Self::Declined(_) => 5,
             Self::Transfer(_) | Self::PeerGone => 6,
             Self::RelayUnreachable { .. }
+            | Self::RelayLost { .. }
             | Self::Relay { .. }
             | Self::RelayRefused(_)
             | Self::NotFound(_)

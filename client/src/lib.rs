@@ -12,6 +12,7 @@ mod many;
 mod receive;
 mod receive_push;
 mod relay_addr;
+mod relay_link;
 mod rendezvous;
 mod seed;
 mod send;

@@ -7,7 +7,10 @@
 //! rest over BitTorrent, checking what the push wrote. Nothing is installed before every
 //! file's SHA-256 matched.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use convey_shared::{
     content::ContentKey,
@@ -33,9 +36,11 @@ use crate::{
 };
 
 /// Push connections tried in a row without a frame arriving before BitTorrent takes over.
-const PUSH_TRIES: u32 = 3;
+/// The pauses between them (1, 2, 4, 8 s) let a relay that restarts (the tunnel path) come
+/// back first.
+const PUSH_TRIES: u32 = 5;
 /// How often progress is reported.
-const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// The file beside the staging files that records which frames are on disk.
 const PUSH_RECORD: &str = "pushed";
 
@@ -146,7 +151,11 @@ async fn fetch(
                     });
                 }
             };
-            let push = sink.fetch(selector.addr(), &hello, progress);
+            let pause = Duration::from_secs(1 << tries.saturating_sub(2)) * u32::from(tries > 1);
+            let push = async {
+                tokio::time::sleep(pause).await;
+                sink.fetch(selector.addr(), &hello, progress).await
+            };
             tokio::pin!(push);
             let stop = loop {
                 tokio::select! {

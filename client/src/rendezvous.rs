@@ -27,6 +27,8 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Rendezvous {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     relay: String,
+    /// Where this connection goes (to connect again after a loss).
+    pub(crate) addr: RelayAddr,
     /// The relay's STUN URL, if it runs STUN.
     pub(crate) stun: Option<String>,
     /// Messages that arrived while we waited for something else.
@@ -65,6 +67,7 @@ impl Rendezvous {
         let mut rv = Self {
             ws,
             relay: relay.to_string(),
+            addr: relay.clone(),
             stun: None,
             inbox: VecDeque::new(),
         };
@@ -91,7 +94,7 @@ impl Rendezvous {
     }
 
     /// The next message from the relay, inbox first. Relay errors become [`Error::Relay`].
-    async fn next(&mut self) -> Result<ServerMsg> {
+    pub(crate) async fn next(&mut self) -> Result<ServerMsg> {
         if let Some(m) = self.inbox.pop_front() {
             return match m {
                 ServerMsg::Error { kind, message } => Err(Error::Relay { kind, message }),
@@ -119,27 +122,6 @@ impl Rendezvous {
                 }
                 Message::Close(_) => return Err(lost("the relay closed the connection".into())),
                 _ => continue,
-            }
-        }
-    }
-
-    /// Run `work` while reading the relay's messages into the inbox, so its pings are
-    /// answered (it closes connections that stay silent) and nothing is lost.
-    pub(crate) async fn keep_alive_while<F: Future>(&mut self, work: F) -> F::Output {
-        tokio::pin!(work);
-        let mut open = true;
-        loop {
-            tokio::select! {
-                out = &mut work => return out,
-                frame = self.ws.next(), if open => match frame {
-                    Some(Ok(Message::Text(t))) => match serde_json::from_str::<ServerMsg>(&t) {
-                        Ok(msg) => self.inbox.push_back(msg),
-                        Err(_) => open = false,
-                    },
-                    Some(Ok(_)) => {}
-                    // The next real read reports the loss.
-                    Some(Err(_)) | None => open = false,
-                },
             }
         }
     }

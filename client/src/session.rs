@@ -5,15 +5,17 @@ use convey_shared::{
     Code,
     crypto::{Channel, Side, confirmation, verify_confirmation},
     pake::Pake,
-    protocol::{MAX_MESSAGE_BYTES, peer::PeerMsg, push, rendezvous::Mood, stream, tunnel::tunnel_token},
+    protocol::{
+        MAX_MESSAGE_BYTES, peer::PeerMsg, push, rendezvous::Mood, resume::Slot, stream, tunnel::tunnel_token,
+    },
 };
 
-use crate::{Error, error::Result, rendezvous::Rendezvous};
+use crate::{Error, error::Result, relay_link::RelayLink, rendezvous::Rendezvous};
 
 /// A confirmed, encrypted link to the other side.
 #[derive(Debug)]
 pub(crate) struct PeerLink {
-    rv: Rendezvous,
+    relay: RelayLink,
     channel: Channel,
     /// Names this session's WebSocket tunnel on the relay (derived from the session key).
     pub(crate) tunnel_token: String,
@@ -58,7 +60,7 @@ pub(crate) async fn establish(mut rv: Rendezvous, code: &Code, side: Side) -> Re
     let channel = Channel::new(&key, side);
     Ok(PeerLink {
         stun: rv.stun.clone(),
-        rv,
+        relay: RelayLink::new(rv, Slot::new(&key), side),
         channel,
         tunnel_token: tunnel_token(&key),
         stream_hello: stream::hello(&key),
@@ -80,11 +82,12 @@ impl PeerLink {
             )));
         }
         let sealed = self.channel.seal(&json);
-        self.rv.send_body(&sealed).await
+        self.relay.send(sealed)
     }
 
+    /// The next message from the peer (cancel-safe).
     pub(crate) async fn recv(&mut self) -> Result<PeerMsg> {
-        let sealed = self.rv.recv_body().await?;
+        let sealed = self.relay.recv().await?;
         let json = self
             .channel
             .open(&sealed)
@@ -92,35 +95,29 @@ impl PeerLink {
         serde_json::from_slice(&json).map_err(|e| Error::Protocol(format!("bad message from peer: {e}")))
     }
 
-    /// Run `work` (hashing before the offer) while keeping the relay connection alive and
-    /// telling the peer every [`HEARTBEAT`] that we are still here.
+    /// Run `work` (hashing before the offer) while telling the peer every [`HEARTBEAT`]
+    /// that we are still here.
     pub(crate) async fn heartbeat_while<F: Future>(&mut self, work: F) -> Result<F::Output> {
         tokio::pin!(work);
         loop {
-            let beat = tokio::time::sleep(HEARTBEAT);
-            let step = async {
-                tokio::select! {
-                    out = &mut work => Some(out),
-                    () = beat => None,
-                }
-            };
-            match self.rv.keep_alive_while(step).await {
-                Some(out) => return Ok(out),
-                None => self.send(&PeerMsg::Preparing).await?,
+            tokio::select! {
+                out = &mut work => return Ok(out),
+                () = tokio::time::sleep(HEARTBEAT) => self.send(&PeerMsg::Preparing).await?,
             }
         }
     }
 
-    /// Run `work` (a prompt, a long check) while keeping the relay connection alive.
+    /// Run `work` (a prompt, a long check); the relay connection is kept alive by its own
+    /// task meanwhile.
     pub(crate) async fn keep_alive_while<F: Future>(&mut self, work: F) -> F::Output {
-        self.rv.keep_alive_while(work).await
+        work.await
     }
 
     pub(crate) async fn register_swarm(&mut self, info_hash: &str) -> Result<()> {
-        self.rv.register_swarm(info_hash).await
+        self.relay.register_swarm(info_hash).await
     }
 
     pub(crate) async fn close(self, mood: Mood) {
-        self.rv.close(mood).await;
+        self.relay.close(mood).await;
     }
 }

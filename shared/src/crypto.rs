@@ -27,7 +27,7 @@ impl Side {
         }
     }
 
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Self::Sender => "sender",
             Self::Receiver => "receiver",

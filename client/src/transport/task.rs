@@ -25,6 +25,12 @@ impl OwnedTask {
         Self { cancel, handle }
     }
 
+    /// Wait for the task to end by itself (cancel-safe; the task keeps running if this is
+    /// dropped).
+    pub(crate) async fn finished(&mut self) {
+        let _ = (&mut self.handle).await;
+    }
+
     /// Ask the task to stop and wait until it has.
     pub(crate) async fn shutdown(mut self) {
         self.cancel.cancel();

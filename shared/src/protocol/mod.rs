@@ -4,6 +4,7 @@
 pub mod peer;
 pub mod push;
 pub mod rendezvous;
+pub mod resume;
 pub mod stream;
 pub mod tunnel;
 

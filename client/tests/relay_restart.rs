@@ -1,0 +1,225 @@
+//! A relay that dies mid-transfer, as an operator's restart or a crash does: the real
+//! `convey-relay` binary is killed with SIGKILL once bytes are moving and started again on
+//! the same port two seconds later. On every path the transfer carries on, both sides
+//! pick their session up on the new relay, and both exit 0 with the file byte-identical.
+//! Killed and never started again, a tunnel transfer ends with a message that says so.
+
+mod common;
+
+use std::{
+    io::BufRead,
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{bin, spawn_with_code, wait_with_timeout, write_random};
+
+const LONG: Duration = Duration::from_secs(150);
+
+/// The relay binary, built beside `convey` by `cargo test --workspace`.
+fn relay_bin() -> PathBuf {
+    let path = Path::new(common::BIN).with_file_name("convey-relay");
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace (cargo test --workspace) so the relay binary is there",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port (TCP; the relay's STUN takes the same number on UDP).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The real relay process on `port`, killed (SIGKILL) on drop.
+struct RelayProcess(Child);
+
+impl RelayProcess {
+    fn start(port: u16) -> Self {
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(relay_bin())
+            .args(["--listen", &addr, "--stun-listen", &addr])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start convey-relay");
+        let started = Instant::now();
+        let at: SocketAddr = addr.parse().expect("address");
+        while TcpStream::connect_timeout(&at, Duration::from_millis(200)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the relay never listened on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self(child)
+    }
+
+    fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn convey_at(home: &Path, port: u16) -> Command {
+    let mut c = bin();
+    c.env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("CONVEY_CONFIG")
+        .env_remove("CONVEY_CODE")
+        .env("CONVEY_RELAY", format!("127.0.0.1:{port}"));
+    c
+}
+
+/// Start a paced transfer of a 48 MiB file on `transport`, wait until bytes move, kill
+/// the relay; `restart` says whether a new one starts 2 s later. Returns both exit codes,
+/// the receiver's stderr and whether the file arrived intact.
+fn transfer_through_a_dying_relay(
+    transport: &str,
+    restart: bool,
+) -> (Option<i32>, Option<i32>, String, bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    transfer_in(dir.path(), transport, restart)
+}
+
+fn transfer_in(dir: &Path, transport: &str, restart: bool) -> (Option<i32>, Option<i32>, String, bool) {
+    let (home, out) = (dir.join("home"), dir.join("out"));
+    std::fs::create_dir_all(&home).expect("home");
+    std::fs::create_dir_all(&out).expect("out");
+    let file = dir.join("big.bin");
+    if !file.exists() {
+        write_random(&file, 48 << 20);
+    }
+    let port = free_port();
+    let relay = RelayProcess::start(port);
+
+    let mut send = convey_at(&home, port);
+    send.args(["send", "--transport", transport, "--limit-rate", "6M"])
+        .arg(&file);
+    let send_err = dir.join("send.err");
+    let (mut sender, code) = spawn_with_code(send, &send_err);
+    let recv_err = dir.join("recv.err");
+    let mut receiver = convey_at(&home, port)
+        .args(["receive", "--yes", "--json", "--transport", transport, "--out"])
+        .arg(&out)
+        .arg(&code)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&recv_err).expect("stderr file"))
+        .spawn()
+        .expect("receive");
+    let mut events = std::io::BufReader::new(receiver.stdout.take().expect("stdout"));
+    let started = Instant::now();
+    for line in (&mut events).lines() {
+        let Ok(line) = line else { break };
+        let v: serde_json::Value = serde_json::from_str(&line).expect("every event line is JSON");
+        if v["event"] == "resumed" {
+            std::fs::write(dir.join("resumed"), v["bytes"].to_string()).expect("note the resume");
+        }
+        if v["event"] == "progress" && v["bytes"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(started.elapsed() < LONG, "no bytes moved");
+    }
+    std::thread::spawn(move || for _ in events.lines() {});
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        receiver.try_wait().expect("try_wait").is_none() && sender.try_wait().expect("try_wait").is_none(),
+        "the transfer was still running when the relay died"
+    );
+    relay.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    let relay = restart.then(|| RelayProcess::start(port));
+
+    let r = wait_with_timeout(&mut receiver, LONG).code();
+    let s = wait_with_timeout(&mut sender, LONG).code();
+    drop(relay);
+    // The receiver reports as JSON on stdout; its stderr holds the warnings, the sender's
+    // the error line.
+    let err = std::fs::read_to_string(&recv_err).unwrap_or_default()
+        + &std::fs::read_to_string(&send_err).unwrap_or_default();
+    let same = std::fs::read(out.join("big.bin")).ok() == std::fs::read(&file).ok();
+    if r != Some(0) || s != Some(0) {
+        eprintln!(
+            "receiver: {err}\nsender: {}",
+            std::fs::read_to_string(&send_err).unwrap_or_default()
+        );
+    }
+    (r, s, err, same)
+}
+
+fn assert_survives(transport: &str) {
+    let (r, s, err, same) = transfer_through_a_dying_relay(transport, true);
+    assert_eq!(r, Some(0), "receiver on {transport}: {err}");
+    assert_eq!(s, Some(0), "sender on {transport}");
+    assert!(same, "the file on {transport} arrived byte-identical");
+    assert!(
+        err.contains("reconnected to the relay"),
+        "the receiver said it reconnected: {err}"
+    );
+}
+
+#[test]
+fn a_direct_transfer_survives_a_relay_restart() {
+    assert_survives("direct");
+}
+
+#[test]
+fn a_webrtc_transfer_survives_a_relay_restart() {
+    assert_survives("webrtc");
+}
+
+#[test]
+fn a_tunnel_transfer_survives_a_relay_restart() {
+    assert_survives("relay");
+}
+
+/// The relay killed and never started again: a tunnel transfer (every byte of it goes
+/// through the relay) ends on both sides after the grace period with exit 7 and a message
+/// that says so, keeps what arrived, and a later run through a new relay resumes.
+#[test]
+fn a_tunnel_transfer_whose_relay_never_returns_fails_clearly_and_resumes_later() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (r, s, err, same) = transfer_in(dir.path(), "relay", false);
+    assert_eq!(r, Some(7), "relay exit code on the receiver: {err}");
+    assert_eq!(s, Some(7), "relay exit code on the sender");
+    assert!(!same, "nothing posing as complete");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        line.contains("lost the relay") && line.contains("60 s") && line.contains("resume"),
+        "one line naming the lost relay and the resume: {err}"
+    );
+    let staging: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+        .expect("out")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".convey-"))
+        .collect();
+    assert_eq!(staging.len(), 1, "the partial transfer is kept");
+
+    let (r, s, err, same) = transfer_in(dir.path(), "relay", true);
+    assert_eq!((r, s), (Some(0), Some(0)), "{err}");
+    let kept: u64 = std::fs::read_to_string(dir.path().join("resumed"))
+        .ok()
+        .and_then(|b| b.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(kept > 0, "the second run resumed from what the first kept");
+    assert!(same, "the resumed file is byte-identical");
+}
