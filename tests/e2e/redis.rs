@@ -1,14 +1,20 @@
 //! Horizontal scale: two relay instances sharing one Redis (Debian's redis-server, started
 //! by the test on loopback) pair a sender on one with a receiver on the other, never hand out
-//! the same nameplate twice, and serve one tracker view.
+//! the same nameplate twice, and serve one tracker view; when the instance both sides of a
+//! transfer used goes away, they move to the other through the load balancer and finish.
 
 use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use convey::Transport;
-use convey_tests::{Side, TestRelay, http_get, next_json, rendezvous_ws, send_json, transfer};
+use std::sync::{Arc, Mutex};
+
+use convey::{Event, RelayAddr, Transport};
+use convey_tests::{
+    Recorder, Side, TestRelay, http_get, next_json, random_file, receive_options, rendezvous_ws, send_json,
+    send_options, sha256_file, transfer,
+};
 
 /// A private redis-server on a free loopback port, killed on drop.
 struct Redis {
@@ -199,5 +205,101 @@ async fn several_receivers_across_two_relays_sharing_redis() {
         .expect("task")
         .expect("the sender saw all three complete");
     a.server.shutdown().await;
+    b.server.shutdown().await;
+}
+
+/// A load balancer in front of the instances: a TCP forwarder sending each new connection
+/// to the upstream of the moment. Stopped when dropped.
+struct Balancer {
+    addr: std::net::SocketAddr,
+    upstream: Arc<Mutex<std::net::SocketAddr>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Balancer {
+    async fn start(first: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the balancer");
+        let addr = listener.local_addr().expect("balancer address");
+        let upstream = Arc::new(Mutex::new(first));
+        let to = upstream.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                let target = *to.lock().expect("upstream");
+                conns.spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+                    }
+                });
+            }
+        });
+        Self { addr, upstream, task }
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The instance both sides of a direct transfer reached is cut mid-transfer (no grace) and
+/// the balancer sends new connections to the other instance: both sides reconnect there,
+/// meet on their session's resume slot through Redis, and the transfer completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_the_instance_both_sides_used_goes_away_they_move_to_the_other() {
+    convey_tests::init_tracing();
+    let redis = Redis::start();
+    let a = TestRelay::spawn_with(|c| {
+        c.redis_url = Some(redis.url.clone());
+        c.shutdown_grace_secs = 0;
+    })
+    .await;
+    let b = TestRelay::spawn_with(|c| c.redis_url = Some(redis.url.clone())).await;
+    let lb = Balancer::start(a.server.local_addr()).await;
+    let via: RelayAddr = format!("http://{}", lb.addr).parse().expect("address");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("payload.bin");
+    let digest = random_file(&src, 24 << 20, 5);
+    let rec = Recorder::default();
+    let mut send = send_options(&a, src);
+    send.relay = via.clone();
+    send.transport = Transport::Direct;
+    send.upload_limit = std::num::NonZeroU32::new(4 << 20);
+    let sending = tokio::spawn(convey::send(send, rec.sink()));
+    let got = Recorder::default();
+    let mut recv = receive_options(&a, rec.code().await, dir.path().join("out"));
+    recv.relay = via;
+    recv.transport = Transport::Direct;
+    let receiving = tokio::spawn(convey::receive(recv, got.sink()));
+    let began = Instant::now();
+    while !got
+        .events
+        .lock()
+        .expect("events")
+        .iter()
+        .any(|e| matches!(e, Event::Progress { bytes, .. } if *bytes > 0))
+    {
+        assert!(began.elapsed() < Duration::from_secs(30), "the transfer started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    *lb.upstream.lock().expect("upstream") = b.server.local_addr();
+    a.server.shutdown().await;
+    assert!(!receiving.is_finished(), "the instance went away mid-transfer");
+
+    let received = tokio::time::timeout(Duration::from_secs(100), receiving)
+        .await
+        .expect("in time")
+        .expect("task");
+    received.expect("the receiver finished through the other instance");
+    tokio::time::timeout(Duration::from_secs(30), sending)
+        .await
+        .expect("in time")
+        .expect("task")
+        .expect("the sender finished through the other instance");
+    assert_eq!(sha256_file(&dir.path().join("out/payload.bin")), digest);
     b.server.shutdown().await;
 }
