@@ -23,10 +23,14 @@ pub enum Error {
         "the other side vanished before the transfer finished; run both commands again to resume where it stopped"
     )]
     PeerGone,
-    #[error(
-        "cannot reach the relay at {relay}: {reason}. Check --relay / CONVEY_RELAY, or that `convey send` is still running"
-    )]
-    RelayUnreachable { relay: String, reason: String },
+    #[error("cannot reach the relay at {relay}: {reason}. Check --relay / CONVEY_RELAY{hint}")]
+    RelayUnreachable {
+        relay: String,
+        reason: String,
+        /// What else the side that prints it may check (the receiver: that the sender,
+        /// whose relay it may be, still runs).
+        hint: &'static str,
+    },
     #[error(
         "lost the relay at {relay} and could not reach the other side through it again within {secs} s ({reason}); what arrived is kept: run both commands again (with a new code) to resume"
     )]

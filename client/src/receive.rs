@@ -137,7 +137,14 @@ pub struct ReceiveReport {
 }
 
 pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveReport> {
-    let mut rv = Rendezvous::connect(&opts.relay).await?;
+    let mut rv = Rendezvous::connect(&opts.relay).await.map_err(|e| match e {
+        Error::RelayUnreachable { relay, reason, .. } => Error::RelayUnreachable {
+            relay,
+            reason,
+            hint: ", or that `convey send` is still running",
+        },
+        e => e,
+    })?;
     let nameplate = opts.code.nameplate();
     if !rv.claim(nameplate, None).await? {
         events(Event::Waiting);

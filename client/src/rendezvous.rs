@@ -40,6 +40,7 @@ impl Rendezvous {
         let unreachable = |reason: String| Error::RelayUnreachable {
             relay: relay.to_string(),
             reason,
+            hint: "",
         };
         let mut req = relay
             .rendezvous_url()
@@ -90,6 +91,7 @@ impl Rendezvous {
             .map_err(|e| Error::RelayUnreachable {
                 relay: self.relay.clone(),
                 reason: format!("connection lost: {e}"),
+                hint: "",
             })
     }
 
@@ -105,6 +107,7 @@ impl Rendezvous {
             let lost = |reason: String| Error::RelayUnreachable {
                 relay: self.relay.clone(),
                 reason,
+                hint: "",
             };
             let frame = self
                 .ws

@@ -26,6 +26,7 @@ pub(crate) async fn connect(relay: &RelayAddr, token: &str, side: TunnelSide) ->
     let unreachable = |reason: String| Error::RelayUnreachable {
         relay: relay.to_string(),
         reason,
+        hint: "",
     };
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(MAX_TUNNEL_MESSAGE + 1024));
