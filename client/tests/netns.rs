@@ -250,9 +250,10 @@ fn a_direct_path_cut_mid_transfer_finishes_over_the_relay() {
 }
 
 /// A host whose loopback has only ::1 (an IPv6-only machine): the receiver's path selector
-/// and the sender's local ends bind ::1, so the relay path and the default `auto` work.
+/// and the sender's local ends bind ::1, WebRTC gathers IPv6 candidates, so every path
+/// works: the relay tunnel, direct, WebRTC and the default `auto`.
 #[test]
-fn a_host_whose_loopback_has_only_ipv6_sends_through_the_relay_and_auto() {
+fn a_host_whose_loopback_has_only_ipv6_sends_on_every_path() {
     let ns = format!(
         "cv6{}{}",
         std::process::id() % 10_000,
@@ -274,7 +275,7 @@ fn a_host_whose_loopback_has_only_ipv6_sends_through_the_relay_and_auto() {
     let home = tempfile::tempdir().expect("home");
     let src = home.path().join("v6.bin");
     write_random(&src, 4 << 20);
-    for (i, transport) in ["relay", "auto"].into_iter().enumerate() {
+    for (i, transport) in ["relay", "direct", "webrtc", "auto"].into_iter().enumerate() {
         let code = format!("{}-pilot-planet", 81 + i);
         let in_ns = |args: &[&str]| {
             let mut c = Command::new("ip");

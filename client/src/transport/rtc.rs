@@ -120,8 +120,9 @@ impl RtcPeer {
                 state: state_tx,
                 incoming: incoming_tx,
             }))
-            // Every interface, and loopback for two peers on one machine.
-            .with_udp_addrs(vec!["0.0.0.0:0", "127.0.0.1:0"])
+            // Every interface, and loopback for two peers on one machine, on each IP
+            // version this host has.
+            .with_udp_addrs(udp_addrs())
             .with_data_channel_send_buffer_limit(SEND_BUFFER)
             .build()
             .await
@@ -322,6 +323,22 @@ pub async fn splice(dc: Arc<dyn DataChannel>, mut tcp: TcpStream) {
         () = from_dc => {},
     }
     let _ = dc.close().await;
+}
+
+/// The UDP addresses the peer connection listens on: every interface and loopback, for
+/// IPv4 and IPv6 alike, keeping only those this host can bind (an IPv6-only host has no
+/// 127.0.0.1; a host without IPv6 has no ::1).
+fn udp_addrs() -> Vec<&'static str> {
+    let all = ["0.0.0.0:0", "127.0.0.1:0", "[::]:0", "[::1]:0"];
+    let usable: Vec<_> = all
+        .into_iter()
+        .filter(|a| std::net::UdpSocket::bind(a).is_ok())
+        .collect();
+    if usable.is_empty() {
+        all[..2].to_vec()
+    } else {
+        usable
+    }
 }
 
 #[cfg(test)]
