@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{bin, spawn_with_code, wait_with_timeout, write_random};
+use common::{convey_via, spawn_with_code, wait_with_timeout, write_random};
 
 const LONG: Duration = Duration::from_secs(150);
 
@@ -76,14 +76,7 @@ impl Drop for RelayProcess {
 }
 
 fn convey_at(home: &Path, port: u16) -> Command {
-    let mut c = bin();
-    c.env("HOME", home)
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("XDG_STATE_HOME")
-        .env_remove("CONVEY_CONFIG")
-        .env_remove("CONVEY_CODE")
-        .env("CONVEY_RELAY", format!("127.0.0.1:{port}"));
-    c
+    convey_via(home, &format!("127.0.0.1:{port}"))
 }
 
 /// Start a paced transfer of a 48 MiB file on `transport`, wait until bytes move, kill

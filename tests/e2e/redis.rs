@@ -10,7 +10,7 @@ use std::{
 
 use std::sync::{Arc, Mutex};
 
-use convey::{Event, RelayAddr, Transport};
+use convey::{RelayAddr, Transport};
 use convey_tests::{
     Recorder, Side, TestRelay, http_get, next_json, random_file, receive_options, rendezvous_ws, send_json,
     send_options, sha256_file, transfer,
@@ -275,17 +275,7 @@ async fn when_the_instance_both_sides_used_goes_away_they_move_to_the_other() {
     recv.relay = via;
     recv.transport = Transport::Direct;
     let receiving = tokio::spawn(convey::receive(recv, got.sink()));
-    let began = Instant::now();
-    while !got
-        .events
-        .lock()
-        .expect("events")
-        .iter()
-        .any(|e| matches!(e, Event::Progress { bytes, .. } if *bytes > 0))
-    {
-        assert!(began.elapsed() < Duration::from_secs(30), "the transfer started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    got.wait_for_bytes().await;
     *lb.upstream.lock().expect("upstream") = b.server.local_addr();
     a.server.shutdown().await;
     assert!(!receiving.is_finished(), "the instance went away mid-transfer");

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use convey::{Event, Transport};
+use convey::Transport;
 use convey_tests::{
     Recorder, TestRelay, dir_entries, random_file, receive_options, send_options, sha256_file,
 };
@@ -32,17 +32,7 @@ async fn start_relayed(
     let mut recv = receive_options(relay, rec.code().await, dir.join("out"));
     recv.transport = Transport::Relay;
     let receiving = tokio::spawn(convey::receive(recv, got.sink()));
-    let began = Instant::now();
-    while !got
-        .events
-        .lock()
-        .expect("events")
-        .iter()
-        .any(|e| matches!(e, Event::Progress { bytes, .. } if *bytes > 0))
-    {
-        assert!(began.elapsed() < Duration::from_secs(30), "the transfer started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    got.wait_for_bytes().await;
     (digest, sending, receiving)
 }
 

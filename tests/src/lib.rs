@@ -242,6 +242,21 @@ impl Recorder {
             .expect("code is set");
         code.parse().expect("sender's code parses")
     }
+
+    /// Wait (at most 30 s) until a progress event reports some bytes.
+    pub async fn wait_for_bytes(&self) {
+        let began = std::time::Instant::now();
+        while !self
+            .events
+            .lock()
+            .expect("events")
+            .iter()
+            .any(|e| matches!(e, Event::Progress { bytes, .. } if *bytes > 0))
+        {
+            assert!(began.elapsed() < Duration::from_secs(30), "the transfer started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 pub fn send_options(relay: &TestRelay, path: PathBuf) -> SendOptions {

@@ -31,13 +31,18 @@ pub fn bin() -> Command {
 
 /// `convey` with its own HOME (config, state) and relay, so tests never share state.
 pub fn convey(home: &Path, relay: &Server) -> Command {
+    convey_via(home, &relay.local_addr().to_string())
+}
+
+/// `convey` with its own HOME and the relay at `relay` (`host:port`).
+pub fn convey_via(home: &Path, relay: &str) -> Command {
     let mut c = bin();
     c.env("HOME", home)
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("XDG_STATE_HOME")
         .env_remove("CONVEY_CONFIG")
         .env_remove("CONVEY_CODE")
-        .env("CONVEY_RELAY", relay.local_addr().to_string());
+        .env("CONVEY_RELAY", relay);
     c
 }
 
