@@ -19,8 +19,6 @@ use crate::{Error, RelayAddr, error::Result, rendezvous::Rendezvous, transport::
 
 /// How long a side waits for the relay to come back before giving up on the session.
 pub(crate) const RELAY_GRACE: Duration = Duration::from_secs(60);
-/// How long a side whose peer vanished from the relay waits for it to come back.
-const PEER_GRACE: Duration = Duration::from_secs(15);
 /// Waits between reconnection attempts (the last repeats).
 const BACKOFF: [Duration; 5] = [
     Duration::from_millis(250),
@@ -135,8 +133,6 @@ struct Actor {
 enum Lost {
     /// The relay (or our connection to it) went away.
     Relay(String),
-    /// The peer's connection went away without a goodbye.
-    Peer,
 }
 
 impl Actor {
@@ -189,7 +185,9 @@ impl Actor {
                                 Err(e) => return self.fail(Error::Protocol(format!("peer body is not base64: {e}"))),
                             }
                         }
-                        Ok(ServerMsg::PeerLeft { mood: None }) => Some(Lost::Peer),
+                        // A peer that vanished is gone, as before: waiting for it would
+                        // also hold up a swarm's receivers that carry on without the sender.
+                        Ok(ServerMsg::PeerLeft { mood: None }) => return self.fail(Error::PeerGone),
                         Ok(ServerMsg::PeerLeft { mood: Some(Mood::Scary) }) => return self.fail(Error::WrongCode),
                         Ok(ServerMsg::PeerLeft { .. }) => return self.fail(Error::PeerGone),
                         Ok(_) => None,
@@ -219,7 +217,6 @@ impl Actor {
         self.rv = None;
         let (grace, why) = match &lost {
             Lost::Relay(reason) => (RELAY_GRACE, format!("lost the relay ({reason})")),
-            Lost::Peer => (PEER_GRACE, "the other side lost its relay connection".to_owned()),
         };
         tracing::warn!(
             "{why}; reconnecting for up to {} s, the transfer goes on",
@@ -238,7 +235,6 @@ impl Actor {
                         secs: grace.as_secs(),
                         reason: last,
                     },
-                    Lost::Peer => Error::PeerGone,
                 });
             }
             tokio::time::sleep(wait).await;
