@@ -9,7 +9,7 @@ use std::{collections::VecDeque, time::Duration};
 use convey_shared::{
     crypto::Side,
     protocol::{
-        rendezvous::{ErrorKind, Host, Mood, ServerMsg},
+        rendezvous::{ErrorKind, Host, Mood},
         resume::Slot,
     },
 };
@@ -39,7 +39,7 @@ enum Cmd {
 pub(crate) struct RelayLink {
     cmds: mpsc::UnboundedSender<Cmd>,
     inbound: mpsc::UnboundedReceiver<Result<Vec<u8>>>,
-    task: Option<OwnedTask>,
+    task: OwnedTask,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -73,11 +73,7 @@ impl RelayLink {
                 () = cancel.cancelled() => {}
             }
         });
-        Self {
-            cmds,
-            inbound,
-            task: Some(task),
-        }
+        Self { cmds, inbound, task }
     }
 
     /// Queue a sealed body for the peer; it is delivered once, across reconnections.
@@ -104,13 +100,14 @@ impl RelayLink {
     }
 
     /// Say goodbye (after what was queued), waiting a little for it to go out.
-    pub(crate) async fn close(mut self, mood: Mood) {
+    pub(crate) async fn close(self, mood: Mood) {
         let _ = self.cmds.send(Cmd::Close(mood));
-        if let Some(mut task) = self.task.take() {
-            let finished = tokio::time::timeout(Duration::from_secs(3), task.finished()).await;
-            if finished.is_err() {
-                task.shutdown().await;
-            }
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(3), task.finished())
+            .await
+            .is_err()
+        {
+            task.shutdown().await;
         }
     }
 }
@@ -129,12 +126,6 @@ struct Actor {
     inbound: mpsc::UnboundedSender<Result<Vec<u8>>>,
 }
 
-/// Why the connection to the peer through the relay broke.
-enum Lost {
-    /// The relay (or our connection to it) went away.
-    Relay(String),
-}
-
 impl Actor {
     async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
         loop {
@@ -144,7 +135,7 @@ impl Actor {
                         Some(Cmd::Send(body)) => {
                             let r = rv.send_body(&body).await;
                             self.outbox.push_back(body);
-                            r.err().map(|e| Lost::Relay(e.to_string()))
+                            r.err().map(|e| e.to_string())
                         }
                         Some(Cmd::RegisterSwarm(hash, reply)) => {
                             let r = rv.register_swarm(&hash).await;
@@ -153,7 +144,7 @@ impl Actor {
                                 Err(Error::RelayUnreachable { reason, .. }) => {
                                     // Registered again once the session is back.
                                     let _ = reply.send(Ok(()));
-                                    Some(Lost::Relay(reason))
+                                    Some(reason)
                                 }
                                 r => {
                                     let _ = reply.send(r);
@@ -161,45 +152,36 @@ impl Actor {
                                 }
                             }
                         }
-                        Some(Cmd::Close(mood)) => {
+                        // Closed by its owner, or dropped with it (an error path).
+                        closing => {
+                            let mood = match closing {
+                                Some(Cmd::Close(mood)) => mood,
+                                _ => Mood::Errory,
+                            };
                             if let Some(rv) = self.rv.take() {
                                 rv.close(mood).await;
                             }
                             return;
                         }
-                        None => {
-                            if let Some(rv) = self.rv.take() {
-                                rv.close(Mood::Errory).await;
-                            }
-                            return;
-                        }
                     },
-                    msg = rv.next() => match msg {
-                        Ok(ServerMsg::Message { body }) => {
-                            match base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body) {
-                                Ok(b) => {
-                                    self.received += 1;
-                                    let _ = self.inbound.send(Ok(b));
-                                    None
-                                }
-                                Err(e) => return self.fail(Error::Protocol(format!("peer body is not base64: {e}"))),
-                            }
+                    // A peer that left, even one that vanished without a goodbye, ends the
+                    // session as before (waiting for it would hold up a swarm's receivers
+                    // that carry on without the sender): only a lost relay is waited for.
+                    body = rv.recv_body() => match body {
+                        Ok(b) => {
+                            self.received += 1;
+                            let _ = self.inbound.send(Ok(b));
+                            None
                         }
-                        // A peer that vanished is gone, as before: waiting for it would
-                        // also hold up a swarm's receivers that carry on without the sender.
-                        Ok(ServerMsg::PeerLeft { mood: None }) => return self.fail(Error::PeerGone),
-                        Ok(ServerMsg::PeerLeft { mood: Some(Mood::Scary) }) => return self.fail(Error::WrongCode),
-                        Ok(ServerMsg::PeerLeft { .. }) => return self.fail(Error::PeerGone),
-                        Ok(_) => None,
-                        Err(Error::RelayUnreachable { reason, .. }) => Some(Lost::Relay(reason)),
-                        Err(Error::Relay { kind: ErrorKind::ShuttingDown, message }) => Some(Lost::Relay(message)),
+                        Err(Error::RelayUnreachable { reason, .. }) => Some(reason),
+                        Err(Error::Relay { kind: ErrorKind::ShuttingDown, message }) => Some(message),
                         Err(e) => return self.fail(e),
                     },
                 },
-                None => Some(Lost::Relay("not connected".into())),
+                None => Some("not connected".into()),
             };
             if let Some(lost) = lost
-                && let Err(e) = self.resume(lost).await
+                && let Err(e) = self.resume(&lost).await
             {
                 return self.fail(e);
             }
@@ -213,28 +195,23 @@ impl Actor {
 
     /// Meet the peer again on the session's slot, on this relay (restarted, or another
     /// instance behind the same address), within the grace period.
-    async fn resume(&mut self, lost: Lost) -> Result<()> {
+    async fn resume(&mut self, lost: &str) -> Result<()> {
         self.rv = None;
-        let (grace, why) = match &lost {
-            Lost::Relay(reason) => (RELAY_GRACE, format!("lost the relay ({reason})")),
-        };
         tracing::warn!(
-            "{why}; reconnecting for up to {} s, the transfer goes on",
-            grace.as_secs()
+            "lost the relay ({lost}); reconnecting for up to {} s, the transfer goes on",
+            RELAY_GRACE.as_secs()
         );
-        let deadline = tokio::time::Instant::now() + grace;
+        let deadline = tokio::time::Instant::now() + RELAY_GRACE;
         let mut attempt = 0;
-        let mut last = why;
+        let mut last = lost.to_owned();
         loop {
             let wait = BACKOFF[attempt.min(BACKOFF.len() - 1)];
             attempt += 1;
             if tokio::time::Instant::now() + wait >= deadline {
-                return Err(match lost {
-                    Lost::Relay(_) => Error::RelayLost {
-                        relay: self.relay.to_string(),
-                        secs: grace.as_secs(),
-                        reason: last,
-                    },
+                return Err(Error::RelayLost {
+                    relay: self.relay.to_string(),
+                    secs: RELAY_GRACE.as_secs(),
+                    reason: last,
                 });
             }
             tokio::time::sleep(wait).await;

@@ -96,7 +96,7 @@ impl Rendezvous {
     }
 
     /// The next message from the relay, inbox first. Relay errors become [`Error::Relay`].
-    pub(crate) async fn next(&mut self) -> Result<ServerMsg> {
+    async fn next(&mut self) -> Result<ServerMsg> {
         if let Some(m) = self.inbox.pop_front() {
             return match m {
                 ServerMsg::Error { kind, message } => Err(Error::Relay { kind, message }),
