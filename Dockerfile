@@ -14,7 +14,7 @@ RUN useradd --system --uid 10001 --no-create-home convey
 USER 10001
 # Every setting is a CONVEY_RELAY_* variable (see `convey-relay --help`).
 ENV CONVEY_RELAY_LISTEN=0.0.0.0:4790 \
-    CONVEY_RELAY_STUN_LISTEN=0.0.0.0:3478
+    CONVEY_RELAY_STUN_LISTEN=[::]:3478
 EXPOSE 4790/tcp 3478/udp
 HEALTHCHECK --interval=30s --timeout=6s CMD ["convey-relay", "--health-check"]
 STOPSIGNAL SIGTERM

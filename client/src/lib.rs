@@ -9,6 +9,7 @@ mod error;
 mod events;
 pub mod lan;
 mod many;
+mod peer_route;
 mod receive;
 mod receive_push;
 mod relay_addr;

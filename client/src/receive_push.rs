@@ -16,9 +16,13 @@ use convey_shared::{
     content::ContentKey,
     display,
     manifest::{CheckedManifest, Manifest},
-    protocol::peer::{self, PeerMsg},
+    protocol::{
+        peer::{self, PeerMsg},
+        route,
+    },
 };
 use sha2::{Digest, Sha256};
+use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 use crate::{
     Error, Event, EventSink,
@@ -27,6 +31,7 @@ use crate::{
         OfferSummary, Plan, ReceiveOptions, ReceiveReport, Received, ask, check_files, conclude, download,
         reject, top_names, verify_and_install,
     },
+    relay_link::RouteAttacher,
     session::PeerLink,
     transfer::{
         push_recv::{PushSink, Stop},
@@ -85,13 +90,28 @@ pub(crate) async fn receive_pushed(
         more,
     };
     let started = Instant::now();
+    // The path selector outlives the transfer: the peer route through it carries the
+    // verdict when the relay is gone.
+    let mut selector = None;
     let result = async {
         ask(&mut link, summary, opts, events, &mut paths, rtc_offer).await?;
-        fetch(&mut link, (&content, &key), &staging, &paths, opts, events).await
+        fetch(
+            &mut link,
+            (&content, &key),
+            &staging,
+            (&paths, &mut selector),
+            opts,
+            events,
+        )
+        .await
     }
     .await;
+    let concluded = conclude(link, result, false).await;
+    if let Some(selector) = selector {
+        selector.shutdown().await;
+    }
     paths.close().await;
-    let fetched = conclude(link, result, false).await?;
+    let fetched = concluded?;
     events(Event::Done {
         bytes: total,
         seconds: started.elapsed().as_secs_f64(),
@@ -113,7 +133,7 @@ async fn fetch(
     link: &mut PeerLink,
     (content, key): (&CheckedManifest, &ContentKey),
     staging: &Staging,
-    paths: &Paths,
+    (paths, selector): (&Paths, &mut Option<PathSelector>),
     opts: &ReceiveOptions,
     events: &EventSink,
 ) -> Result<u64> {
@@ -128,7 +148,14 @@ async fn fetch(
     if sink.bytes() > 0 {
         events(Event::Resumed { bytes: sink.bytes() });
     }
-    let selector = PathSelector::spawn(paths.clone(), events.clone()).await?;
+    let selector = &*selector.insert(PathSelector::spawn(paths.clone(), events.clone()).await?);
+    let routes = link.routes();
+    // Over the tunnel alone a route would fail with the relay it is meant to survive.
+    let peer_to_peer = (paths.transport.allows_direct() && !paths.hints.is_empty())
+        || (paths.transport.allows_webrtc() && paths.rtc.is_some());
+    if peer_to_peer {
+        open_route(selector, link.route_hello, &routes).await;
+    }
     let mut prepared = None;
     let hello = link.push_hello;
     let pushed = async {
@@ -152,8 +179,12 @@ async fn fetch(
                 }
             };
             let pause = Duration::from_secs(1 << tries.saturating_sub(2)) * u32::from(tries > 1);
+            let (route_hello, reopen) = (link.route_hello, peer_to_peer && tries > 1);
             let push = async {
                 tokio::time::sleep(pause).await;
+                if reopen && !routes.is_up() {
+                    open_route(selector, route_hello, &routes).await;
+                }
                 sink.fetch(selector.addr(), &hello, progress).await
             };
             tokio::pin!(push);
@@ -181,7 +212,6 @@ async fn fetch(
         Ok::<_, Error>(())
     }
     .await;
-    selector.shutdown().await;
     let fetched = sink.fetched();
     let on_disk = sink.bytes();
     let outcome = sink.finish().await;
@@ -234,6 +264,20 @@ async fn fetch(
     let plan = plan_for(checked, key, seeded, staging, paths, opts)?;
     let (over_bt, _) = download(link, &plan, opts, events).await?;
     Ok(fetched + over_bt)
+}
+
+/// Open the session's peer route through the path selector: the sender's digests and this
+/// side's verdict then need no relay. Best effort: the relay still carries them.
+async fn open_route(selector: &PathSelector, hello: [u8; route::HELLO_LEN], routes: &RouteAttacher) {
+    let opened = async {
+        let mut conn = TcpStream::connect(selector.addr()).await?;
+        conn.write_all(&hello).await?;
+        Ok::<_, std::io::Error>(conn)
+    };
+    match opened.await {
+        Ok(conn) => routes.attach(conn),
+        Err(e) => tracing::debug!(%e, "no peer route"),
+    }
 }
 
 /// The offer's manifest with the digests the sender's pass found, checked again.

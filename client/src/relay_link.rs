@@ -4,7 +4,14 @@
 //! messages the peer never got. The transfer itself does not wait for any of this: only
 //! what the two sides say to each other does.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use convey_shared::{
     crypto::Side,
@@ -13,9 +20,19 @@ use convey_shared::{
         resume::Slot,
     },
 };
-use tokio::sync::{mpsc, oneshot};
+use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
+use tokio::{
+    net::TcpStream,
+    sync::{mpsc, oneshot},
+};
 
-use crate::{Error, RelayAddr, error::Result, rendezvous::Rendezvous, transport::task::OwnedTask};
+use crate::{
+    Error, RelayAddr,
+    error::Result,
+    peer_route::{Route, Unopened},
+    rendezvous::Rendezvous,
+    transport::task::OwnedTask,
+};
 
 /// How long a side waits for the relay to come back before giving up on the session.
 pub(crate) const RELAY_GRACE: Duration = Duration::from_secs(60);
@@ -27,6 +44,8 @@ const BACKOFF: [Duration; 5] = [
     Duration::from_secs(2),
     Duration::from_secs(4),
 ];
+/// How long the two resume hellos may take on a new relay connection.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Cmd {
     Send(Vec<u8>),
@@ -38,8 +57,29 @@ enum Cmd {
 #[derive(Debug)]
 pub(crate) struct RelayLink {
     cmds: mpsc::UnboundedSender<Cmd>,
+    attach: RouteAttacher,
     inbound: mpsc::UnboundedReceiver<Result<Vec<u8>>>,
     task: OwnedTask,
+}
+
+/// Hands the session a connection between the peers to carry its messages too.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteAttacher {
+    conns: mpsc::UnboundedSender<TcpStream>,
+    up: Arc<AtomicBool>,
+}
+
+impl RouteAttacher {
+    /// Use `conn` (its route hello already written or checked) as the peer route, in
+    /// place of any other.
+    pub(crate) fn attach(&self, conn: TcpStream) {
+        let _ = self.conns.send(conn);
+    }
+
+    /// Is a peer route open?
+    pub(crate) fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for Cmd {
@@ -56,6 +96,8 @@ impl RelayLink {
     pub(crate) fn new(rv: Rendezvous, slot: Slot, side: Side) -> Self {
         let (cmds, cmd_rx) = mpsc::unbounded_channel();
         let (inbound_tx, inbound) = mpsc::unbounded_channel();
+        let (conns, attach_rx) = mpsc::unbounded_channel();
+        let up = Arc::new(AtomicBool::new(false));
         let actor = Actor {
             relay: rv.addr.clone(),
             rv: Some(rv),
@@ -64,16 +106,32 @@ impl RelayLink {
             outbox: VecDeque::new(),
             outbox_base: 0,
             received: 0,
+            relay_next: 0,
             swarms: Vec::new(),
             inbound: inbound_tx,
+            route: None,
+            route_up: up.clone(),
+            reconnect: None,
+            deadline: tokio::time::Instant::now(),
+            relay_gone: None,
         };
         let task = OwnedTask::spawn(move |cancel| async move {
             tokio::select! {
-                () = actor.run(cmd_rx) => {}
+                () = actor.run(cmd_rx, attach_rx) => {}
                 () = cancel.cancelled() => {}
             }
         });
-        Self { cmds, inbound, task }
+        Self {
+            cmds,
+            attach: RouteAttacher { conns, up },
+            inbound,
+            task,
+        }
+    }
+
+    /// Where connections between the peers are handed to this session.
+    pub(crate) fn attacher(&self) -> RouteAttacher {
+        self.attach.clone()
     }
 
     /// Queue a sealed body for the peer; it is delivered once, across reconnections.
@@ -120,69 +178,108 @@ struct Actor {
     /// Sealed bodies sent, from number `outbox_base` on, kept until the peer says it has them.
     outbox: VecDeque<Vec<u8>>,
     outbox_base: u64,
-    /// Sealed bodies received from the peer.
+    /// Sealed bodies received from the peer (over either route; each is delivered once).
     received: u64,
+    /// The number of the next body the relay connection brings.
+    relay_next: u64,
     swarms: Vec<String>,
     inbound: mpsc::UnboundedSender<Result<Vec<u8>>>,
+    /// The connection between the peers, once one is open.
+    route: Option<Route>,
+    route_up: Arc<AtomicBool>,
+    /// Meeting the peer on the relay again, while the relay is lost.
+    reconnect: Option<BoxFuture<'static, Result<Rendezvous>>>,
+    /// Until when the relay may come back.
+    deadline: tokio::time::Instant,
+    /// Why the relay is gone for good (the session goes on over the route).
+    relay_gone: Option<Error>,
+}
+
+/// What woke the relay task.
+enum Wake {
+    Cmd(Option<Cmd>),
+    Relay(Result<Vec<u8>>),
+    Reconnected(Result<Box<Rendezvous>>),
+    Frame(Option<(u64, Vec<u8>)>),
+    Attach(TcpStream),
+    Opened(std::result::Result<(Route, u64), Unopened>),
 }
 
 impl Actor {
-    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+    async fn run(
+        mut self,
+        mut cmds: mpsc::UnboundedReceiver<Cmd>,
+        mut attach: mpsc::UnboundedReceiver<TcpStream>,
+    ) {
+        let mut opening: FuturesUnordered<BoxFuture<'static, _>> = FuturesUnordered::new();
         loop {
-            let lost = match self.rv.as_mut() {
-                Some(rv) => tokio::select! {
-                    cmd = cmds.recv() => match cmd {
-                        Some(Cmd::Send(body)) => {
-                            let r = rv.send_body(&body).await;
-                            self.outbox.push_back(body);
-                            r.err().map(|e| e.to_string())
-                        }
-                        Some(Cmd::RegisterSwarm(hash, reply)) => {
-                            let r = rv.register_swarm(&hash).await;
-                            self.swarms.push(hash);
-                            match r {
-                                Err(Error::RelayUnreachable { reason, .. }) => {
-                                    // Registered again once the session is back.
-                                    let _ = reply.send(Ok(()));
-                                    Some(reason)
-                                }
-                                r => {
-                                    let _ = reply.send(r);
-                                    None
-                                }
-                            }
-                        }
-                        // Closed by its owner, or dropped with it (an error path).
-                        closing => {
-                            let mood = match closing {
-                                Some(Cmd::Close(mood)) => mood,
-                                _ => Mood::Errory,
-                            };
-                            if let Some(rv) = self.rv.take() {
-                                rv.close(mood).await;
-                            }
-                            return;
-                        }
-                    },
-                    // A peer that left, even one that vanished without a goodbye, ends the
-                    // session as before (waiting for it would hold up a swarm's receivers
-                    // that carry on without the sender): only a lost relay is waited for.
-                    body = rv.recv_body() => match body {
-                        Ok(b) => {
-                            self.received += 1;
-                            let _ = self.inbound.send(Ok(b));
-                            None
-                        }
-                        Err(Error::RelayUnreachable { reason, .. }) => Some(reason),
-                        Err(Error::Relay { kind: ErrorKind::ShuttingDown, message }) => Some(message),
-                        Err(e) => return self.fail(e),
-                    },
-                },
-                None => Some("not connected".into()),
+            let wake = tokio::select! {
+                cmd = cmds.recv() => Wake::Cmd(cmd),
+                // A peer that left, even one that vanished without a goodbye, ends the
+                // session as before (waiting for it would hold up a swarm's receivers
+                // that carry on without the sender): only a lost relay is waited for.
+                body = recv_on(&mut self.rv), if self.rv.is_some() => Wake::Relay(body),
+                rv = poll_on(&mut self.reconnect), if self.reconnect.is_some() => Wake::Reconnected(rv.map(Box::new)),
+                frame = next_on(&mut self.route), if self.route.is_some() => Wake::Frame(frame),
+                Some(conn) = attach.recv() => Wake::Attach(conn),
+                Some(opened) = opening.next(), if !opening.is_empty() => Wake::Opened(opened),
             };
-            if let Some(lost) = lost
-                && let Err(e) = self.resume(&lost).await
-            {
+            let step = match wake {
+                Wake::Cmd(Some(Cmd::Send(body))) => self.send(body).await,
+                Wake::Cmd(Some(Cmd::RegisterSwarm(hash, reply))) => {
+                    self.register_swarm(hash, reply).await;
+                    Ok(())
+                }
+                // Closed by its owner, or dropped with it (an error path).
+                Wake::Cmd(closing) => {
+                    let mood = match closing {
+                        Some(Cmd::Close(mood)) => mood,
+                        _ => Mood::Errory,
+                    };
+                    if let Some(rv) = self.rv.take() {
+                        rv.close(mood).await;
+                    }
+                    return;
+                }
+                Wake::Relay(Ok(body)) => {
+                    let number = self.relay_next;
+                    self.relay_next += 1;
+                    self.deliver(number, body)
+                }
+                Wake::Relay(Err(Error::RelayUnreachable { reason, .. })) => {
+                    self.lost(&reason);
+                    Ok(())
+                }
+                Wake::Relay(Err(Error::Relay {
+                    kind: ErrorKind::ShuttingDown,
+                    message,
+                })) => {
+                    self.lost(&message);
+                    Ok(())
+                }
+                Wake::Relay(Err(e)) => Err(e),
+                Wake::Reconnected(r) => self.reconnected(r).await,
+                Wake::Frame(Some((number, body))) => self.deliver(number, body),
+                Wake::Frame(None) => self.route_ended(),
+                Wake::Attach(conn) => {
+                    opening.push(Box::pin(Route::open(
+                        conn,
+                        self.slot.clone(),
+                        self.side,
+                        self.received,
+                    )));
+                    Ok(())
+                }
+                Wake::Opened(Ok((route, peer_has))) => {
+                    self.route_opened(route, peer_has).await;
+                    Ok(())
+                }
+                Wake::Opened(Err(Unopened(why))) => {
+                    tracing::debug!(%why, "no peer route");
+                    Ok(())
+                }
+            };
+            if let Err(e) = step {
                 return self.fail(e);
             }
         }
@@ -193,81 +290,168 @@ impl Actor {
         let _ = self.inbound.send(Err(e));
     }
 
-    /// Meet the peer again on the session's slot, on this relay (restarted, or another
-    /// instance behind the same address), within the grace period.
-    async fn resume(&mut self, lost: &str) -> Result<()> {
-        self.rv = None;
-        tracing::warn!(
-            "lost the relay ({lost}); reconnecting for up to {} s, the transfer goes on",
-            RELAY_GRACE.as_secs()
-        );
-        let deadline = tokio::time::Instant::now() + RELAY_GRACE;
-        let mut attempt = 0;
-        let mut last = lost.to_owned();
-        loop {
-            let wait = BACKOFF[attempt.min(BACKOFF.len() - 1)];
-            attempt += 1;
-            if tokio::time::Instant::now() + wait >= deadline {
-                return Err(Error::RelayLost {
-                    relay: self.relay.to_string(),
-                    secs: RELAY_GRACE.as_secs(),
-                    reason: last,
-                });
-            }
-            tokio::time::sleep(wait).await;
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match tokio::time::timeout(left, self.meet()).await {
-                Ok(Ok((rv, peer_has))) => {
-                    self.rv = Some(rv);
-                    self.catch_up(peer_has).await?;
-                    tracing::warn!("reconnected to the relay; the session goes on");
-                    // Commands that queued meanwhile are served by the main loop.
-                    return Ok(());
-                }
-                Ok(Err(e @ (Error::WrongCode | Error::Protocol(_)))) => return Err(e),
-                Ok(Err(Error::RelayUnreachable { reason, .. })) => last = reason,
-                Ok(Err(e)) => {
-                    tracing::debug!(%e, "resume attempt failed");
-                    last = e.to_string();
-                }
-                Err(_) => last = "the other side did not come back".into(),
+    fn set_route(&mut self, route: Option<Route>) {
+        self.route_up.store(route.is_some(), Ordering::Relaxed);
+        self.route = route;
+    }
+
+    /// The route is gone: the end of the session if the relay is gone for good too.
+    fn route_ended(&mut self) -> Result<()> {
+        self.set_route(None);
+        match (&self.rv, &self.reconnect, self.relay_gone.take()) {
+            (None, None, Some(gone)) => Err(gone),
+            (_, _, gone) => {
+                self.relay_gone = gone;
+                Ok(())
             }
         }
     }
 
-    /// One attempt: connect, claim the slot, wait for the peer, swap hellos. Returns the
-    /// connection and how many of our bodies the peer has.
-    async fn meet(&self) -> Result<(Rendezvous, u64)> {
-        let mut rv = Rendezvous::connect(&self.relay).await?;
-        let host = (self.side == Side::Sender).then(|| Host {
-            many: false,
-            secret: self.slot.secret.clone(),
-        });
-        let present = match rv.claim(self.slot.nameplate, host.as_ref()).await {
-            Ok(p) => p,
-            Err(
-                e @ Error::Relay {
-                    kind: ErrorKind::InUse | ErrorKind::Unauthorized | ErrorKind::RateLimited,
-                    ..
-                },
-            ) => {
-                // The peer's old connection is still leaving, or a private relay waits for
-                // the sender to claim first: try again.
-                rv.close(Mood::Happy).await;
-                return Err(e);
+    /// Hand body `number` on, unless it came already by the other route.
+    fn deliver(&mut self, number: u64, body: Vec<u8>) -> Result<()> {
+        match number.cmp(&self.received) {
+            std::cmp::Ordering::Less => Ok(()),
+            std::cmp::Ordering::Equal => {
+                self.received += 1;
+                let _ = self.inbound.send(Ok(body));
+                Ok(())
+            }
+            std::cmp::Ordering::Greater => {
+                // Only a peer that skipped a message does this; the route is not to be trusted.
+                tracing::debug!(
+                    number,
+                    received = self.received,
+                    "a message out of order on the peer route"
+                );
+                self.route_ended()
+            }
+        }
+    }
+
+    async fn send(&mut self, body: Vec<u8>) -> Result<()> {
+        let number = self.outbox_base + self.outbox.len() as u64;
+        let mut route_failed = false;
+        if let Some(route) = self.route.as_mut()
+            && let Err(e) = route.write(number, &body).await
+        {
+            tracing::debug!(%e, "the peer route ended");
+            route_failed = true;
+        }
+        let sent = match self.rv.as_mut() {
+            Some(rv) => rv.send_body(&body).await.err(),
+            None => None,
+        };
+        self.outbox.push_back(body);
+        if let Some(e) = sent {
+            self.lost(&e.to_string());
+        }
+        if route_failed { self.route_ended() } else { Ok(()) }
+    }
+
+    async fn register_swarm(&mut self, hash: String, reply: oneshot::Sender<Result<()>>) {
+        let r = match self.rv.as_mut() {
+            Some(rv) => rv.register_swarm(&hash).await,
+            // Registered once the relay is back.
+            None => Ok(()),
+        };
+        self.swarms.push(hash);
+        match r {
+            Err(Error::RelayUnreachable { reason, .. }) => {
+                let _ = reply.send(Ok(()));
+                self.lost(&reason);
+            }
+            r => {
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// The relay connection broke: meet the peer again on the session's slot, on this relay
+    /// (restarted, or another instance behind the same address), within the grace period.
+    fn lost(&mut self, lost: &str) {
+        self.rv = None;
+        if self.reconnect.is_some() || self.relay_gone.is_some() {
+            return;
+        }
+        tracing::warn!(
+            "lost the relay ({lost}); reconnecting for up to {} s, the transfer goes on",
+            RELAY_GRACE.as_secs()
+        );
+        self.deadline = tokio::time::Instant::now() + RELAY_GRACE;
+        self.reconnect = Some(Box::pin(reconnect(
+            (self.relay.clone(), self.slot.clone(), self.side),
+            self.deadline,
+            lost.to_owned(),
+        )));
+    }
+
+    async fn reconnected(&mut self, r: Result<Box<Rendezvous>>) -> Result<()> {
+        self.reconnect = None;
+        let mut rv = match r {
+            Ok(rv) => *rv,
+            Err(e @ Error::RelayLost { .. }) if self.route.is_some() => {
+                tracing::warn!("{e}; the session goes on over the connection between the two sides");
+                self.relay_gone = Some(e);
+                return Ok(());
             }
             Err(e) => return Err(e),
         };
-        if !present {
-            rv.wait_for_peer().await?;
-        }
-        rv.send_body(&self.slot.hello(self.side, self.received)).await?;
-        let body = rv.recv_body().await?;
+        // The peer sends its hello first on the new connection, before anything it re-sends.
+        let hellos = async {
+            rv.send_body(&self.slot.hello(self.side, self.received)).await?;
+            rv.recv_body().await
+        };
+        let body = match tokio::time::timeout(HELLO_TIMEOUT, hellos).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => {
+                tracing::debug!(%e, "resume hello failed");
+                return self.retry();
+            }
+            Err(_) => return self.retry(),
+        };
         let peer_has = self
             .slot
             .parse_hello(self.side.other(), &body)
             .ok_or_else(|| Error::Protocol("the other side's resume hello is not valid".into()))?;
-        Ok((rv, peer_has))
+        self.relay_next = self.received;
+        self.rv = Some(rv);
+        self.catch_up(peer_has).await?;
+        tracing::warn!("reconnected to the relay; the session goes on");
+        Ok(())
+    }
+
+    /// A meeting that fell through: try again within the same grace period.
+    fn retry(&mut self) -> Result<()> {
+        self.reconnect = Some(Box::pin(reconnect(
+            (self.relay.clone(), self.slot.clone(), self.side),
+            self.deadline,
+            "the other side did not come back".into(),
+        )));
+        Ok(())
+    }
+
+    /// A route opened: send the peer what it lacks of ours over it.
+    async fn route_opened(&mut self, mut route: Route, peer_has: u64) {
+        let sent = self.outbox_base + self.outbox.len() as u64;
+        if peer_has < self.outbox_base || peer_has > sent {
+            tracing::debug!(
+                peer_has,
+                sent,
+                "the peer route's hello does not fit what was sent"
+            );
+            return;
+        }
+        for (number, body) in (self.outbox_base..).zip(&self.outbox) {
+            if number < peer_has {
+                continue;
+            }
+            if let Err(e) = route.write(number, body).await {
+                tracing::debug!(%e, "the peer route ended while catching up");
+                return;
+            }
+        }
+        tracing::debug!("the peer route is open");
+        self.set_route(Some(route));
     }
 
     /// Drop what the peer has, send what it lacks, register the swarms again.
@@ -288,15 +472,100 @@ impl Actor {
         for body in &self.outbox {
             if let Err(e) = rv.send_body(body).await {
                 tracing::debug!(%e, "lost the relay again while catching up");
+                let reason = e.to_string();
+                self.lost(&reason);
                 return Ok(());
             }
         }
         for hash in &self.swarms {
             if let Err(e) = rv.register_swarm(hash).await {
                 tracing::debug!(%e, "lost the relay again while registering the swarm");
+                let reason = e.to_string();
+                self.lost(&reason);
                 return Ok(());
             }
         }
         Ok(())
     }
+}
+
+async fn recv_on(rv: &mut Option<Rendezvous>) -> Result<Vec<u8>> {
+    match rv.as_mut() {
+        Some(rv) => rv.recv_body().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_on<T>(f: &mut Option<BoxFuture<'static, T>>) -> T {
+    match f.as_mut() {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_on(route: &mut Option<Route>) -> Option<(u64, Vec<u8>)> {
+    match route.as_mut() {
+        Some(r) => r.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Connect with backoff until `deadline`, and claim the session's slot with the peer
+/// there too.
+async fn reconnect(
+    (relay, slot, side): (RelayAddr, Slot, Side),
+    deadline: tokio::time::Instant,
+    mut last: String,
+) -> Result<Rendezvous> {
+    for attempt in 0.. {
+        let wait = BACKOFF[attempt.min(BACKOFF.len() - 1)];
+        if tokio::time::Instant::now() + wait >= deadline {
+            break;
+        }
+        tokio::time::sleep(wait).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, meet(&relay, &slot, side)).await {
+            Ok(Ok(rv)) => return Ok(rv),
+            Ok(Err(e @ (Error::WrongCode | Error::Protocol(_)))) => return Err(e),
+            Ok(Err(Error::RelayUnreachable { reason, .. })) => last = reason,
+            Ok(Err(e)) => {
+                tracing::debug!(%e, "resume attempt failed");
+                last = e.to_string();
+            }
+            Err(_) => last = "the other side did not come back".into(),
+        }
+    }
+    Err(Error::RelayLost {
+        relay: relay.to_string(),
+        secs: RELAY_GRACE.as_secs(),
+        reason: last,
+    })
+}
+
+/// One attempt: connect, claim the slot, wait for the peer.
+async fn meet(relay: &RelayAddr, slot: &Slot, side: Side) -> Result<Rendezvous> {
+    let mut rv = Rendezvous::connect(relay).await?;
+    let host = (side == Side::Sender).then(|| Host {
+        many: false,
+        secret: slot.secret.clone(),
+    });
+    let present = match rv.claim(slot.nameplate, host.as_ref()).await {
+        Ok(p) => p,
+        Err(
+            e @ Error::Relay {
+                kind: ErrorKind::InUse | ErrorKind::Unauthorized | ErrorKind::RateLimited,
+                ..
+            },
+        ) => {
+            // The peer's old connection is still leaving, or a private relay waits for
+            // the sender to claim first: try again.
+            rv.close(Mood::Happy).await;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    if !present {
+        rv.wait_for_peer().await?;
+    }
+    Ok(rv)
 }

@@ -35,7 +35,7 @@ use crate::{
         content_key::content_key,
         files::FileSet,
         prepare::{Prepared, prepare, prepare_pushed},
-        push_send::{PushServer, PushSource, Tap},
+        push_send::{PushServer, PushSource, RouteHandler, Tap},
         select::select,
     },
     transport::serve::Offered,
@@ -163,7 +163,9 @@ pub(crate) async fn send_files(
         pushed: AtomicU64::new(0),
         upload_limit: opts.upload_limit,
     });
-    let server = match PushServer::bind(link.push_hello, source.clone()).await {
+    let routes = link.routes();
+    let on_route: RouteHandler = Arc::new(move |conn| routes.attach(conn));
+    let server = match PushServer::bind(link.push_hello, (link.route_hello, on_route), source.clone()).await {
         Ok(s) => s,
         Err(e) => {
             stop_pass(pass).await;

@@ -6,11 +6,17 @@ use convey_shared::{
     crypto::{Channel, Side, confirmation, verify_confirmation},
     pake::Pake,
     protocol::{
-        MAX_MESSAGE_BYTES, peer::PeerMsg, push, rendezvous::Mood, resume::Slot, stream, tunnel::tunnel_token,
+        MAX_MESSAGE_BYTES, peer::PeerMsg, push, rendezvous::Mood, resume::Slot, route, stream,
+        tunnel::tunnel_token,
     },
 };
 
-use crate::{Error, error::Result, relay_link::RelayLink, rendezvous::Rendezvous};
+use crate::{
+    Error,
+    error::Result,
+    relay_link::{RelayLink, RouteAttacher},
+    rendezvous::Rendezvous,
+};
 
 /// A confirmed, encrypted link to the other side.
 #[derive(Debug)]
@@ -25,6 +31,8 @@ pub(crate) struct PeerLink {
     pub(crate) stream_hello: [u8; stream::HELLO_LEN],
     /// What a push's receiver writes first on the connection (derived from the session key).
     pub(crate) push_hello: [u8; push::HELLO_LEN],
+    /// What the receiver writes first on the peer route (derived from the session key).
+    pub(crate) route_hello: [u8; route::HELLO_LEN],
 }
 
 /// How often a sender that is still preparing its offer says so.
@@ -65,6 +73,7 @@ pub(crate) async fn establish(mut rv: Rendezvous, code: &Code, side: Side) -> Re
         tunnel_token: tunnel_token(&key),
         stream_hello: stream::hello(&key),
         push_hello: push::hello(&key),
+        route_hello: route::hello(&key),
     })
 }
 
@@ -111,6 +120,12 @@ impl PeerLink {
     /// task meanwhile.
     pub(crate) async fn keep_alive_while<F: Future>(&mut self, work: F) -> F::Output {
         work.await
+    }
+
+    /// Where a connection between the peers is handed to this session, to carry its
+    /// messages beside the relay (and without it, once the relay is gone).
+    pub(crate) fn routes(&self) -> RouteAttacher {
+        self.relay.attacher()
     }
 
     pub(crate) async fn register_swarm(&mut self, info_hash: &str) -> Result<()> {

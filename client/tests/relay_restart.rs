@@ -2,7 +2,9 @@
 //! `convey-relay` binary is killed with SIGKILL once bytes are moving and started again on
 //! the same port two seconds later. On every path the transfer carries on, both sides
 //! pick their session up on the new relay, and both exit 0 with the file byte-identical.
-//! Killed and never started again, a tunnel transfer ends with a message that says so.
+//! Killed and never started again, a direct or WebRTC transfer still completes (what the
+//! two sides say goes over the peer route), and a tunnel transfer ends with a message that
+//! says so.
 
 mod common;
 
@@ -179,6 +181,30 @@ fn a_webrtc_transfer_survives_a_relay_restart() {
 #[test]
 fn a_tunnel_transfer_survives_a_relay_restart() {
     assert_survives("relay");
+}
+
+/// The relay killed and never started again: on a path between the peers the transfer
+/// needs it no more. The sender's digests and the receiver's verdict go over the peer route,
+/// so both exit 0 (without it they would wait out the grace period and exit 7).
+fn assert_finishes_without_the_relay(transport: &str) {
+    let (r, s, err, same) = transfer_through_a_dying_relay(transport, false);
+    assert_eq!(r, Some(0), "receiver on {transport}: {err}");
+    assert_eq!(s, Some(0), "sender on {transport}: {err}");
+    assert!(same, "the file on {transport} arrived byte-identical");
+    assert!(
+        !err.contains("reconnected to the relay"),
+        "no relay came back to reconnect to: {err}"
+    );
+}
+
+#[test]
+fn a_direct_transfer_finishes_when_the_relay_never_returns() {
+    assert_finishes_without_the_relay("direct");
+}
+
+#[test]
+fn a_webrtc_transfer_finishes_when_the_relay_never_returns() {
+    assert_finishes_without_the_relay("webrtc");
 }
 
 /// The relay killed and never started again: a tunnel transfer (every byte of it goes

@@ -57,7 +57,7 @@ impl Server {
                     addr: stun_addr,
                     source,
                 };
-                let socket = tokio::net::UdpSocket::bind(stun_addr).await.map_err(bind_err)?;
+                let socket = crate::stun::bind(stun_addr).await.map_err(bind_err)?;
                 let port = socket.local_addr().map_err(bind_err)?.port();
                 Some((socket, port))
             }

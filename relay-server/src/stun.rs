@@ -23,8 +23,9 @@ fn respond(request: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
         return None;
     }
     let mut resp = Message::new();
+    // A dual-stack socket sees an IPv4 client as ::ffff:a.b.c.d; it is told its IPv4 address.
     let mapped = XorMappedAddress {
-        ip: from.ip(),
+        ip: from.ip().to_canonical(),
         port: from.port(),
     };
     let setters: [Box<dyn Setter>; 4] = [
@@ -35,6 +36,19 @@ fn respond(request: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
     ];
     resp.build(&setters).ok()?;
     Some(resp.raw)
+}
+
+/// The STUN socket for `addr`. The unspecified IPv6 address (the default) serves IPv4 and
+/// IPv6 alike; on a host without IPv6 it falls back to the unspecified IPv4 address.
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    match UdpSocket::bind(addr).await {
+        Ok(s) => Ok(s),
+        Err(e) if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED => {
+            tracing::debug!(%e, "no IPv6 for STUN; listening on IPv4 only");
+            UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, addr.port())).await
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Answer Binding requests on `socket` until `cancel`.
@@ -61,6 +75,26 @@ pub(crate) async fn serve(socket: UdpSocket, cancel: CancellationToken) {
 mod tests {
     use super::*;
     use rtc_stun::message::Getter;
+
+    #[test]
+    fn an_ipv4_client_of_a_dual_stack_socket_is_told_its_ipv4_address() {
+        let mut req = Message::new();
+        let setters: [Box<dyn Setter>; 2] = [
+            Box::new(rtc_stun::message::TransactionId::new()),
+            Box::new(BINDING_REQUEST),
+        ];
+        req.build(&setters).unwrap();
+        let from: SocketAddr = "[::ffff:198.51.100.7]:40000".parse().unwrap();
+        let mut resp = Message::new();
+        resp.raw = respond(&req.raw, from).expect("a response");
+        resp.decode().unwrap();
+        let mut got = XorMappedAddress {
+            ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            port: 0,
+        };
+        got.get_from(&resp).unwrap();
+        assert_eq!(got.ip, "198.51.100.7".parse::<std::net::IpAddr>().unwrap());
+    }
 
     #[test]
     fn answers_a_binding_request_with_the_mapped_address() {

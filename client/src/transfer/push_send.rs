@@ -142,8 +142,13 @@ pub struct PushServer {
 }
 
 impl PushServer {
-    /// Listen for the receiver, whose push connection must open with `hello`.
-    pub async fn bind(hello: [u8; HELLO_LEN], source: Arc<PushSource>) -> Result<Self> {
+    /// Listen for the receiver, whose push connection must open with `hello`; a connection
+    /// that opens with `route.0` instead is the session's peer route, handed to `route.1`.
+    pub async fn bind(
+        hello: [u8; HELLO_LEN],
+        route: ([u8; HELLO_LEN], RouteHandler),
+        source: Arc<PushSource>,
+    ) -> Result<Self> {
         let listener = TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, 0))
             .await
             .map_err(Error::io("cannot listen for the receiver"))?;
@@ -153,7 +158,12 @@ impl PushServer {
             .port();
         let bittorrent = Arc::new(OnceLock::new());
         let bt = bittorrent.clone();
-        let task = OwnedTask::spawn(move |cancel| accept_loop(listener, hello, source, bt, cancel));
+        let hellos = Hellos {
+            push: hello,
+            route: route.0,
+        };
+        let task =
+            OwnedTask::spawn(move |cancel| accept_loop(listener, (hellos, route.1), source, bt, cancel));
         Ok(Self {
             port,
             bittorrent,
@@ -175,17 +185,29 @@ impl PushServer {
     }
 }
 
+/// Takes the session's peer route (a connection whose route hello was checked).
+pub type RouteHandler = Arc<dyn Fn(TcpStream) + Send + Sync>;
+
+/// What a receiver's connection may open with.
+#[derive(Clone, Copy)]
+struct Hellos {
+    push: [u8; HELLO_LEN],
+    route: [u8; HELLO_LEN],
+}
+
 /// What a new connection turned out to be.
 enum Arrival {
     /// A push connection, and the frames the receiver already holds.
     Push(TcpStream, Vec<u8>),
+    /// The session's peer route.
+    Route(TcpStream),
     /// Something else, handled (or dropped) already.
     Other,
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    hello: [u8; HELLO_LEN],
+    (hellos, on_route): (Hellos, RouteHandler),
     source: Arc<PushSource>,
     bittorrent: Arc<OnceLock<u16>>,
     cancel: CancellationToken,
@@ -201,13 +223,15 @@ async fn accept_loop(
                 let cancel = cancel.clone();
                 arrivals.spawn(async move {
                     tokio::select! {
-                        a = arrive(conn, from, hello, frames, bt) => a,
+                        a = arrive(conn, from, hellos, frames, bt) => a,
                         () = cancel.cancelled() => Arrival::Other,
                     }
                 });
             }
             Some(Ok(arrival)) = arrivals.join_next(), if !arrivals.is_empty() => {
-                if let Arrival::Push(conn, have) = arrival {
+                if let Arrival::Route(conn) = arrival {
+                    on_route(conn);
+                } else if let Arrival::Push(conn, have) = arrival {
                     // A receiver that connects again (its path died) replaces the old push.
                     if let Some(old) = current.take() {
                         old.cancel();
@@ -240,7 +264,7 @@ async fn accept_loop(
 async fn arrive(
     mut conn: TcpStream,
     from: SocketAddr,
-    hello: [u8; HELLO_LEN],
+    hellos: Hellos,
     frames: u64,
     bittorrent: Arc<OnceLock<u16>>,
 ) -> Arrival {
@@ -262,7 +286,10 @@ async fn arrive(
     let handshake = async {
         let mut presented = [0u8; HELLO_LEN];
         conn.read_exact(&mut presented).await.ok()?;
-        if !bool::from(presented.ct_eq(&hello)) {
+        if bool::from(presented.ct_eq(&hellos.route)) {
+            return Some(None);
+        }
+        if !bool::from(presented.ct_eq(&hellos.push)) {
             return None;
         }
         let len = conn.read_u32_le().await.ok()? as usize;
@@ -272,10 +299,11 @@ async fn arrive(
         }
         let mut have = vec![0u8; want];
         conn.read_exact(&mut have[..len]).await.ok()?;
-        Some(have)
+        Some(Some(have))
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Some(have)) => Arrival::Push(conn, have),
+        Ok(Some(Some(have))) => Arrival::Push(conn, have),
+        Ok(Some(None)) => Arrival::Route(conn),
         _ => {
             tracing::debug!(%from, "dropping a push connection without the hello");
             Arrival::Other

@@ -31,7 +31,7 @@ pub const DEFAULT_TUNNEL_MAX_BYTES: u64 = 64 << 30;
 /// Default seconds one session may use the WebSocket tunnel (6 hours).
 pub const DEFAULT_TUNNEL_MAX_SECS: u64 = 6 * 3600;
 /// Default STUN address (UDP); `off` disables STUN.
-pub const DEFAULT_STUN_LISTEN: &str = "0.0.0.0:3478";
+pub const DEFAULT_STUN_LISTEN: &str = "[::]:3478";
 /// Default seconds one end of a tunnel waits for the other.
 pub const DEFAULT_TUNNEL_WAIT_SECS: u64 = 300;
 /// Default seconds running sessions get to finish after SIGTERM.

@@ -5,6 +5,7 @@ pub mod peer;
 pub mod push;
 pub mod rendezvous;
 pub mod resume;
+pub mod route;
 pub mod stream;
 pub mod tunnel;
 
