@@ -23,6 +23,9 @@ pub enum Error {
         "the other side vanished before the transfer finished; run both commands again to resume where it stopped"
     )]
     PeerGone,
+    /// No allowed path between the peers carried a connection: which, and how each failed.
+    #[error("{}", no_path(.transport, .why))]
+    NoPath { transport: &'static str, why: String },
     #[error("cannot reach the relay at {relay}: {reason}. Check --relay / CONVEY_RELAY{hint}")]
     RelayUnreachable {
         relay: String,
@@ -75,7 +78,7 @@ impl Error {
             Self::WrongCode | Self::CodeClosed(_) => 3,
             Self::Timeout(_) => 4,
             Self::Declined(_) => 5,
-            Self::Transfer(_) | Self::PeerGone => 6,
+            Self::Transfer(_) | Self::PeerGone | Self::NoPath { .. } => 6,
             Self::RelayUnreachable { .. }
             | Self::RelayLost { .. }
             | Self::Relay { .. }
@@ -97,9 +100,25 @@ impl Error {
             Self::Protocol(_) => "the receiver found a message from the sender invalid",
             Self::Timeout(_) => "the receiver timed out",
             Self::PeerGone => "the receiver lost its connection to the sender",
+            // Which paths failed and at which step: nothing of the receiver's machine.
+            Self::NoPath { transport, why } => {
+                return format!("the receiver could not connect: {}", no_path(transport, why));
+            }
             _ => "the receiver failed",
         }
         .to_owned()
+    }
+}
+
+fn no_path(transport: &str, why: &str) -> String {
+    if transport == "auto" {
+        format!(
+            "no path reached the other side ({why}); check that the two machines can reach each other or the relay"
+        )
+    } else {
+        format!(
+            "--transport {transport} could not connect the two sides ({why}); allow that path between the machines, or use --transport auto"
+        )
     }
 }
 

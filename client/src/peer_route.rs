@@ -112,6 +112,17 @@ impl Route {
         }
     }
 
+    /// End the route: close our half, then wait (at most `linger`) for the peer to close
+    /// its own, which it does once it has read everything we wrote.
+    pub(crate) async fn finish(mut self, linger: Duration) {
+        let drained = async {
+            if self.writer.shutdown().await.is_ok() {
+                while self.frames.recv().await.is_some() {}
+            }
+        };
+        let _ = tokio::time::timeout(linger, drained).await;
+    }
+
     /// The next numbered frame, `None` once the route has ended (cancel-safe).
     pub(crate) async fn next(&mut self) -> Option<(u64, Vec<u8>)> {
         self.frames.recv().await

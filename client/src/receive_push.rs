@@ -44,6 +44,8 @@ use crate::{
 /// The pauses between them (1, 2, 4, 8 s) let a relay that restarts (the tunnel path) come
 /// back first.
 const PUSH_TRIES: u32 = 5;
+/// Push connections tried before giving up when no path has carried one at all.
+const NEVER_CONNECTED_TRIES: u32 = 2;
 /// How often progress is reported.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// The file beside the staging files that records which frames are on disk.
@@ -161,6 +163,11 @@ async fn fetch(
     let pushed = async {
         let mut tries = 0;
         while !sink.complete() && sink.stopped().is_none() && tries < PUSH_TRIES {
+            // No path has ever carried a connection: more tries (and BitTorrent, on the same
+            // paths) would fail as these did.
+            if tries >= NEVER_CONNECTED_TRIES && !selector.opened_any() {
+                break;
+            }
             // The relay ended the tunnel for good: BitTorrent's fallback says why.
             if paths.relay_said.borrow().is_some() || sink.limit_reached() {
                 break;
@@ -212,6 +219,7 @@ async fn fetch(
         Ok::<_, Error>(())
     }
     .await;
+    let never_connected = !sink.complete() && !selector.opened_any();
     let fetched = sink.fetched();
     let on_disk = sink.bytes();
     let outcome = sink.finish().await;
@@ -231,6 +239,9 @@ async fn fetch(
             )));
         }
         Some(Stop::Broken(_)) | None => {}
+    }
+    if never_connected {
+        return Err(no_path(paths, selector.why_not()));
     }
     let prepared = match prepared {
         Some(p) => p,
@@ -264,6 +275,14 @@ async fn fetch(
     let plan = plan_for(checked, key, seeded, staging, paths, opts)?;
     let (over_bt, _) = download(link, &plan, opts, events).await?;
     Ok(fetched + over_bt)
+}
+
+/// The error for a transfer no allowed path could carry: which paths failed, and how.
+fn no_path(paths: &Paths, why: Option<String>) -> Error {
+    Error::NoPath {
+        transport: paths.transport.name(),
+        why: why.unwrap_or_else(|| "no connection could be opened".into()),
+    }
 }
 
 /// Open the session's peer route through the path selector: the sender's digests and this

@@ -46,6 +46,10 @@ const BACKOFF: [Duration; 5] = [
 ];
 /// How long the two resume hellos may take on a new relay connection.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing session waits for the peer to have read what the route carried.
+const ROUTE_LINGER: Duration = Duration::from_secs(2);
+/// How long closing may take in all (the route's linger, then the relay's goodbye).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(4);
 
 enum Cmd {
     Send(Vec<u8>),
@@ -161,7 +165,7 @@ impl RelayLink {
     pub(crate) async fn close(self, mood: Mood) {
         let _ = self.cmds.send(Cmd::Close(mood));
         let mut task = self.task;
-        if tokio::time::timeout(Duration::from_secs(3), task.finished())
+        if tokio::time::timeout(CLOSE_TIMEOUT, task.finished())
             .await
             .is_err()
         {
@@ -236,6 +240,11 @@ impl Actor {
                         Some(Cmd::Close(mood)) => mood,
                         _ => Mood::Errory,
                     };
+                    // What went onto the route may still sit in a WebRTC channel's
+                    // buffers: end our half and wait for the peer to end its own.
+                    if let Some(route) = self.route.take() {
+                        route.finish(ROUTE_LINGER).await;
+                    }
                     if let Some(rv) = self.rv.take() {
                         rv.close(mood).await;
                     }
@@ -250,8 +259,9 @@ impl Actor {
                     self.lost(&reason);
                     Ok(())
                 }
+                // A relay that stops, or whose shared store (Redis) is gone for now.
                 Wake::Relay(Err(Error::Relay {
-                    kind: ErrorKind::ShuttingDown,
+                    kind: ErrorKind::ShuttingDown | ErrorKind::Unavailable,
                     message,
                 })) => {
                     self.lost(&message);

@@ -29,17 +29,36 @@ struct Net {
 
 impl Net {
     fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// The same three hosts with only IPv6 addresses (the benchmarking range 2001:2::/48,
+    /// RFC 5180) besides loopback, and the relay on `[::]`.
+    fn new_v6() -> Self {
+        Self::build(true)
+    }
+
+    fn build(v6: bool) -> Self {
         let n = NEXT_NET.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}{n}", std::process::id() % 10_000);
-        // The benchmarking range (RFC 2544, 198.18.0.0/15), the only one tests may use. Each
-        // `Net` is its own set of namespaces, so they may all use the same subnets.
-        let p = "198.18".to_owned();
+        // The benchmarking ranges (RFC 2544, 198.18.0.0/15; RFC 5180, 2001:2::/48), the only
+        // ones tests may use. Each `Net` is its own set of namespaces, so they may all use the
+        // same subnets.
+        let p = if v6 { "2001:2:0" } else { "198.18" }.to_owned();
         let (a, b, r) = (format!("cva{id}"), format!("cvb{id}"), format!("cvr{id}"));
         for ns in [&a, &b, &r] {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
             run(&["ip", "netns", "add", ns]);
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
+        let addr = |side: &str, host: u8| {
+            if v6 {
+                format!("{p}:{side}::{host}")
+            } else {
+                format!("{p}.{side}.{host}")
+            }
+        };
+        let prefix = if v6 { "/64" } else { "/24" };
         for (host, side) in [(&a, "1"), (&b, "2")] {
             let (outer, inner) = (format!("r{side}{id}"), format!("h{side}{id}"));
             run(&[
@@ -47,57 +66,55 @@ impl Net {
             ]);
             run(&["ip", "link", "set", &outer, "netns", &r]);
             run(&["ip", "link", "set", &inner, "netns", host]);
-            run(&[
-                "ip",
-                "-n",
-                &r,
-                "addr",
-                "add",
-                &format!("{p}.{side}.1/24"),
-                "dev",
-                &outer,
-            ]);
-            run(&[
-                "ip",
-                "-n",
-                host,
-                "addr",
-                "add",
-                &format!("{p}.{side}.2/24"),
-                "dev",
-                &inner,
-            ]);
+            for (ns, dev, n) in [(&r, &outer, 1), (host, &inner, 2)] {
+                let mut args = vec![
+                    "ip".to_owned(),
+                    "-n".into(),
+                    ns.to_string(),
+                    "addr".into(),
+                    "add".into(),
+                    format!("{}{prefix}", addr(side, n)),
+                    "dev".into(),
+                    dev.to_string(),
+                ];
+                if v6 {
+                    // Usable at once, without duplicate address detection's wait.
+                    args.push("nodad".into());
+                }
+                run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            }
             run(&["ip", "-n", &r, "link", "set", &outer, "up"]);
             run(&["ip", "-n", host, "link", "set", &inner, "up"]);
-            run(&[
-                "ip",
-                "-n",
-                host,
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("{p}.{side}.1"),
-            ]);
+            run(&["ip", "-n", host, "route", "add", "default", "via", &addr(side, 1)]);
         }
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &r,
-            "sysctl",
-            "-q",
-            "-w",
-            "net.ipv4.ip_forward=1",
-        ]);
-        let relay = Some(NamespaceRelay::start(&r));
+        let forwarding = if v6 {
+            "net.ipv6.conf.all.forwarding=1"
+        } else {
+            "net.ipv4.ip_forward=1"
+        };
+        run(&["ip", "netns", "exec", &r, "sysctl", "-q", "-w", forwarding]);
+        let listen = if v6 {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+        } else {
+            std::net::SocketAddr::from(([0, 0, 0, 0], 0))
+        };
+        let relay = Some(NamespaceRelay::start_on(&r, listen));
         Self { a, b, r, p, relay }
+    }
+
+    /// Is this the IPv6-only network?
+    fn v6(&self) -> bool {
+        self.p.contains(':')
     }
 
     /// The relay as seen from host `side` (1: sender, 2: receiver).
     fn relay_from(&self, side: u8) -> String {
         let port = self.relay.as_ref().map_or(0, |r| r.port);
-        format!("{}.{side}.1:{port}", self.p)
+        if self.v6() {
+            format!("[{}:{side}::1]:{port}", self.p)
+        } else {
+            format!("{}.{side}.1:{port}", self.p)
+        }
     }
 
     /// Drop every packet between the two hosts (TCP and UDP), inside their namespaces; both
@@ -124,7 +141,11 @@ impl Net {
             format!("meta l4proto {proto}")
         };
         for (ns, other) in [(&self.a, "2"), (&self.b, "1")] {
-            let subnet = format!("{}.{other}.0/24", self.p);
+            let (family, subnet) = if self.v6() {
+                ("ip6", format!("{}:{other}::/64", self.p))
+            } else {
+                ("ip", format!("{}.{other}.0/24", self.p))
+            };
             nft(ns, "add table inet convey_test");
             for (chain, hook, dir) in [("in", "input", "saddr"), ("out", "output", "daddr")] {
                 nft(
@@ -133,7 +154,7 @@ impl Net {
                 );
                 nft(
                     ns,
-                    &format!("add rule inet convey_test {chain} ip {dir} {subnet} {only} drop"),
+                    &format!("add rule inet convey_test {chain} {family} {dir} {subnet} {only} drop"),
                 );
             }
         }
@@ -172,12 +193,31 @@ fn paths_of(events: &[serde_json::Value]) -> Vec<String> {
 
 /// Send `size` bytes from host a to host b; `during` runs once the receiver has a quarter.
 fn transfer(net: &Net, size: usize, limit: Option<&str>, during: impl FnOnce()) -> Vec<serde_json::Value> {
+    transfer_on(net, "auto", size, limit, during)
+}
+
+/// A transfer with both sides on `transport`; returns the receiver's events.
+fn transfer_on(
+    net: &Net,
+    transport: &str,
+    size: usize,
+    limit: Option<&str>,
+    during: impl FnOnce(),
+) -> Vec<serde_json::Value> {
     let home = tempfile::tempdir().expect("home");
     let src = home.path().join("payload.bin");
     write_random(&src, size);
     let out = home.path().join("out");
     let mut send = net.convey(&net.a, home.path());
-    send.args(["send", "--code", "70-pilot-planet", "--relay", &net.relay_from(1)]);
+    send.args([
+        "send",
+        "--code",
+        "70-pilot-planet",
+        "--relay",
+        &net.relay_from(1),
+        "--transport",
+        transport,
+    ]);
     if let Some(rate) = limit {
         send.args(["--limit-rate", rate]);
     }
@@ -191,6 +231,8 @@ fn transfer(net: &Net, size: usize, limit: Option<&str>, during: impl FnOnce()) 
             "--json",
             "--relay",
             &net.relay_from(2),
+            "--transport",
+            transport,
             "--out",
         ])
         .arg(&out)
@@ -247,6 +289,78 @@ fn a_direct_path_cut_mid_transfer_finishes_over_the_relay() {
     let paths = paths_of(&seen);
     assert_eq!(paths.first().map(String::as_str), Some("direct"), "{seen:?}");
     assert_eq!(paths.last().map(String::as_str), Some("relay"), "{seen:?}");
+}
+
+/// Hosts with only IPv6 addresses (and loopback as usual), the relay on the router: every
+/// path works, each forced in turn, and `auto` picks direct.
+#[test]
+fn ipv6_only_hosts_send_on_every_path() {
+    let net = Net::new_v6();
+    for transport in ["direct", "webrtc", "relay", "auto"] {
+        let seen = transfer_on(&net, transport, 8 << 20, None, || {});
+        let want = if transport == "auto" { "direct" } else { transport };
+        assert_eq!(paths_of(&seen), [want], "{transport}: {seen:?}");
+    }
+}
+
+/// A forced path that cannot connect fails in bounded time with exit 6 and one line that
+/// names the path and the step that failed on it, on both sides: WebRTC with every packet
+/// between the hosts dropped (ICE), direct with TCP between them dropped.
+#[test]
+fn a_forced_path_that_cannot_connect_says_which_and_why() {
+    for (transport, step) in [("webrtc", "ICE"), ("direct", "direct TCP")] {
+        let net = Net::new();
+        if transport == "webrtc" {
+            net.block_direct();
+        } else {
+            net.block_direct_tcp();
+        }
+        let home = tempfile::tempdir().expect("home");
+        let src = home.path().join("payload.bin");
+        write_random(&src, 1 << 20);
+        let mut send = net.convey(&net.a, home.path());
+        send.args(["send", "--code", "71-pilot-planet", "--relay", &net.relay_from(1)])
+            .args(["--transport", transport])
+            .arg(&src);
+        let send_err = home.path().join("send.err");
+        let (mut sender, _) = common::spawn_with_code(send, &send_err);
+        let recv_err = home.path().join("recv.err");
+        let mut receiver = net
+            .convey(&net.b, home.path())
+            .args(["receive", "--yes", "--relay", &net.relay_from(2)])
+            .args(["--transport", transport, "--out"])
+            .arg(home.path().join("out"))
+            .arg("71-pilot-planet")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&recv_err).expect("stderr file"))
+            .spawn()
+            .expect("receive");
+        let r = wait_with_timeout(&mut receiver, Duration::from_secs(120)).code();
+        let s = wait_with_timeout(&mut sender, Duration::from_secs(30)).code();
+        let (rerr, serr) = (
+            std::fs::read_to_string(&recv_err).unwrap_or_default(),
+            std::fs::read_to_string(&send_err).unwrap_or_default(),
+        );
+        assert_eq!(r, Some(6), "{transport}: receiver: {rerr}");
+        assert_eq!(s, Some(6), "{transport}: sender: {serr}");
+        let line = |err: &str| {
+            err.lines()
+                .find(|l| l.starts_with("error:"))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        for (who, err) in [("receiver", &rerr), ("sender", &serr)] {
+            let l = line(err);
+            assert!(
+                l.contains(&format!("--transport {transport}")) && l.contains(step),
+                "{transport}: the {who}'s one line names the path and the failed step: {err}"
+            );
+        }
+        assert!(
+            !home.path().join("out/payload.bin").exists(),
+            "nothing posing as complete"
+        );
+    }
 }
 
 /// A host whose loopback has only ::1 (an IPv6-only machine): the receiver's path selector

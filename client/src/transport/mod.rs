@@ -39,6 +39,16 @@ impl Transport {
     pub fn allows_webrtc(self) -> bool {
         matches!(self, Self::Auto | Self::Webrtc)
     }
+
+    /// Its `--transport` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Direct => "direct",
+            Self::Webrtc => "webrtc",
+            Self::Relay => "relay",
+        }
+    }
 }
 
 impl FromStr for Transport {

@@ -22,8 +22,8 @@ use webrtc::{
     data_channel::{DataChannel, DataChannelEvent},
     peer_connection::{
         PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-        RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, RTCSessionDescription,
-        SettingEngineBuilder,
+        RTCIceConnectionState, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState,
+        RTCSessionDescription, SettingEngineBuilder,
     },
 };
 
@@ -47,6 +47,8 @@ const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
 struct Handler {
     gathered: watch::Sender<bool>,
     state: watch::Sender<RTCPeerConnectionState>,
+    /// Set once ICE found a working pair of addresses (so a later failure is DTLS's).
+    ice_up: Arc<std::sync::atomic::AtomicBool>,
     incoming: mpsc::UnboundedSender<Arc<dyn DataChannel>>,
 }
 
@@ -62,6 +64,15 @@ impl PeerConnectionEventHandler for Handler {
         let _ = self.state.send(state);
     }
 
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        if matches!(
+            state,
+            RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+        ) {
+            self.ice_up.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     async fn on_data_channel(&self, channel: Arc<dyn DataChannel>) {
         let _ = self.incoming.send(channel);
     }
@@ -72,6 +83,7 @@ pub struct RtcPeer {
     pc: Arc<dyn PeerConnection>,
     gathered: watch::Receiver<bool>,
     state: watch::Receiver<RTCPeerConnectionState>,
+    ice_up: Arc<std::sync::atomic::AtomicBool>,
     incoming: tokio::sync::Mutex<Option<mpsc::UnboundedReceiver<Arc<dyn DataChannel>>>>,
     cancel: CancellationToken,
     serving: tokio::sync::Mutex<Option<OwnedTask>>,
@@ -96,6 +108,7 @@ impl RtcPeer {
         let (gathered_tx, gathered) = watch::channel(false);
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
         let (incoming_tx, incoming) = mpsc::unbounded_channel();
+        let ice_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let ice_servers = stun
             .into_iter()
             .map(|url| RTCIceServer {
@@ -118,6 +131,7 @@ impl RtcPeer {
             .with_handler(Arc::new(Handler {
                 gathered: gathered_tx,
                 state: state_tx,
+                ice_up: ice_up.clone(),
                 incoming: incoming_tx,
             }))
             // Every interface, and loopback for two peers on one machine, on each IP
@@ -131,6 +145,7 @@ impl RtcPeer {
             pc: Arc::new(pc),
             gathered,
             state,
+            ice_up,
             incoming: tokio::sync::Mutex::new(Some(incoming)),
             cancel: CancellationToken::new(),
             serving: tokio::sync::Mutex::default(),
@@ -219,14 +234,25 @@ impl RtcPeer {
         matches!(up, Ok(Ok(s)) if *s == RTCPeerConnectionState::Connected)
     }
 
-    /// The receiver: the next unused data channel, once the peers are connected.
-    pub async fn open(&self, within: Duration) -> Option<Arc<dyn DataChannel>> {
+    /// The receiver: the next unused data channel, once the peers are connected; else
+    /// which step of WebRTC failed.
+    pub async fn open(&self, within: Duration) -> std::result::Result<Arc<dyn DataChannel>, &'static str> {
         if !self.connected(within).await {
-            return None;
+            return Err(if self.cancel.is_cancelled() {
+                "closed, since another path works"
+            } else if self.ice_up.load(std::sync::atomic::Ordering::Relaxed) {
+                "DTLS did not complete over the connected ICE pair"
+            } else {
+                "ICE found no working pair of addresses (is UDP between the two machines blocked?)"
+            });
         }
         let mut incoming = self.incoming.lock().await;
-        let incoming = incoming.as_mut()?;
-        tokio::time::timeout(within, incoming.recv()).await.ok().flatten()
+        let incoming = incoming.as_mut().ok_or("no data channel")?;
+        tokio::time::timeout(within, incoming.recv())
+            .await
+            .ok()
+            .flatten()
+            .ok_or("the sender opened no data channel (all in use?)")
     }
 
     /// The sender: connect each channel to `target` when the receiver starts using it.

@@ -99,6 +99,8 @@ pub struct PathSelector {
     addr: SocketAddr,
     task: OwnedTask,
     current: Arc<Mutex<Option<&'static str>>>,
+    /// Why the last connection no path could carry failed, path by path.
+    failed: Arc<Mutex<Option<String>>>,
 }
 
 impl PathSelector {
@@ -110,9 +112,26 @@ impl PathSelector {
             .local_addr()
             .map_err(Error::io("opening the local path selector"))?;
         let current = Arc::new(Mutex::new(None));
-        let shown = current.clone();
-        let task = OwnedTask::spawn(move |cancel| accept_loop(listener, paths, events, cancel, shown));
-        Ok(Self { addr, task, current })
+        let failed = Arc::new(Mutex::new(None));
+        let (shown, why) = (current.clone(), failed.clone());
+        let task = OwnedTask::spawn(move |cancel| accept_loop(listener, paths, events, cancel, (shown, why)));
+        Ok(Self {
+            addr,
+            task,
+            current,
+            failed,
+        })
+    }
+
+    /// Has any path carried a connection yet?
+    pub fn opened_any(&self) -> bool {
+        self.current().is_some()
+    }
+
+    /// Why the most recent connection that no path could carry failed ("WebRTC: ICE …;
+    /// direct TCP: …"), if one did.
+    pub fn why_not(&self) -> Option<String> {
+        self.failed.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The address to hand librqbit (or the stream reader) as the sender.
@@ -135,7 +154,7 @@ async fn accept_loop(
     paths: Paths,
     events: EventSink,
     cancel: CancellationToken,
-    current: Arc<Mutex<Option<&'static str>>>,
+    (current, failed): (Shared<&'static str>, Shared<String>),
 ) {
     let mut conns = JoinSet::new();
     loop {
@@ -145,14 +164,28 @@ async fn accept_loop(
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
         };
         let Ok((local, _)) = accepted else { continue };
-        let (paths, events, cancel, current) =
-            (paths.clone(), events.clone(), cancel.clone(), current.clone());
+        let (paths, events, cancel, current, failed) = (
+            paths.clone(),
+            events.clone(),
+            cancel.clone(),
+            current.clone(),
+            failed.clone(),
+        );
         conns.spawn(async move {
             let opened = tokio::select! {
                 r = open(&paths) => r,
                 () = cancel.cancelled() => return,
             };
-            let Some((conn, name)) = opened else { return };
+            let (conn, name) = match opened {
+                Ok(c) => c,
+                Err(why) => {
+                    if !why.is_empty() {
+                        tracing::debug!(why = why.join("; "), "no path carried a connection");
+                        *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.join("; "));
+                    }
+                    return;
+                }
+            };
             let changed = current.lock().unwrap_or_else(|e| e.into_inner()).replace(name) != Some(name);
             if changed {
                 events(Event::Transport { path: name.into() });
@@ -198,10 +231,17 @@ async fn accept_loop(
     conns.shutdown().await;
 }
 
-/// Open the best allowed path to the sender, or `None` when none works. Direct starts at
-/// once, WebRTC a moment later, the relay tunnel last (later still when WebRTC is in play,
-/// since its connection may still be coming up); the first to connect wins.
-async fn open(paths: &Paths) -> Option<(Conn, &'static str)> {
+/// A value the accept loop's connections report to the selector.
+type Shared<T> = Arc<Mutex<Option<T>>>;
+
+/// What one path attempt gives: the connection, or why the path failed.
+type Attempt = std::result::Result<(Conn, &'static str), String>;
+
+/// Open the best allowed path to the sender, or say why each failed. Direct starts at once,
+/// WebRTC a moment later, the relay tunnel last (later still when WebRTC is in play, since
+/// its connection may still be coming up); the first to connect wins. An empty list: the
+/// connection was held back while librqbit's own direct connection worked.
+async fn open(paths: &Paths) -> std::result::Result<(Conn, &'static str), Vec<String>> {
     if let Some(busy) = &paths.direct_elsewhere {
         // librqbit's own direct connection gets a head start; while it carries the
         // transfer this connection waits, and gives up before librqbit's 10 s handshake
@@ -217,20 +257,20 @@ async fn open(paths: &Paths) -> Option<(Conn, &'static str)> {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             };
-            tokio::time::timeout(HOLD, freed).await.ok()?;
+            tokio::time::timeout(HOLD, freed).await.map_err(|_| Vec::new())?;
         }
     }
     let direct =
         paths.transport.allows_direct() && !paths.hints.is_empty() && paths.direct_elsewhere.is_none();
     let rtc = paths.rtc.as_ref().filter(|_| paths.transport.allows_webrtc());
     let relay = paths.transport.allows_relay() && paths.tunnel;
-    let mut tries: FuturesUnordered<futures::future::BoxFuture<'_, Option<(Conn, &'static str)>>> =
-        FuturesUnordered::new();
+    let mut tries: FuturesUnordered<futures::future::BoxFuture<'_, Attempt>> = FuturesUnordered::new();
     if direct {
         tries.push(Box::pin(async {
             dial_direct(&paths.hints)
                 .await
                 .map(|c| (Conn::Tcp(c), path::DIRECT))
+                .map_err(|why| format!("direct TCP: {why}"))
         }));
     }
     if let Some(peer) = rtc {
@@ -241,6 +281,7 @@ async fn open(paths: &Paths) -> Option<(Conn, &'static str)> {
             peer.open(RTC_TIMEOUT)
                 .await
                 .map(|dc| (Conn::Rtc(dc), path::WEBRTC))
+                .map_err(|why| format!("WebRTC: {why}"))
         }));
     }
     if relay {
@@ -252,27 +293,34 @@ async fn open(paths: &Paths) -> Option<(Conn, &'static str)> {
         tries.push(Box::pin(async move {
             tokio::time::sleep(delay).await;
             match tunnel::connect(&paths.relay, &paths.token, TunnelSide::Dial).await {
-                Ok(ws) => Some((Conn::Tunnel(Box::new(ws)), path::RELAY)),
+                Ok(ws) => Ok((Conn::Tunnel(Box::new(ws)), path::RELAY)),
                 Err(err) => {
                     tracing::debug!(%err, "relay tunnel unavailable");
+                    let why = format!("the relay tunnel: {err}");
                     if let Error::RelayRefused(said) = err {
                         paths.relay_said.send_replace(Some(said));
                     }
-                    None
+                    Err(why)
                 }
             }
         }));
     }
+    let mut why = Vec::new();
     while let Some(r) = tries.next().await {
-        if r.is_some() {
-            return r;
+        match r {
+            Ok(c) => return Ok(c),
+            Err(e) => why.push(e),
         }
     }
-    None
+    if why.is_empty() {
+        why.push("no path is allowed on both sides (check --transport)".into());
+    }
+    Err(why)
 }
 
-/// Connect to the first of `hints` that answers (later ones start a little later).
-async fn dial_direct(hints: &[SocketAddr]) -> Option<TcpStream> {
+/// Connect to the first of `hints` that answers (later ones start a little later); else
+/// what went wrong.
+async fn dial_direct(hints: &[SocketAddr]) -> std::result::Result<TcpStream, String> {
     let mut tries: FuturesUnordered<_> = hints
         .iter()
         .enumerate()
@@ -281,11 +329,16 @@ async fn dial_direct(hints: &[SocketAddr]) -> Option<TcpStream> {
             tokio::time::timeout(DIRECT_TIMEOUT, TcpStream::connect(addr)).await
         })
         .collect();
+    let mut last = String::from("no address to try");
     while let Some(r) = tries.next().await {
-        if let Ok(Ok(conn)) = r {
-            conn.set_nodelay(true).ok();
-            return Some(conn);
+        match r {
+            Ok(Ok(conn)) => {
+                conn.set_nodelay(true).ok();
+                return Ok(conn);
+            }
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = format!("no answer within {} s", DIRECT_TIMEOUT.as_secs()),
         }
     }
-    None
+    Err(format!("{} address(es) of the sender tried, {last}", hints.len()))
 }

@@ -395,7 +395,7 @@ fn refuse(e: MailboxError, out: &mut Vec<ServerMsg>) -> Flow {
         MailboxError::Exhausted => ErrorKind::Exhausted,
         MailboxError::Backlog => ErrorKind::BadRequest,
         MailboxError::Unauthorized => ErrorKind::Unauthorized,
-        MailboxError::Unavailable => ErrorKind::Other,
+        MailboxError::Unavailable => ErrorKind::Unavailable,
     };
     out.push(error(kind, &e.to_string()));
     Flow::Close

@@ -117,6 +117,8 @@ pub enum ErrorKind {
     Idle,
     /// The relay is shutting down.
     ShuttingDown,
+    /// The relay cannot reach the store it shares with other instances (Redis).
+    Unavailable,
     #[serde(other)]
     Other,
 }
