@@ -2,6 +2,8 @@
 
 use convey_shared::protocol::rendezvous::ErrorKind;
 
+use crate::Transport;
+
 /// Why a transfer did not complete.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -25,7 +27,7 @@ pub enum Error {
     PeerGone,
     /// No allowed path between the peers carried a connection: which, and how each failed.
     #[error("{}", no_path(.transport, .why))]
-    NoPath { transport: &'static str, why: String },
+    NoPath { transport: Transport, why: String },
     #[error("cannot reach the relay at {relay}: {reason}. Check --relay / CONVEY_RELAY{hint}")]
     RelayUnreachable {
         relay: String,
@@ -110,14 +112,15 @@ impl Error {
     }
 }
 
-fn no_path(transport: &str, why: &str) -> String {
-    if transport == "auto" {
+fn no_path(transport: &Transport, why: &str) -> String {
+    if *transport == Transport::Auto {
         format!(
             "no path reached the other side ({why}); check that the two machines can reach each other or the relay"
         )
     } else {
         format!(
-            "--transport {transport} could not connect the two sides ({why}); allow that path between the machines, or use --transport auto"
+            "--transport {} could not connect the two sides ({why}); allow that path between the machines, or use --transport auto",
+            transport.name()
         )
     }
 }

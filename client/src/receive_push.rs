@@ -280,7 +280,7 @@ async fn fetch(
 /// The error for a transfer no allowed path could carry: which paths failed, and how.
 fn no_path(paths: &Paths, why: Option<String>) -> Error {
     Error::NoPath {
-        transport: paths.transport.name(),
+        transport: paths.transport,
         why: why.unwrap_or_else(|| "no connection could be opened".into()),
     }
 }

@@ -28,6 +28,9 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Every choice, in the order `--help` names them.
+    const ALL: [Self; 4] = [Self::Auto, Self::Direct, Self::Webrtc, Self::Relay];
+
     pub fn allows_direct(self) -> bool {
         matches!(self, Self::Auto | Self::Direct)
     }
@@ -55,15 +58,10 @@ impl FromStr for Transport {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "direct" => Ok(Self::Direct),
-            "webrtc" => Ok(Self::Webrtc),
-            "relay" => Ok(Self::Relay),
-            other => Err(format!(
-                "{other:?} is not a transport; use auto, direct, webrtc or relay"
-            )),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| format!("{s:?} is not a transport; use auto, direct, webrtc or relay"))
     }
 }
 

@@ -8,7 +8,13 @@
 //! while a channel has more than [`SEND_BUFFER`] bytes unacknowledged (the data channel's
 //! buffered-amount back-pressure), so nothing is ever buffered beyond that.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::BytesMut;
 use tokio::{
@@ -48,7 +54,7 @@ struct Handler {
     gathered: watch::Sender<bool>,
     state: watch::Sender<RTCPeerConnectionState>,
     /// Set once ICE found a working pair of addresses (so a later failure is DTLS's).
-    ice_up: Arc<std::sync::atomic::AtomicBool>,
+    ice_up: Arc<AtomicBool>,
     incoming: mpsc::UnboundedSender<Arc<dyn DataChannel>>,
 }
 
@@ -69,7 +75,7 @@ impl PeerConnectionEventHandler for Handler {
             state,
             RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
         ) {
-            self.ice_up.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.ice_up.store(true, Ordering::Relaxed);
         }
     }
 
@@ -83,12 +89,12 @@ pub struct RtcPeer {
     pc: Arc<dyn PeerConnection>,
     gathered: watch::Receiver<bool>,
     state: watch::Receiver<RTCPeerConnectionState>,
-    ice_up: Arc<std::sync::atomic::AtomicBool>,
+    ice_up: Arc<AtomicBool>,
     incoming: tokio::sync::Mutex<Option<mpsc::UnboundedReceiver<Arc<dyn DataChannel>>>>,
     cancel: CancellationToken,
     serving: tokio::sync::Mutex<Option<OwnedTask>>,
     /// Data channels the receiver started using so far (sender side).
-    channels: Arc<std::sync::atomic::AtomicU64>,
+    channels: Arc<AtomicU64>,
     /// The sender's pre-created channels, until [`RtcPeer::serve`] takes them.
     pool: tokio::sync::Mutex<Vec<Arc<dyn DataChannel>>>,
 }
@@ -108,7 +114,7 @@ impl RtcPeer {
         let (gathered_tx, gathered) = watch::channel(false);
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
         let (incoming_tx, incoming) = mpsc::unbounded_channel();
-        let ice_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ice_up = Arc::new(AtomicBool::new(false));
         let ice_servers = stun
             .into_iter()
             .map(|url| RTCIceServer {
@@ -240,7 +246,7 @@ impl RtcPeer {
         if !self.connected(within).await {
             return Err(if self.cancel.is_cancelled() {
                 "closed, since another path works"
-            } else if self.ice_up.load(std::sync::atomic::Ordering::Relaxed) {
+            } else if self.ice_up.load(Ordering::Relaxed) {
                 "DTLS did not complete over the connected ICE pair"
             } else {
                 "ICE found no working pair of addresses (is UDP between the two machines blocked?)"
@@ -273,7 +279,7 @@ impl RtcPeer {
                             Some(_) => {}
                         }
                     };
-                    channels.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    channels.fetch_add(1, Ordering::Relaxed);
                     if let Ok(mut local) = TcpStream::connect(target).await
                         && local.write_all(&first).await.is_ok()
                     {
@@ -293,7 +299,7 @@ impl RtcPeer {
 
     /// Has the receiver opened a data channel yet?
     pub fn in_use(&self) -> bool {
-        self.channels.load(std::sync::atomic::Ordering::Relaxed) > 0
+        self.channels.load(Ordering::Relaxed) > 0
     }
 
     /// Close the connection and stop every task.

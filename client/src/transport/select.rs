@@ -180,8 +180,9 @@ async fn accept_loop(
                 Ok(c) => c,
                 Err(why) => {
                     if !why.is_empty() {
-                        tracing::debug!(why = why.join("; "), "no path carried a connection");
-                        *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.join("; "));
+                        let why = why.join("; ");
+                        tracing::debug!(%why, "no path carried a connection");
+                        *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
                     }
                     return;
                 }
