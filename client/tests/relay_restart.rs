@@ -9,7 +9,7 @@
 mod common;
 
 use std::{
-    io::BufRead,
+    io::{BufRead, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -43,7 +43,24 @@ fn free_port() -> u16 {
 struct RelayProcess(Child);
 
 impl RelayProcess {
-    fn start(port: u16) -> Self {
+    /// A relay on a free port. The relay's STUN takes the same number on UDP, which another
+    /// process (a parallel test's WebRTC socket) may hold: that relay exits, and another
+    /// port is tried.
+    fn start_free() -> (Self, u16) {
+        let mut why = Vec::new();
+        for _ in 0..5 {
+            let port = free_port();
+            match Self::start(port) {
+                Ok(relay) => return (relay, port),
+                Err(e) => why.push(format!("port {port}: {e}")),
+            }
+        }
+        panic!("no relay started on five free ports: {}", why.join("; "));
+    }
+
+    /// The relay on `port`, once it answers its health check (so every socket it binds is
+    /// bound); why not, when it exits or never answers.
+    fn start(port: u16) -> Result<Self, String> {
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(relay_bin())
             .args(["--listen", &addr, "--stun-listen", &addr])
@@ -52,16 +69,19 @@ impl RelayProcess {
             .stderr(Stdio::null())
             .spawn()
             .expect("start convey-relay");
+        let mut relay = Self(child);
         let started = Instant::now();
         let at: SocketAddr = addr.parse().expect("address");
-        while TcpStream::connect_timeout(&at, Duration::from_millis(200)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the relay never listened on {addr}"
-            );
+        while !healthy(&at) {
+            if let Ok(Some(status)) = relay.0.try_wait() {
+                return Err(format!("the relay exited ({status})"));
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                return Err("the relay never answered /healthz".into());
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self(child)
+        Ok(relay)
     }
 
     fn kill(mut self) {
@@ -75,6 +95,20 @@ impl Drop for RelayProcess {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Does the relay at `at` answer its health check? A socket in the listen backlog of a
+/// relay still starting (or about to exit) does not.
+fn healthy(at: &SocketAddr) -> bool {
+    let Ok(mut conn) = TcpStream::connect_timeout(at, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut status = [0u8; 12];
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")
+        .is_ok()
+        && conn.read_exact(&mut status).is_ok()
+        && status.ends_with(b" 200")
 }
 
 fn convey_at(home: &Path, port: u16) -> Command {
@@ -100,8 +134,7 @@ fn transfer_in(dir: &Path, transport: &str, restart: bool) -> (Option<i32>, Opti
     if !file.exists() {
         write_random(&file, 48 << 20);
     }
-    let port = free_port();
-    let relay = RelayProcess::start(port);
+    let (relay, port) = RelayProcess::start_free();
 
     let mut send = convey_at(&home, port);
     send.args(["send", "--transport", transport, "--limit-rate", "6M"])
@@ -138,7 +171,7 @@ fn transfer_in(dir: &Path, transport: &str, restart: bool) -> (Option<i32>, Opti
     );
     relay.kill();
     std::thread::sleep(Duration::from_secs(2));
-    let relay = restart.then(|| RelayProcess::start(port));
+    let relay = restart.then(|| RelayProcess::start(port).expect("the relay started again on its port"));
 
     let r = wait_with_timeout(&mut receiver, LONG).code();
     let s = wait_with_timeout(&mut sender, LONG).code();
