@@ -69,8 +69,13 @@ fn pct(bytes: &[u8]) -> String {
 }
 
 async fn announce(relay: &TestRelay, hash: [u8; 20], peer: u8, port: u16) -> String {
+    announce_event(relay, hash, (peer, port), "").await
+}
+
+/// An announce of `peer` with `event` (`&event=stopped`, or nothing).
+async fn announce_event(relay: &TestRelay, hash: [u8; 20], (peer, port): (u8, u16), event: &str) -> String {
     let q = format!(
-        "/announce?info_hash={}&peer_id={}&port={port}&left=5&compact=0",
+        "/announce?info_hash={}&peer_id={}&port={port}&left=5&compact=0{event}",
         pct(&hash),
         pct(&[peer; 20])
     );
@@ -132,9 +137,22 @@ async fn two_relays_sharing_redis_act_as_one() {
     )
     .await;
 
-    // Once the registering session left, neither instance serves the swarm.
+    // A swarm outlives its registration while its peers announce; once the registering
+    // session left and its peers stopped, neither instance serves it. (The probe is itself
+    // a `stopped` announce, so it does not keep the swarm alive.)
+    let stopped = "&event=stopped";
+    assert!(
+        !announce_event(&b, hash, (3, 3333), stopped)
+            .await
+            .contains("failure reason")
+    );
+    announce_event(&a, hash, (1, 1111), stopped).await;
+    announce_event(&b, hash, (2, 2222), stopped).await;
     let began = Instant::now();
-    while !announce(&b, hash, 3, 3333).await.contains("unregistered") {
+    while !announce_event(&b, hash, (3, 3333), stopped)
+        .await
+        .contains("unregistered")
+    {
         assert!(began.elapsed() < Duration::from_secs(10), "registration released");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

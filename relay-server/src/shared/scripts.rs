@@ -177,13 +177,13 @@ local p, h, id = ARGV[1], ARGV[2], ARGV[3]
 local reg, peers, done = p .. 'sw:' .. h .. ':reg', p .. 'sw:' .. h .. ':peers', p .. 'sw:' .. h .. ':done'
 local stale = tonumber(ARGV[9])
 redis.call('ZREMRANGEBYSCORE', reg, '-inf', now)
-if redis.call('ZCARD', reg) == 0 then
+-- A swarm stays served while registered or while its peers announce (the peers hash
+-- expires `stale` after the last one): a latecomer still finds the receivers.
+if redis.call('ZCARD', reg) == 0 and redis.call('EXISTS', peers) == 0 then
   if ARGV[10] ~= '1' then return {'unregistered'} end
-  if redis.call('EXISTS', peers) == 0 then
-    if ARGV[6] == '1' then return {'ok', 0, 0} end
-    redis.call('ZREMRANGEBYSCORE', p .. 'sws', '-inf', now)
-    if redis.call('ZCARD', p .. 'sws') >= tonumber(ARGV[11]) then return {'full'} end
-  end
+  if ARGV[6] == '1' then return {'ok', 0, 0} end
+  redis.call('ZREMRANGEBYSCORE', p .. 'sws', '-inf', now)
+  if redis.call('ZCARD', p .. 'sws') >= tonumber(ARGV[11]) then return {'full'} end
 end
 if ARGV[7] == '1' then redis.call('INCR', done); redis.call('PEXPIRE', done, stale) end
 if ARGV[6] == '1' then
@@ -219,7 +219,7 @@ const SCRAPE: &str = r"
 local p, h, stale = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local reg, peers = p .. 'sw:' .. h .. ':reg', p .. 'sw:' .. h .. ':peers'
 redis.call('ZREMRANGEBYSCORE', reg, '-inf', now)
-if redis.call('ZCARD', reg) == 0 and (ARGV[4] ~= '1' or redis.call('EXISTS', peers) == 0) then return {} end
+if redis.call('ZCARD', reg) == 0 and redis.call('EXISTS', peers) == 0 then return {} end
 local complete, incomplete = 0, 0
 local all = redis.call('HGETALL', peers)
 for i = 2, #all, 2 do
@@ -501,7 +501,6 @@ impl Shared {
         &self,
         info_hash: &[u8; 20],
         stale_ms: u64,
-        open: bool,
     ) -> Result<Option<(usize, u64, usize)>, StoreError> {
         let v: Vec<i64> = self
             .invoke(
@@ -510,8 +509,7 @@ impl Shared {
                     .prepare_invoke()
                     .arg(PREFIX)
                     .arg(hex::encode(info_hash))
-                    .arg(stale_ms)
-                    .arg(flag(open)),
+                    .arg(stale_ms),
             )
             .await?;
         Ok(match v.as_slice() {

@@ -92,13 +92,13 @@ impl SwarmStore {
         hashes: &[InfoHash],
         stale_after: Duration,
     ) -> Vec<(InfoHash, SwarmStats)> {
-        let (store, open) = match self {
+        let store = match self {
             Self::Memory(s) => return s.scrape(hashes),
-            Self::Shared { store, open } => (store, *open),
+            Self::Shared { store, .. } => store,
         };
         let mut out = Vec::new();
         for h in hashes {
-            match store.scrape(&h.0, millis(stale_after), open).await {
+            match store.scrape(&h.0, millis(stale_after)).await {
                 Ok(Some((complete, downloaded, incomplete))) => out.push((
                     *h,
                     SwarmStats {

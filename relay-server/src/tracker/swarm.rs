@@ -133,8 +133,10 @@ impl Swarms {
         let mut swarms = self.lock();
         if let Some(s) = swarms.get_mut(&h) {
             s.registrations = s.registrations.saturating_sub(1);
-            // An open tracker keeps a swarm its peers still use.
-            if s.registrations == 0 && (!self.open || s.peers.is_empty()) {
+            // A swarm its peers still use stays until they stop or go stale: the members'
+            // rendezvous connections end with the sender's, yet a latecomer that took the
+            // offer must still find the receivers that hold the pieces.
+            if s.registrations == 0 && s.peers.is_empty() {
                 swarms.remove(&h);
             }
         }
@@ -248,6 +250,28 @@ mod tests {
         s.announce(&ann(1, 1000, true), ttl).unwrap();
         assert!(s.announce(&ann(2, 2000, false), ttl).unwrap().peers.is_empty());
         s.unregister(InfoHash([1; 20]));
+        s.announce(&ann(3, 3000, false), ttl)
+            .expect("a swarm whose peers still announce outlives its registrations");
+        s.announce(&ann(2, 2000, true), ttl).unwrap();
+        s.announce(&ann(3, 3000, true), ttl).unwrap();
+        s.prune(ttl);
+        assert_eq!(
+            s.announce(&ann(2, 2000, false), ttl).unwrap_err(),
+            Refusal::Unregistered,
+            "once its last peer stopped, an unregistered swarm goes"
+        );
+    }
+
+    #[test]
+    fn an_unregistered_swarm_goes_when_its_peers_go_stale() {
+        let s = Swarms::new(false);
+        let ttl = Duration::from_secs(60);
+        s.register(InfoHash([1; 20]));
+        s.announce(&ann(2, 2000, false), ttl).unwrap();
+        s.unregister(InfoHash([1; 20]));
+        assert_eq!(s.counts(), (1, 1), "kept while its peer is fresh");
+        s.prune(Duration::ZERO);
+        assert_eq!(s.counts(), (0, 0));
         assert_eq!(
             s.announce(&ann(2, 2000, false), ttl).unwrap_err(),
             Refusal::Unregistered
