@@ -733,8 +733,12 @@ pub(crate) async fn download(
                     plan.paths.close().await;
                     fetched_before += handle.stats().live.map_or(0, |l| l.snapshot.fetched_bytes);
                     bt::remove(&torrent_session, &handle).await;
-                    tracker = None;
-                    peers = selector.as_ref().map(|s| vec![s.addr()]).unwrap_or_default();
+                    // In a swarm the other receivers (found through the tracker) may hold
+                    // what the sender cannot deliver any more: keep them.
+                    if !plan.swarm {
+                        tracker = None;
+                        peers = selector.as_ref().map(|s| vec![s.addr()]).unwrap_or_default();
+                    }
                     resume = true;
                 }
                 bt::Downloaded::Stalled => {
