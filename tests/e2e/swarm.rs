@@ -194,6 +194,62 @@ async fn late_receiver(write: fn(&std::path::Path, u64, u64) -> String) {
     relay.server.shutdown().await;
 }
 
+/// A receiver whose copy went bad (here overwritten on disk while it seeds, as a hostile
+/// co-receiver, who holds the content key, could do) serves blocks that pass the AEAD check
+/// but fail their piece hash. The latecomer drops it each time, takes those pieces from the
+/// sender, and installs only the sender's bytes. The other receiver stops at once, so every
+/// byte counted as coming from a receiver came from the forger: the test shows forged
+/// pieces really arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receiver_serving_forged_pieces_is_dropped_and_the_latecomer_completes() {
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("forged.bin");
+    let size = 16 << 20;
+    let digest = random_file(&src, size, 43);
+    let mut opts = send_options(&relay, src);
+    opts.receivers = receivers(2);
+    let rec = Recorder::default();
+    let sender = tokio::spawn(convey::send(opts, rec.sink()));
+    let code = rec.code().await;
+    let (out_a, rec_a, a) = receiver(&relay, &code, (dir.path(), "a"), Transport::Auto);
+    saw(&rec_a, "seeding", |e| matches!(e, Event::Seeding { .. })).await;
+    let installed = out_a.join("forged.bin");
+    assert_eq!(sha256_file(&installed), digest);
+    // Forge in place: the seeding receiver's open file now reads other bytes.
+    random_file(&dir.path().join("other.bin"), size, 44);
+    let other = std::fs::read(dir.path().join("other.bin")).expect("read");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&installed)
+            .expect("open");
+        f.write_all_at(&other, 0).expect("forge");
+    }
+    let (out_c, rec_c, c) = receiver(&relay, &code, (dir.path(), "c"), Transport::Auto);
+    let got = finished(c, 180, "the latecomer completes beside a forger").await;
+    assert_eq!(got.bytes, size);
+    assert_eq!(
+        sha256_file(&out_c.join("forged.bin")),
+        digest,
+        "only the real bytes installed"
+    );
+    let (from_sender, from_receivers) = sources(&rec_c);
+    assert!(
+        from_receivers > 0,
+        "the forger served the latecomer (sender {from_sender}, receivers {from_receivers})"
+    );
+    assert!(
+        from_sender >= size,
+        "the sender made up for every forged piece: {from_sender}"
+    );
+    let _ = sender_end(sender).await;
+    a.abort();
+    relay.server.shutdown().await;
+}
+
 /// While one receiver transfers, three tries with wrong words are each reported to the
 /// sender; then the code takes nobody new, and the admitted receiver still completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
