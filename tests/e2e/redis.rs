@@ -64,6 +64,17 @@ impl Drop for Redis {
     }
 }
 
+/// The port `redis` listens on, to start it again there.
+fn redis_port(redis: &Redis) -> u16 {
+    redis
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("port")
+}
+
 fn pct(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("%{b:02X}")).collect()
 }
@@ -158,13 +169,7 @@ async fn two_relays_sharing_redis_act_as_one() {
     }
 
     // Redis goes away: health checks say so; it comes back: both instances pair again.
-    let port: u16 = redis
-        .url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let port = redis_port(&redis);
     drop(redis);
     assert_eq!(http_get(a.server.local_addr(), "/healthz").await.0, 503);
     let _redis = Redis::start_on(port);
@@ -310,4 +315,85 @@ async fn when_the_instance_both_sides_used_goes_away_they_move_to_the_other() {
         .expect("the sender finished through the other instance");
     assert_eq!(sha256_file(&dir.path().join("out/payload.bin")), digest);
     b.server.shutdown().await;
+}
+
+/// Redis goes away in the middle of a direct transfer: the transfer finishes (its messages
+/// take the peer route) and both sides succeed; meanwhile a new `send` is told that the
+/// relay's shared store is away, within the store's few-second bound rather than after a
+/// minute of silence; once Redis is back, codes are handed out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn while_redis_is_away_a_running_transfer_finishes_and_new_codes_are_refused() {
+    convey_tests::init_tracing();
+    let redis = Redis::start();
+    let port = redis_port(&redis);
+    let relay = TestRelay::spawn_with(|c| c.redis_url = Some(redis.url.clone())).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("outage.bin");
+    let size = 24 << 20;
+    let digest = random_file(&src, size, 61);
+    let mut opts = send_options(&relay, src.clone());
+    opts.transport = Transport::Direct;
+    // About 6 s on the wire, so Redis goes while bytes move.
+    opts.upload_limit = std::num::NonZeroU32::new(4 << 20);
+    let sent = Recorder::default();
+    let sender = tokio::spawn(convey::send(opts, sent.sink()));
+    let code = sent.code().await;
+    let rec = Recorder::default();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let mut ropts = receive_options(&relay, code, out.clone());
+    ropts.transport = Transport::Direct;
+    let receiver = tokio::spawn(convey::receive(ropts, rec.sink()));
+    let began = Instant::now();
+    while !rec
+        .events
+        .lock()
+        .expect("lock")
+        .iter()
+        .any(|e| matches!(e, convey::Event::Progress { bytes, .. } if *bytes > 0))
+    {
+        assert!(began.elapsed() < Duration::from_secs(60), "bytes started to move");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(redis);
+
+    let refused = tokio::time::timeout(
+        Duration::from_secs(20),
+        convey::send(send_options(&relay, src.clone()), convey::ignore_events()),
+    )
+    .await
+    .expect("a new code is answered while Redis is away")
+    .expect_err("no code without the shared store");
+    assert!(
+        matches!(&refused, convey::Error::Relay { message, .. } if message.contains("shared store")),
+        "{refused}"
+    );
+
+    tokio::time::timeout(Duration::from_secs(120), receiver)
+        .await
+        .expect("receiver finished")
+        .expect("task")
+        .expect("the running transfer finishes while Redis is away");
+    assert_eq!(sha256_file(&out.join("outage.bin")), digest);
+    tokio::time::timeout(Duration::from_secs(60), sender)
+        .await
+        .expect("sender finished")
+        .expect("task")
+        .expect("the sender succeeds too");
+
+    let _redis = Redis::start_on(port);
+    let began = Instant::now();
+    while http_get(relay.server.local_addr(), "/healthz").await.0 != 200 {
+        assert!(began.elapsed() < Duration::from_secs(20), "reconnected to Redis");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    transfer(
+        &relay,
+        Side::new(&relay.addr, Transport::Auto),
+        Side::new(&relay.addr, Transport::Auto),
+        1 << 20,
+    )
+    .await;
+    relay.server.shutdown().await;
 }

@@ -14,7 +14,7 @@ use std::{
 
 use convey_shared::protocol::rendezvous::ServerMsg;
 use futures::StreamExt;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +26,11 @@ const PREFIX: &str = "convey:";
 
 /// Pause before renewing a lost subscription.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
+
+/// The most one store operation may take, reconnecting included. redis-rs's connection
+/// manager makes a command that finds Redis gone wait for its reconnection, which can take
+/// a minute; a client asking for a code is told at once instead that the store is away.
+pub(crate) const STORE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The shared store is unreachable or answered nonsense.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +73,13 @@ impl Shared {
         stop: CancellationToken,
     ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), StoreError> {
         let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client.clone()).await?;
+        // Bounded attempts: a dead or unreachable Redis must fail an operation within
+        // STORE_TIMEOUT, not hold it on a reconnect (the next operation tries again).
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(1))
+            .set_response_timeout(Duration::from_secs(2))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
         let instance = hex::encode(rand::random::<[u8; 8]>());
         let pattern = format!("{PREFIX}to:{instance}:*");
         let mut pubsub = client.get_async_pubsub().await?;
@@ -120,10 +131,9 @@ impl Shared {
 
     /// Whether Redis answers (for `/healthz`).
     pub(crate) async fn ping(&self) -> bool {
-        redis::cmd("PING")
-            .query_async::<String>(&mut self.conn())
-            .await
-            .is_ok()
+        let (mut conn, cmd) = (self.conn(), redis::cmd("PING"));
+        let ping = cmd.query_async::<String>(&mut conn);
+        matches!(tokio::time::timeout(STORE_TIMEOUT, ping).await, Ok(Ok(_)))
     }
 
     fn inboxes(&self) -> MutexGuard<'_, HashMap<u64, mpsc::Sender<ServerMsg>>> {

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use convey_shared::protocol::rendezvous::{Host, Mood, ServerMsg};
 use redis::{Script, Value};
 
-use super::{PREFIX, Shared, StoreError};
+use super::{PREFIX, STORE_TIMEOUT, Shared, StoreError};
 use crate::rendezvous::{MAX_WAITING_GUESTS, locked_error};
 
 const NOW: &str = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n";
@@ -291,17 +291,23 @@ fn flag(b: bool) -> &'static str {
 
 impl Shared {
     /// Run a prepared script, once more if the connection had dropped (the connection
-    /// manager reconnects after the first failure, e.g. when Redis restarted).
+    /// manager reconnects after the first failure, e.g. when Redis restarted); both tries
+    /// within [`STORE_TIMEOUT`].
     async fn invoke<T: redis::FromRedisValue>(
         &self,
         inv: &mut redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        match inv.invoke_async(&mut self.conn()).await {
-            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
-                Ok(inv.invoke_async(&mut self.conn()).await?)
+        let run = async {
+            match inv.invoke_async(&mut self.conn()).await {
+                Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
+                    Ok(inv.invoke_async(&mut self.conn()).await?)
+                }
+                r => Ok(r?),
             }
-            r => Ok(r?),
-        }
+        };
+        tokio::time::timeout(STORE_TIMEOUT, run)
+            .await
+            .map_err(|_| StoreError(format!("no answer within {} s", STORE_TIMEOUT.as_secs())))?
     }
 
     pub(crate) async fn allocate(
