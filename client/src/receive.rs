@@ -221,8 +221,24 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
     }
 }
 
+/// The torrent librqbit runs now: a fallback removes it and adds it again, so whatever
+/// looks at it later (the failover check, the sources report, the seat that serves the
+/// swarm) must see the new one, not the first.
+#[derive(Default)]
+struct CurrentTorrent(std::sync::Mutex<Option<Arc<ManagedTorrent>>>);
+
+impl CurrentTorrent {
+    fn get(&self) -> Option<Arc<ManagedTorrent>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, t: Arc<ManagedTorrent>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+    }
+}
+
 /// Is librqbit connected to the sender other than through the path selector?
-fn direct_peer_live(torrent: &OnceLock<Arc<ManagedTorrent>>, selector: &OnceLock<SocketAddr>) -> bool {
+fn direct_peer_live(torrent: &CurrentTorrent, selector: &OnceLock<SocketAddr>) -> bool {
     let (Some(t), Some(sel)) = (torrent.get(), selector.get()) else {
         return false;
     };
@@ -592,7 +608,7 @@ pub(crate) async fn download(
     // `--transport direct` is plain BitTorrent: tracker peers and the sender's addresses.
     // `auto` adds the path selector as a second peer for the fallbacks, which stands aside
     // while librqbit's own direct connection works. Forced WebRTC or relay: the selector only.
-    let torrent: Arc<OnceLock<Arc<ManagedTorrent>>> = Arc::default();
+    let torrent: Arc<CurrentTorrent> = Arc::default();
     let selector_addr: Arc<OnceLock<SocketAddr>> = Arc::default();
     let transport = plan.paths.transport;
     let mut paths = plan.paths.clone();
@@ -667,7 +683,7 @@ pub(crate) async fn download(
                 &folder,
             )
             .await?;
-            let _ = torrent.set(handle.clone());
+            torrent.set(handle.clone());
             if let (Some(start), None) = (plan.start, &steering) {
                 let (handle, written) = (handle.clone(), written.clone());
                 let arrived = move |i| written.queued(i) || written.get(i);
@@ -780,7 +796,7 @@ pub(crate) async fn download(
         }
     };
     if let Some(t) = torrent.get() {
-        report_sources(t, &plan.paths.hints, selector_addr.get(), events);
+        report_sources(&t, &plan.paths.hints, selector_addr.get(), events);
     }
     let written = finished.map_err(Error::Transfer)?;
     if let Some(why) = written.corrupt {
@@ -805,7 +821,7 @@ pub(crate) async fn download(
             files.relocate(plan.staging.final_paths());
             Some(Seat {
                 engine: torrent_session,
-                torrent: t.clone(),
+                torrent: t,
                 files: files.clone(),
             })
         }
