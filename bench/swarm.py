@@ -10,7 +10,7 @@ Usage (root): python3 bench/swarm.py [--size-mib 256] [--counts 1,2,4,8] [--rate
 Uses the release binaries (cargo build --release). Traffic stays inside the namespaces it
 creates; they, the relay and every convey it started are removed afterwards.
 """
-import argparse, json, os, shutil, subprocess, sys, tempfile, threading, time
+import argparse, json, os, resource, shutil, subprocess, sys, tempfile, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from transfer import write_random  # noqa: E402
@@ -182,12 +182,16 @@ def main():
         write_random(os.path.join(work, "payload.bin"), size)
         base = None
         print(f"{args.size_mib} MiB, every link {args.rate} both ways")
-        print(f"{'N':>3} {'all done s':>11} {'x N=1':>7} {'sender out MiB':>15} {'x content':>10} {'from peers MiB':>15}")
+        print(f"{'N':>3} {'all done s':>11} {'x N=1':>7} {'sender out MiB':>15} {'x content':>10} {'from peers MiB':>15} {'CPU s':>8}")
         for n in [int(c) for c in args.counts.split(",")]:
+            cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             secs, sent, from_peers = run_once(n, size, args.rate, work)
+            cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            # Every process the run started was waited for: relay, sender and receivers.
+            cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
             if base is None:
                 base = secs
-            print(f"{n:>3} {secs:>11.1f} {secs / base:>7.2f} {sent / 2**20:>15.0f} {sent / size:>10.2f} {from_peers / 2**20:>15.0f}", flush=True)
+            print(f"{n:>3} {secs:>11.1f} {secs / base:>7.2f} {sent / 2**20:>15.0f} {sent / size:>10.2f} {from_peers / 2**20:>15.0f} {cpu:>8.1f}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -202,7 +202,7 @@ pub(crate) async fn send_many(
                     let active = tally.count(Stage::Active);
                     let holders = active + tally.count(Stage::Serving);
                     let swarming = active >= 1 && holders >= 2;
-                    backoff.update(s, up, (swarming, holdings.complete()), opts.upload_limit);
+                    backoff.update(s, (up, holdings.reported()), (swarming, holdings.complete()), opts.upload_limit);
                 }
             }
             () = sleep_until(idle_deadline), if idle_deadline.is_some() => {
@@ -233,12 +233,27 @@ pub(crate) async fn send_many(
 /// slows to [`BACKOFF_FLOOR`]. librqbit on the receivers then fetches from each other (it
 /// moves a piece from a slow peer to a faster one); pieces only the sender holds still
 /// come, more slowly. With no other receiver left to serve, full speed again.
+///
+/// The reports are the receivers' word: a co-receiver that serves forged pieces, or one the
+/// others cannot reach, holds nothing useful. So while the sender holds back, the receivers
+/// that transfer must gain more than the sender itself sends them; if over a
+/// [`STARVED_WINDOW`] they gained no more than half as much again, holding back only slows
+/// them, and the sender goes back to full speed until nobody transfers any more.
 #[derive(Debug, Default)]
 struct Backoff {
     since: Option<(Instant, u64)>,
     /// 0: full speed, 1: a quarter, 2: the floor.
     step: u8,
+    /// While holding back: the pieces reported and the bytes uploaded when the current
+    /// window began, and when.
+    window: Option<(u64, u64, Instant)>,
+    /// The receivers starved while the sender held back: no more backing off this round.
+    starved: bool,
 }
+
+/// How long the sender watches what the receivers gain while it holds back (they report
+/// every 2 s).
+const STARVED_WINDOW: Duration = Duration::from_secs(6);
 
 /// The slowest the sender goes when it backs off.
 const BACKOFF_FLOOR: u32 = 256 << 10;
@@ -248,14 +263,37 @@ impl Backoff {
     fn update(
         &mut self,
         s: &Seeding,
-        uploaded: u64,
+        (uploaded, reported): (u64, u64),
         (swarming, all_held): (bool, bool),
         limit: Option<std::num::NonZeroU32>,
     ) {
         let (started, at_start) = *self.since.get_or_insert((Instant::now(), uploaded));
         let limits = &s.engine.session().ratelimits;
         let capped = |bps: u32| std::num::NonZeroU32::new(limit.map_or(bps, |l| l.get().min(bps)));
-        let want = if !swarming {
+        if !swarming {
+            self.starved = false;
+        }
+        if self.step == 0 || !swarming {
+            self.window = None;
+        } else {
+            let now = Instant::now();
+            let (r0, u0, t0) = *self.window.get_or_insert((reported, uploaded, now));
+            if now.duration_since(t0) >= STARVED_WINDOW {
+                let piece = s.prepared.info.piece_length;
+                let gained = reported.saturating_sub(r0).saturating_mul(piece);
+                let sent = uploaded.saturating_sub(u0);
+                if gained <= sent.saturating_add(sent / 2).saturating_add(piece) {
+                    tracing::debug!(
+                        gained,
+                        sent,
+                        "the receivers gain only what the sender sends them: full speed"
+                    );
+                    self.starved = true;
+                }
+                self.window = Some((reported, uploaded, now));
+            }
+        }
+        let want = if !swarming || self.starved {
             0
         } else if all_held {
             2

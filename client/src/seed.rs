@@ -130,11 +130,13 @@ pub(crate) async fn seeder(
     }
 }
 
-/// Which pieces the receivers of a swarm hold together, from their `have` reports.
+/// Which pieces the receivers of a swarm hold together, from their `have` reports, and how
+/// many each one reported last (their sum grows while the receivers make progress).
 #[derive(Debug)]
 pub(crate) struct Holdings {
     pieces: u64,
     bits: std::sync::Mutex<Vec<u8>>,
+    counts: std::sync::Mutex<std::collections::HashMap<u32, u64>>,
 }
 
 impl Holdings {
@@ -151,11 +153,12 @@ impl Holdings {
         Self {
             pieces,
             bits: std::sync::Mutex::new(vec![0; usize::try_from(pieces.div_ceil(8)).unwrap_or(0)]),
+            counts: std::sync::Mutex::default(),
         }
     }
 
-    /// Add one receiver's report (base64 bitfield); a malformed one is ignored.
-    fn add(&self, report: &str) {
+    /// Add receiver `from`'s report (base64 bitfield); a malformed one is ignored.
+    fn add(&self, from: u32, report: &str) {
         let Ok(theirs) = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, report) else {
             return;
         };
@@ -163,9 +166,24 @@ impl Holdings {
         if theirs.len() != bits.len() {
             return;
         }
+        let held = theirs.iter().map(|t| u64::from(t.count_ones())).sum();
         for (b, t) in bits.iter_mut().zip(theirs) {
             *b |= t;
         }
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(from, held);
+    }
+
+    /// The pieces the receivers reported holding, summed over their latest reports: it
+    /// stops growing when the receivers that still fetch get nothing.
+    pub(crate) fn reported(&self) -> u64 {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum()
     }
 
     /// A receiver completed: it holds every piece.
@@ -265,7 +283,7 @@ pub(crate) async fn serve_receiver(
         )
         .await?;
         on_accept();
-        await_done_with(link, |report| holdings.add(report)).await
+        await_done_with(link, |report| holdings.add(index, report)).await
     }
     .await;
     offered.shutdown().await;
@@ -285,13 +303,16 @@ mod tests {
     #[test]
     fn holdings_are_the_union_of_well_formed_reports() {
         let h = Holdings::with_pieces(12);
-        h.add(&B64.encode([0xff, 0xff, 0xff]));
-        h.add("not base64!");
+        h.add(0, &B64.encode([0xff, 0xff, 0xff]));
+        h.add(0, "not base64!");
         assert!(!h.complete(), "malformed reports are ignored");
-        h.add(&B64.encode([0b1111_1100, 0x00]));
+        h.add(0, &B64.encode([0b1111_1100, 0x00]));
         assert!(!h.complete());
-        h.add(&B64.encode([0b0000_0011, 0b1111_0000]));
+        h.add(1, &B64.encode([0b0000_0011, 0b1111_0000]));
         assert!(h.complete(), "pieces 0-5 and 6-11 from two receivers");
+        assert_eq!(h.reported(), 6 + 6, "each receiver's latest report counts");
+        h.add(0, &B64.encode([0b1111_1110, 0x00]));
+        assert_eq!(h.reported(), 7 + 6);
         let fresh = Holdings::with_pieces(3);
         fresh.add_all();
         assert!(fresh.complete());

@@ -197,19 +197,24 @@ async fn late_receiver(write: fn(&std::path::Path, u64, u64) -> String) {
 /// A receiver whose copy went bad (here overwritten on disk while it seeds, as a hostile
 /// co-receiver, who holds the content key, could do) serves blocks that pass the AEAD check
 /// but fail their piece hash. The latecomer drops it each time, takes those pieces from the
-/// sender, and installs only the sender's bytes. The other receiver stops at once, so every
+/// sender, and installs only the sender's bytes. There is no other receiver, so every
 /// byte counted as coming from a receiver came from the forger: the test shows forged
-/// pieces really arrived.
+/// pieces really arrived. (The forger also says it holds everything, which would have the
+/// sender hold back for good.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_receiver_serving_forged_pieces_is_dropped_and_the_latecomer_completes() {
     convey_tests::init_tracing();
     let relay = TestRelay::spawn().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("forged.bin");
-    let size = 16 << 20;
+    // Capped, so the sender, told the forger holds every piece, holds back (to 256 KiB/s)
+    // long before the latecomer is done: it must see that the latecomer gains only what it
+    // sends itself and go back to full speed, or the latecomer would need over two minutes.
+    let size = 32 << 20;
     let digest = random_file(&src, size, 43);
     let mut opts = send_options(&relay, src);
     opts.receivers = receivers(2);
+    opts.upload_limit = NonZeroU32::new(8 << 20);
     let rec = Recorder::default();
     let sender = tokio::spawn(convey::send(opts, rec.sink()));
     let code = rec.code().await;
@@ -229,7 +234,7 @@ async fn a_receiver_serving_forged_pieces_is_dropped_and_the_latecomer_completes
         f.write_all_at(&other, 0).expect("forge");
     }
     let (out_c, rec_c, c) = receiver(&relay, &code, (dir.path(), "c"), Transport::Auto);
-    let got = finished(c, 180, "the latecomer completes beside a forger").await;
+    let got = finished(c, 90, "the latecomer completes beside a forger").await;
     assert_eq!(got.bytes, size);
     assert_eq!(
         sha256_file(&out_c.join("forged.bin")),
