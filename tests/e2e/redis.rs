@@ -75,6 +75,17 @@ fn redis_port(redis: &Redis) -> u16 {
         .expect("port")
 }
 
+/// Wait (bounded) until `relay` reaches Redis again, and its subscription is renewed.
+async fn back_on_redis(relay: &TestRelay) {
+    let began = Instant::now();
+    while http_get(relay.server.local_addr(), "/healthz").await.0 != 200 {
+        assert!(began.elapsed() < Duration::from_secs(20), "reconnected to Redis");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The subscriptions are renewed within about a second of the loss.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+}
+
 fn pct(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("%{b:02X}")).collect()
 }
@@ -173,13 +184,7 @@ async fn two_relays_sharing_redis_act_as_one() {
     drop(redis);
     assert_eq!(http_get(a.server.local_addr(), "/healthz").await.0, 503);
     let _redis = Redis::start_on(port);
-    let began = Instant::now();
-    while http_get(a.server.local_addr(), "/healthz").await.0 != 200 {
-        assert!(began.elapsed() < Duration::from_secs(20), "reconnected to Redis");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // The subscriptions are renewed within about a second of the loss.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    back_on_redis(&a).await;
     transfer(
         &b,
         Side::new(&b.addr, Transport::Auto),
@@ -382,12 +387,7 @@ async fn while_redis_is_away_a_running_transfer_finishes_and_new_codes_are_refus
         .expect("the sender succeeds too");
 
     let _redis = Redis::start_on(port);
-    let began = Instant::now();
-    while http_get(relay.server.local_addr(), "/healthz").await.0 != 200 {
-        assert!(began.elapsed() < Duration::from_secs(20), "reconnected to Redis");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    back_on_redis(&relay).await;
     transfer(
         &relay,
         Side::new(&relay.addr, Transport::Auto),

@@ -13,6 +13,48 @@ fn receivers(n: u32) -> Receivers {
 
 type Receiving = tokio::task::JoinHandle<Result<convey::ReceiveReport, Error>>;
 
+/// Writes a test file of `size` bytes from `seed` and returns its SHA-256.
+type WriteFile = fn(&std::path::Path, u64, u64) -> String;
+
+/// A swarm sender under test: its relay and folder, the file's SHA-256, the sender's
+/// events and task, and its code.
+struct Swarm {
+    relay: TestRelay,
+    dir: tempfile::TempDir,
+    digest: String,
+    rec: Recorder,
+    sender: tokio::task::JoinHandle<Result<convey::SendReport, Error>>,
+    code: Code,
+}
+
+/// Through a fresh relay, send `name` (`size` bytes that `write` makes from `seed`) to `n`
+/// receivers, the sender's options adjusted by `tweak`.
+async fn swarm(
+    name: &str,
+    (size, seed, write): (u64, u64, WriteFile),
+    n: u32,
+    tweak: impl FnOnce(&mut convey::SendOptions),
+) -> Swarm {
+    let relay = TestRelay::spawn().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join(name);
+    let digest = write(&src, size, seed);
+    let mut opts = send_options(&relay, src);
+    opts.receivers = receivers(n);
+    tweak(&mut opts);
+    let rec = Recorder::default();
+    let sender = tokio::spawn(convey::send(opts, rec.sink()));
+    let code = rec.code().await;
+    Swarm {
+        relay,
+        dir,
+        digest,
+        rec,
+        sender,
+        code,
+    }
+}
+
 /// A receiver of `code` on `transport` into a fresh folder under `root`, recording its
 /// events.
 fn receiver(
@@ -103,16 +145,15 @@ fn sources(rec: &Recorder) -> (u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_receivers_on_one_code_all_get_the_file() {
     convey_tests::init_tracing();
-    let relay = TestRelay::spawn().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let src = dir.path().join("big.bin");
     let size = 24 << 20;
-    let digest = random_file(&src, size, 41);
-    let mut opts = send_options(&relay, src);
-    opts.receivers = receivers(4);
-    let rec = Recorder::default();
-    let sender = tokio::spawn(convey::send(opts, rec.sink()));
-    let code = rec.code().await;
+    let Swarm {
+        relay,
+        dir,
+        digest,
+        rec,
+        sender,
+        code,
+    } = swarm("big.bin", (size, 41, random_file), 4, |_| {}).await;
     assert_eq!(
         code.to_string().split('-').count(),
         4,
@@ -156,18 +197,17 @@ async fn a_late_receiver_completes_compressed_content_from_the_others() {
     late_receiver(text_file).await;
 }
 
-async fn late_receiver(write: fn(&std::path::Path, u64, u64) -> String) {
+async fn late_receiver(write: WriteFile) {
     convey_tests::init_tracing();
-    let relay = TestRelay::spawn().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let src = dir.path().join("late.bin");
     let size = 16 << 20;
-    let digest = write(&src, size, 42);
-    let mut opts = send_options(&relay, src);
-    opts.receivers = receivers(3);
-    let rec = Recorder::default();
-    let sender = tokio::spawn(convey::send(opts, rec.sink()));
-    let code = rec.code().await;
+    let Swarm {
+        relay,
+        dir,
+        digest,
+        rec: _,
+        sender,
+        code,
+    } = swarm("late.bin", (size, 42, write), 3, |_| {}).await;
     let (out_a, rec_a, a) = receiver(&relay, &code, (dir.path(), "a"), Transport::Auto);
     let (out_b, rec_b, b) = receiver(&relay, &code, (dir.path(), "b"), Transport::Auto);
     for r in [&rec_a, &rec_b] {
@@ -204,35 +244,28 @@ async fn late_receiver(write: fn(&std::path::Path, u64, u64) -> String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_receiver_serving_forged_pieces_is_dropped_and_the_latecomer_completes() {
     convey_tests::init_tracing();
-    let relay = TestRelay::spawn().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let src = dir.path().join("forged.bin");
+    let size = 32 << 20;
     // Capped, so the sender, told the forger holds every piece, holds back (to 256 KiB/s)
     // long before the latecomer is done: it must see that the latecomer gains only what it
     // sends itself and go back to full speed, or the latecomer would need over two minutes.
-    let size = 32 << 20;
-    let digest = random_file(&src, size, 43);
-    let mut opts = send_options(&relay, src);
-    opts.receivers = receivers(2);
-    opts.upload_limit = NonZeroU32::new(8 << 20);
-    let rec = Recorder::default();
-    let sender = tokio::spawn(convey::send(opts, rec.sink()));
-    let code = rec.code().await;
+    let Swarm {
+        relay,
+        dir,
+        digest,
+        rec: _,
+        sender,
+        code,
+    } = swarm("forged.bin", (size, 43, random_file), 2, |o| {
+        o.upload_limit = NonZeroU32::new(8 << 20);
+    })
+    .await;
     let (out_a, rec_a, a) = receiver(&relay, &code, (dir.path(), "a"), Transport::Auto);
     saw(&rec_a, "seeding", |e| matches!(e, Event::Seeding { .. })).await;
     let installed = out_a.join("forged.bin");
     assert_eq!(sha256_file(&installed), digest);
-    // Forge in place: the seeding receiver's open file now reads other bytes.
-    random_file(&dir.path().join("other.bin"), size, 44);
-    let other = std::fs::read(dir.path().join("other.bin")).expect("read");
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&installed)
-            .expect("open");
-        f.write_all_at(&other, 0).expect("forge");
-    }
+    // Forge in place: rewriting the same file (same inode) gives the seeding receiver's
+    // open file other bytes.
+    assert_ne!(random_file(&installed, size, 44), digest, "forged");
     let (out_c, rec_c, c) = receiver(&relay, &code, (dir.path(), "c"), Transport::Auto);
     let got = finished(c, 90, "the latecomer completes beside a forger").await;
     assert_eq!(got.bytes, size);
@@ -260,18 +293,19 @@ async fn a_receiver_serving_forged_pieces_is_dropped_and_the_latecomer_completes
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_wrong_codes_close_the_code_and_the_admitted_receiver_finishes() {
     convey_tests::init_tracing();
-    let relay = TestRelay::spawn().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let src = dir.path().join("slow.bin");
     let size = 8 << 20;
-    let digest = random_file(&src, size, 43);
-    let mut opts = send_options(&relay, src);
-    opts.receivers = receivers(2);
     // Slow enough that the first receiver is still transferring during the tries.
-    opts.upload_limit = NonZeroU32::new(1 << 20);
-    let rec = Recorder::default();
-    let sender = tokio::spawn(convey::send(opts, rec.sink()));
-    let code = rec.code().await;
+    let Swarm {
+        relay,
+        dir,
+        digest,
+        rec,
+        sender,
+        code,
+    } = swarm("slow.bin", (size, 43, random_file), 2, |o| {
+        o.upload_limit = NonZeroU32::new(1 << 20);
+    })
+    .await;
     let (out, _rec_ok, ok) = receiver(&relay, &code, (dir.path(), "ok"), Transport::Auto);
     saw(
         &rec,
@@ -333,16 +367,15 @@ async fn a_two_word_code_is_refused_for_several_receivers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_receiver_limited_to_the_relay_completes_while_the_others_swarm() {
     convey_tests::init_tracing();
-    let relay = TestRelay::spawn().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let src = dir.path().join("mixed.bin");
     let size = 8 << 20;
-    let digest = random_file(&src, size, 44);
-    let mut opts = send_options(&relay, src);
-    opts.receivers = receivers(3);
-    let rec = Recorder::default();
-    let sender = tokio::spawn(convey::send(opts, rec.sink()));
-    let code = rec.code().await;
+    let Swarm {
+        relay,
+        dir,
+        digest,
+        rec,
+        sender,
+        code,
+    } = swarm("mixed.bin", (size, 44, random_file), 3, |_| {}).await;
     let transports = [Transport::Auto, Transport::Relay, Transport::Auto];
     let tasks: Vec<_> = transports
         .iter()
