@@ -7,6 +7,8 @@ verified and in place, the sender's bytes out (its interface counters), and both
 to N = 1. Figures only; it asserts nothing.
 
 Usage (root): python3 bench/swarm.py [--size-mib 256] [--counts 1,2,4,8] [--rate 100mbit]
+                                     [--out-dir /dev/shm] [--trace]
+The receivers write to tmpfs by default: on this one machine they would all share one disk.
 Uses the release binaries (cargo build --release). Traffic stays inside the namespaces it
 creates; they, the relay and every convey it started are removed afterwards.
 """
@@ -60,6 +62,10 @@ class Net:
         out = sh("ip", "netns", "exec", self.hosts[i], "cat", f"/sys/class/net/{self.nics[i]}/statistics/tx_bytes")
         return int(out.strip())
 
+    def rx_bytes(self, i):
+        out = sh("ip", "netns", "exec", self.hosts[i], "cat", f"/sys/class/net/{self.nics[i]}/statistics/rx_bytes")
+        return int(out.strip())
+
     def close(self):
         for ns in self.hosts + [self.switch]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
@@ -110,7 +116,7 @@ def start_sender(net, env, procs, relay_addr, args):
     return sender, code
 
 
-def run_once(n, size, rate, work):
+def run_once(n, size, rate, work, outs, trace=False):
     net = Net(2 + n, rate)
     procs = []
     try:
@@ -123,6 +129,7 @@ def run_once(n, size, rate, work):
         started = time.time()
         finished = {}
         peers_bytes = {}
+        progress = {}
 
         def watch(i, proc):
             for line in proc.stdout:
@@ -130,6 +137,8 @@ def run_once(n, size, rate, work):
                     ev = json.loads(line)
                 except ValueError:
                     continue
+                if ev.get("event") == "progress":
+                    progress[i] = ev.get("bytes", 0)
                 if ev.get("event") == "sources":
                     peers_bytes[i] = ev.get("from_receivers", 0)
                 if ev.get("event") in ("seeding", "done") and i not in finished:
@@ -137,7 +146,7 @@ def run_once(n, size, rate, work):
 
         watchers = []
         for i in range(n):
-            out = os.path.join(work, f"out{i}")
+            out = os.path.join(outs, f"out{i}")
             os.makedirs(out, exist_ok=True)
             p = subprocess.Popen(
                 ["ip", "netns", "exec", net.hosts[2 + i], CONVEY, "receive", "--relay", relay_addr,
@@ -148,7 +157,14 @@ def run_once(n, size, rate, work):
             t.start()
             watchers.append(t)
         limit = time.time() + 900
+        next_trace = time.time() + 1
         while len(finished) < n:
+            if trace and time.time() >= next_trace:
+                next_trace += 1
+                row = [net.tx_bytes(0) >> 20] + [net.rx_bytes(2 + i) >> 20 for i in range(n)]
+                print(f"  t={time.time() - started:5.1f} sender out {row[0]:>5} MiB, receivers in "
+                      + " ".join(f"{r:>4}" for r in row[1:]) + ", verified "
+                      + " ".join(f"{progress.get(i, 0) / 2**20:>5.1f}" for i in range(n)), flush=True)
             if time.time() > limit:
                 raise SystemExit(f"N={n}: only {len(finished)} receivers finished in 900 s")
             if sender.poll() is not None and len(finished) < n:
@@ -156,13 +172,15 @@ def run_once(n, size, rate, work):
                 if len(finished) < n:
                     raise SystemExit(f"N={n}: the sender exited with {sender.returncode} early")
             time.sleep(0.05)
+        if trace:
+            print("  done at " + " ".join(f"{finished[i]:.1f}" for i in range(n)), flush=True)
         sender.wait(timeout=60)
         sent = net.tx_bytes(0) - before
         return max(finished.values()), sent, sum(peers_bytes.values())
     finally:
         stop_all(procs, net)
         for i in range(n):
-            shutil.rmtree(os.path.join(work, f"out{i}"), ignore_errors=True)
+            shutil.rmtree(os.path.join(outs, f"out{i}"), ignore_errors=True)
 
 
 def main():
@@ -170,6 +188,10 @@ def main():
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--counts", default="1,2,4,8")
     ap.add_argument("--rate", default="100mbit")
+    ap.add_argument("--out-dir", default="/dev/shm",
+                    help="where the receivers write (default: tmpfs; all receivers share this machine's "
+                         "disk, which receivers on machines of their own do not)")
+    ap.add_argument("--trace", action="store_true", help="print every host's bytes once a second")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/swarm.py needs root (network namespaces and tc)")
@@ -178,6 +200,7 @@ def main():
             raise SystemExit(f"{b} is missing: run cargo build --release first")
     size = args.size_mib << 20
     work = tempfile.mkdtemp(prefix="convey-swarm-bench-")
+    outs = tempfile.mkdtemp(prefix="convey-swarm-out-", dir=args.out_dir)
     try:
         write_random(os.path.join(work, "payload.bin"), size)
         base = None
@@ -185,7 +208,7 @@ def main():
         print(f"{'N':>3} {'all done s':>11} {'x N=1':>7} {'sender out MiB':>15} {'x content':>10} {'from peers MiB':>15} {'CPU s':>8}")
         for n in [int(c) for c in args.counts.split(",")]:
             cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            secs, sent, from_peers = run_once(n, size, args.rate, work)
+            secs, sent, from_peers = run_once(n, size, args.rate, work, outs, args.trace)
             cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             # Every process the run started was waited for: relay, sender and receivers.
             cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
@@ -194,6 +217,7 @@ def main():
             print(f"{n:>3} {secs:>11.1f} {secs / base:>7.2f} {sent / 2**20:>15.0f} {sent / size:>10.2f} {from_peers / 2**20:>15.0f} {cpu:>8.1f}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(outs, ignore_errors=True)
 
 
 if __name__ == "__main__":

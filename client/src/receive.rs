@@ -679,6 +679,7 @@ pub(crate) async fn download(
                     tracker: tracker.clone(),
                     peers: peers.clone(),
                     paused: false,
+                    announce_every: plan.swarm.then_some(bt::SWARM_ANNOUNCE_EVERY),
                 },
                 &folder,
             )

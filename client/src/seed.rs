@@ -113,6 +113,7 @@ pub(crate) async fn seeder(
             tracker: opts.transport.allows_direct().then(|| opts.relay.announce_url()),
             peers: Vec::new(),
             paused,
+            announce_every: None,
         },
         &folder,
     )

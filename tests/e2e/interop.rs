@@ -66,6 +66,7 @@ impl Seeded {
             tracker: Some(relay.addr.announce_url()),
             peers: vec![],
             paused: false,
+            announce_every: None,
         };
         let torrent = prepared.torrent_bytes(None);
         let handle = bt::add(&session, torrent, storage.boxed_factory(), opts, dir.path())

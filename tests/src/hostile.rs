@@ -199,6 +199,7 @@ impl Seeder {
                 tracker: None,
                 peers: Vec::new(),
                 paused: false,
+                announce_every: None,
             },
             dir.path(),
         )
