@@ -232,6 +232,12 @@ impl NamespaceRelay {
 
     /// The relay listening on `listen` inside `ns`.
     pub fn start_on(ns: &str, listen: SocketAddr) -> Self {
+        Self::start_with(ns, listen, None)
+    }
+
+    /// The relay listening on `listen` inside `ns`, keeping its state in the Redis at
+    /// `redis_url` if given.
+    pub fn start_with(ns: &str, listen: SocketAddr, redis_url: Option<String>) -> Self {
         let ns = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("open netns");
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -242,9 +248,9 @@ impl NamespaceRelay {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let server = Server::spawn(Config::with_listen(listen))
-                    .await
-                    .expect("relay in its namespace");
+                let mut config = Config::with_listen(listen);
+                config.redis_url = redis_url;
+                let server = Server::spawn(config).await.expect("relay in its namespace");
                 ready_tx.send(server.local_addr().port()).expect("report port");
                 let _ = stop_rx.await;
                 server.shutdown().await;
