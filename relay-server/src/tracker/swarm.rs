@@ -164,6 +164,12 @@ impl Swarms {
         }
         if a.stopped {
             swarm.remove(&a.peer_id);
+            // The last peer of a swarm nobody registers any more stopped: forget it now,
+            // as the Redis store does, rather than at the next prune.
+            if !self.open && swarm.registrations == 0 && swarm.peers.is_empty() {
+                swarms.remove(&a.info_hash);
+                return Ok(AnnounceOutcome::default());
+            }
         } else {
             let peer = Peer {
                 addr: a.addr,
@@ -254,7 +260,6 @@ mod tests {
             .expect("a swarm whose peers still announce outlives its registrations");
         s.announce(&ann(2, 2000, true), ttl).unwrap();
         s.announce(&ann(3, 3000, true), ttl).unwrap();
-        s.prune(ttl);
         assert_eq!(
             s.announce(&ann(2, 2000, false), ttl).unwrap_err(),
             Refusal::Unregistered,
