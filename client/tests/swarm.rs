@@ -97,10 +97,41 @@ fn start_sender(net: &Switch, home: &Path, file: &Path, receivers: usize, log: &
     (child, code)
 }
 
+/// A receiver started by [`start_receivers`]: the process, its output folder, its log.
+type Started = (Child, std::path::PathBuf, std::path::PathBuf);
+
+/// Start a receiver on each of `hosts`, into `dir/out{i}` with its events in `dir/log{i}`,
+/// on the relay `relay` (else the switch's own).
+fn start_receivers(
+    net: &Switch,
+    hosts: &[usize],
+    dir: &Path,
+    code: &str,
+    relay: Option<&str>,
+) -> Vec<Started> {
+    hosts
+        .iter()
+        .map(|&i| {
+            let out = dir.join(format!("out{i}"));
+            let log = dir.join(format!("log{i}"));
+            let mut child = net.convey(i, dir);
+            if let Some(relay) = relay {
+                child.env("CONVEY_RELAY", relay);
+            }
+            (receiver_command(child, &out, code, &log), out, log)
+        })
+        .collect()
+}
+
 /// Start a receiver on host `i` into `out`; its JSON events go to a file read by `seen`.
 fn start_receiver(net: &Switch, i: usize, home: &Path, out: &Path, code: &str, log: &Path) -> Child {
+    receiver_command(net.convey(i, home), out, code, log)
+}
+
+/// Run `convey receive` through `convey` (a command on a namespace host).
+fn receiver_command(mut convey: Command, out: &Path, code: &str, log: &Path) -> Child {
     std::fs::create_dir_all(out).expect("mkdir out");
-    net.convey(i, home)
+    convey
         .args(["receive", "--yes", "--json", "--seed-for", "60s", "--out"])
         .arg(out)
         .arg(code)
@@ -158,15 +189,8 @@ fn four_receivers_swarm_and_the_sender_uploads_at_most_twice_the_content() {
     let want = sha(&file);
     let before = net.net.tx_bytes(SENDER);
     let (mut sender, code) = start_sender(&net, dir.path(), &file, 4, &dir.path().join("sender.log"));
-    let mut receivers: Vec<(Child, std::path::PathBuf)> = RECEIVERS
-        .iter()
-        .map(|&i| {
-            let out = dir.path().join(format!("out{i}"));
-            let log = dir.path().join(format!("log{i}"));
-            (start_receiver(&net, i, dir.path(), &out, &code, &log), out)
-        })
-        .collect();
-    for (child, out) in &mut receivers {
+    let mut receivers = start_receivers(&net, &RECEIVERS, dir.path(), &code, None);
+    for (child, out, _) in &mut receivers {
         let status = wait_with_timeout(child, Duration::from_secs(240));
         assert!(status.success(), "receiver failed: {status}");
         assert_eq!(sha(&out.join("swarm.bin")), want, "byte-identical");
@@ -194,14 +218,7 @@ fn the_sender_stops_after_the_first_receiver_and_the_others_still_finish() {
     write_random(&file, SIZE);
     let want = sha(&file);
     let (mut sender, code) = start_sender(&net, dir.path(), &file, 4, &dir.path().join("sender.log"));
-    let mut receivers: Vec<(Child, std::path::PathBuf, std::path::PathBuf)> = RECEIVERS
-        .iter()
-        .map(|&i| {
-            let out = dir.path().join(format!("out{i}"));
-            let log = dir.path().join(format!("log{i}"));
-            (start_receiver(&net, i, dir.path(), &out, &code, &log), out, log)
-        })
-        .collect();
+    let mut receivers = start_receivers(&net, &RECEIVERS, dir.path(), &code, None);
     let start = Instant::now();
     while !receivers.iter().any(|(_, _, log)| seen(log, "seeding")) {
         assert!(
@@ -232,14 +249,7 @@ fn a_latecomer_completes_from_two_finished_receivers_after_the_sender_stopped() 
     write_random(&file, SIZE);
     let want = sha(&file);
     let (mut sender, code) = start_sender(&net, dir.path(), &file, 3, &dir.path().join("sender.log"));
-    let mut firsts: Vec<(Child, std::path::PathBuf, std::path::PathBuf)> = [2, 3]
-        .iter()
-        .map(|&i| {
-            let out = dir.path().join(format!("out{i}"));
-            let log = dir.path().join(format!("log{i}"));
-            (start_receiver(&net, i, dir.path(), &out, &code, &log), out, log)
-        })
-        .collect();
+    let mut firsts = start_receivers(&net, &[2, 3], dir.path(), &code, None);
     for (_, out, log) in &firsts {
         wait_for(log, Duration::from_secs(240), "a first receiver to seed", |v| {
             v["event"] == "seeding"
@@ -282,14 +292,7 @@ fn three_wrong_codes_close_the_code_and_the_admitted_receivers_finish() {
     let want = sha(&file);
     let sender_log = dir.path().join("sender.log");
     let (mut sender, code) = start_sender(&net, dir.path(), &file, 3, &sender_log);
-    let mut admitted: Vec<(Child, std::path::PathBuf)> = [2, 3]
-        .iter()
-        .map(|&i| {
-            let out = dir.path().join(format!("out{i}"));
-            let log = dir.path().join(format!("log{i}"));
-            (start_receiver(&net, i, dir.path(), &out, &code, &log), out)
-        })
-        .collect();
+    let mut admitted = start_receivers(&net, &[2, 3], dir.path(), &code, None);
     let accepted = |v: &serde_json::Value| v["event"] == "receiver" && v["state"] == "accepted";
     wait_for(&sender_log, Duration::from_secs(60), "two acceptances", |_| {
         events(&sender_log).iter().filter(|v| accepted(v)).count() >= 2
@@ -323,7 +326,7 @@ fn three_wrong_codes_close_the_code_and_the_admitted_receivers_finish() {
         !status.success(),
         "a closed code takes nobody new, even with the right words"
     );
-    for (child, out) in &mut admitted {
+    for (child, out, _) in &mut admitted {
         let status = wait_with_timeout(child, Duration::from_secs(240));
         assert!(status.success(), "an admitted receiver failed: {status}");
         assert_eq!(sha(&out.join("swarm.bin")), want, "byte-identical");
@@ -381,14 +384,7 @@ fn a_receiver_that_reaches_only_the_relay_port_completes_while_the_others_swarm(
     let want = sha(&file);
     let sender_log = dir.path().join("sender.log");
     let (mut sender, code) = start_sender(&net, dir.path(), &file, 4, &sender_log);
-    let mut receivers: Vec<(Child, std::path::PathBuf, std::path::PathBuf)> = RECEIVERS
-        .iter()
-        .map(|&i| {
-            let out = dir.path().join(format!("out{i}"));
-            let log = dir.path().join(format!("log{i}"));
-            (start_receiver(&net, i, dir.path(), &out, &code, &log), out, log)
-        })
-        .collect();
+    let mut receivers = start_receivers(&net, &RECEIVERS, dir.path(), &code, None);
     for (child, out, _) in &mut receivers {
         let status = wait_with_timeout(child, Duration::from_secs(240));
         assert!(status.success(), "receiver failed: {status}");
@@ -572,27 +568,17 @@ fn host_and_guests_on_two_relay_instances_sharing_redis() {
     write_random(&file, SIZE / 2);
     let want = sha(&file);
     let (mut sender, code) = start_sender(&net, dir.path(), &file, 4, &dir.path().join("sender.log"));
-    let mut receivers: Vec<(Child, std::path::PathBuf)> = RECEIVERS
-        .iter()
-        .map(|&i| {
-            let out = dir.path().join(format!("out{i}"));
-            std::fs::create_dir_all(&out).expect("mkdir out");
-            let mut cmd = net.convey(i, dir.path());
-            if i >= 4 {
-                cmd.env("CONVEY_RELAY", &second_addr);
-            }
-            let child = cmd
-                .args(["receive", "--yes", "--json", "--seed-for", "60s", "--out"])
-                .arg(&out)
-                .arg(&code)
-                .stdout(std::fs::File::create(dir.path().join(format!("log{i}"))).expect("log"))
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("spawn convey receive");
-            (child, out)
-        })
-        .collect();
-    for (child, out) in &mut receivers {
+    // The sender and the first two receivers use the first instance, the others the second.
+    let (on_first, on_second) = RECEIVERS.split_at(2);
+    let mut receivers = start_receivers(&net, on_first, dir.path(), &code, None);
+    receivers.extend(start_receivers(
+        &net,
+        on_second,
+        dir.path(),
+        &code,
+        Some(&second_addr),
+    ));
+    for (child, out, _) in &mut receivers {
         let status = wait_with_timeout(child, Duration::from_secs(240));
         assert!(status.success(), "receiver failed: {status}");
         assert_eq!(sha(&out.join("swarm.bin")), want, "byte-identical");
