@@ -16,16 +16,12 @@ use std::{
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use convey_shared::{
     Code,
-    chunk_map::ChunkMap,
     content::{CIPHER_CHUNK, ContentCipher, ContentKey, StreamCipher},
     crypto::Side,
     display::{self, TextGuard},
     manifest::{CheckedManifest, Manifest},
     protocol::{
-        peer::{
-            ABILITY_SWARM, ABILITY_TUNNEL, MAX_CODEC_NAME, MAX_TEXT_BYTES, OfferBody, Packing, PeerMsg,
-            dialable_hints,
-        },
+        peer::{ABILITY_SWARM, ABILITY_TUNNEL, MAX_TEXT_BYTES, OfferBody, Packing, PeerMsg, dialable_hints},
         rendezvous::Mood,
     },
 };
@@ -38,7 +34,6 @@ use crate::{
     session::{self, PeerLink},
     transfer::{
         bt, codec,
-        prepare::parse_torrent,
         staging::Staging,
         storage::OpeningStorageFactory,
         stream,
@@ -162,12 +157,10 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
 
     let offer = loop {
         match tokio::time::timeout(opts.silence, link.recv()).await {
+            // The session machine lets through only a heartbeat or the offer here.
             Ok(Ok(PeerMsg::Offer(o))) => break *o,
-            Ok(Ok(PeerMsg::Preparing)) => continue,
-            Ok(Ok(other)) => {
-                let e = Error::Protocol(format!("expected an offer, got {}", other.kind()));
-                return reject(link, e).await;
-            }
+            Ok(Ok(_)) => continue,
+            Ok(Err(e @ Error::Protocol(_))) => return reject(link, e).await,
             Ok(Err(e)) => return Err(e),
             Err(_) => {
                 let e = Error::Timeout(format!(
@@ -270,7 +263,7 @@ fn paths_to_sender(opts: &ReceiveOptions, link: &PeerLink, hints: Vec<SocketAddr
         hints,
         tunnel,
         relay: opts.relay.clone(),
-        token: link.tunnel_token.clone(),
+        token: link.keys().tunnel_token.clone(),
         rtc: None,
         direct_elsewhere: None,
         relay_said: Arc::default(),
@@ -396,7 +389,7 @@ async fn receive_stream(
     opts: &ReceiveOptions,
     events: &EventSink,
 ) -> Result<ReceiveReport> {
-    let hello = link.stream_hello;
+    let hello = link.keys().stream_hello;
     let summary = OfferSummary {
         kind: "stream",
         files: 1,
@@ -459,7 +452,8 @@ pub(crate) struct Plan {
     pub(crate) repacks: bool,
 }
 
-/// Validate everything the sender claimed before touching the disk.
+/// Validate everything the sender claimed before touching the disk (the shared check, which
+/// the browser page runs too), and plan where it goes.
 pub(crate) fn check_files(
     manifest: Manifest,
     (key, packing): (&ContentKey, Option<&Packing>),
@@ -467,55 +461,31 @@ pub(crate) fn check_files(
     paths: Paths,
     opts: &ReceiveOptions,
 ) -> Result<Plan> {
-    let content = manifest.check().map_err(|e| Error::Refused(e.to_string()))?;
-    let torrent = B64
-        .decode(torrent)
-        .map_err(|e| Error::Protocol(format!("the offer's torrent is not base64: {e}")))?;
-    let (info, info_hash) = parse_torrent(&torrent)?;
-    if packing.is_some_and(|p| p.codec.len() > MAX_CODEC_NAME || !p.codec.starts_with("zstd-")) {
-        return Err(Error::Protocol(
-            "the offer names a compression this receiver does not know".into(),
-        ));
-    }
-    let map = ChunkMap::from_wire(content.layout.total(), packing.map(|p| p.frames.as_str()))
-        .map_err(|e| Error::Protocol(format!("the offer's chunk map is not valid: {e}")))?;
-    // Re-created packed frames match the sender's only with the same codec build.
-    let repacks = packing.is_none_or(|p| p.codec == codec::codec_id());
-    let cipher = ContentCipher::new(key, map);
-    info.check(cipher.cipher_len())
-        .map_err(|e| Error::Protocol(e.to_string()))?;
-    let staging = Staging::new(&opts.out_dir, &info_hash, &content);
+    let local = codec::codec_id();
+    let checked = convey_shared::session::check_files(manifest, key, packing, torrent, Some(&local))
+        .map_err(|e| match e {
+            convey_shared::session::OfferError::Refused(m) => Error::Refused(m),
+            convey_shared::session::OfferError::Malformed(m) => Error::Protocol(m),
+        })?;
+    let info_hash = checked.info_hash;
+    let staging = Staging::new(&opts.out_dir, &info_hash, &checked.content);
     Ok(Plan {
-        content,
+        content: checked.content,
         staging,
-        torrent,
-        cipher,
+        torrent: checked.torrent,
+        cipher: checked.cipher,
         paths,
         info_hash,
         swarm: false,
         start: None,
-        piece_len: info.piece_length,
-        repacks,
+        piece_len: checked.piece_len,
+        repacks: checked.repacks,
     })
 }
 
-/// The first top-level names of an offer (folders with a trailing `/`), display-safe, and
-/// how many more there are.
+/// The first top-level names of an offer, display-safe, and how many more there are.
 pub(crate) fn top_names(content: &CheckedManifest) -> (Vec<String>, usize) {
-    let mut seen = std::collections::HashSet::new();
-    let mut names = Vec::new();
-    let dirs = content.dir_parts.iter().map(|p| (p, true));
-    let files = content.file_parts.iter().map(|p| (p, p.len() > 1));
-    for (parts, is_dir) in dirs.chain(files) {
-        let Some(first) = parts.first() else { continue };
-        if seen.insert(first.as_str()) {
-            let shown = display::safe(first, false);
-            names.push(if is_dir { format!("{shown}/") } else { shown });
-        }
-    }
-    let more = names.len().saturating_sub(SHOWN_NAMES);
-    names.truncate(SHOWN_NAMES);
-    (names, more)
+    convey_shared::session::top_names(content, SHOWN_NAMES)
 }
 
 async fn receive_files(

@@ -156,10 +156,10 @@ async fn fetch(
     let peer_to_peer = (paths.transport.allows_direct() && !paths.hints.is_empty())
         || (paths.transport.allows_webrtc() && paths.rtc.is_some());
     if peer_to_peer {
-        open_route(selector, link.route_hello, &routes).await;
+        open_route(selector, link.keys().route_hello, &routes).await;
     }
     let mut prepared = None;
-    let hello = link.push_hello;
+    let hello = link.keys().push_hello;
     let pushed = async {
         let mut tries = 0;
         while !sink.complete() && sink.stopped().is_none() && tries < PUSH_TRIES {
@@ -186,7 +186,7 @@ async fn fetch(
                 }
             };
             let pause = Duration::from_secs(1 << tries.saturating_sub(2)) * u32::from(tries > 1);
-            let (route_hello, reopen) = (link.route_hello, peer_to_peer && tries > 1);
+            let (route_hello, reopen) = (link.keys().route_hello, peer_to_peer && tries > 1);
             let push = async {
                 tokio::time::sleep(pause).await;
                 if reopen && !routes.is_up() {

@@ -318,7 +318,7 @@ async fn send_text(text: &str, mut link: PeerLink, events: &EventSink) -> Result
 }
 
 async fn send_stdin(mut link: PeerLink, opts: &SendOptions, events: &EventSink) -> Result<u64> {
-    let server = match stream::StreamServer::bind(link.stream_hello).await {
+    let server = match stream::StreamServer::bind(link.keys().stream_hello).await {
         Ok(s) => s,
         Err(e) => return finish(link, Err(e)).await,
     };

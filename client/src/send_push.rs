@@ -165,7 +165,13 @@ pub(crate) async fn send_files(
     });
     let routes = link.routes();
     let on_route: RouteHandler = Arc::new(move |conn| routes.attach(conn));
-    let server = match PushServer::bind(link.push_hello, (link.route_hello, on_route), source.clone()).await {
+    let server = match PushServer::bind(
+        link.keys().push_hello,
+        (link.keys().route_hello, on_route),
+        source.clone(),
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             stop_pass(pass).await;

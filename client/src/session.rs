@@ -1,14 +1,12 @@
-//! Turns a rendezvous connection into an authenticated, encrypted link to the peer:
-//! SPAKE2 on the code's words, explicit key confirmation, then sealed [`PeerMsg`]s.
+//! Turns a rendezvous connection into an authenticated, encrypted link to the peer by
+//! driving the shared session machines: the handshake (SPAKE2 on the code's words, key
+//! confirmation), then sealed [`PeerMsg`]s checked by this side's role machine.
 
 use convey_shared::{
     Code,
-    crypto::{Channel, Side, confirmation, verify_confirmation},
-    pake::Pake,
-    protocol::{
-        MAX_MESSAGE_BYTES, peer::PeerMsg, push, rendezvous::Mood, resume::Slot, route, stream,
-        tunnel::tunnel_token,
-    },
+    crypto::Side,
+    protocol::{peer::PeerMsg, rendezvous::Mood},
+    session::{Established, Handshake, HandshakeError, ReceiverSession, SealError, SenderSession},
 };
 
 use crate::{
@@ -18,90 +16,107 @@ use crate::{
     rendezvous::Rendezvous,
 };
 
-/// A confirmed, encrypted link to the other side.
+/// A confirmed, encrypted link to the other side: the relay connection (which outlives a
+/// relay restart), the sealed channel, and this side's session machine from
+/// [`convey_shared::session`], which checks every message in and notes every message out.
 #[derive(Debug)]
 pub(crate) struct PeerLink {
     relay: RelayLink,
-    channel: Channel,
-    /// Names this session's WebSocket tunnel on the relay (derived from the session key).
-    pub(crate) tunnel_token: String,
+    keys: Established,
+    role: Role,
     /// The relay's STUN URL, for WebRTC.
     pub(crate) stun: Option<String>,
-    /// What a stream's receiver writes first on the connection (derived from the session key).
-    pub(crate) stream_hello: [u8; stream::HELLO_LEN],
-    /// What a push's receiver writes first on the connection (derived from the session key).
-    pub(crate) push_hello: [u8; push::HELLO_LEN],
-    /// What the receiver writes first on the peer route (derived from the session key).
-    pub(crate) route_hello: [u8; route::HELLO_LEN],
+}
+
+#[derive(Debug)]
+enum Role {
+    Sender(SenderSession),
+    Receiver(ReceiverSession),
 }
 
 /// How often a sender that is still preparing its offer says so.
 pub(crate) const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Run the PAKE and key confirmation. Nothing but the SPAKE2 message and the confirmation
-/// MAC leaves this machine before the peer has proven it knows the code.
-///
-/// The receiver (the relay's guest) confirms first, and the sender sends its own
-/// confirmation only after checking the receiver's. So a guesser learns whether its one
-/// guess was right only by sending a confirmation the sender checks: every run that does
-/// not end in a valid confirmation from the receiver is visible to the sender as a failed
-/// try (a wrong MAC, or a receiver that leaves or goes silent), and counts.
+/// Drive the shared [`Handshake`] over the rendezvous: SPAKE2, then key confirmation, the
+/// receiver first. Nothing but the SPAKE2 message and the confirmation MAC leaves this
+/// machine before the peer has proven it knows the code; a sender that sees a wrong
+/// confirmation closes with the "scary" mood (the relay counts a failed try), and one whose
+/// receiver leaves or goes silent before confirming counts it too (in the relay and in
+/// `many.rs`).
 pub(crate) async fn establish(mut rv: Rendezvous, code: &Code, side: Side) -> Result<PeerLink> {
-    let (pake, msg) = Pake::start(code);
-    rv.send_body(&msg).await?;
-    let peer_msg = rv.recv_body().await?;
-    let Ok(key) = pake.finish(&peer_msg) else {
-        rv.close(Mood::Scary).await;
-        return Err(Error::WrongCode);
+    let (mut handshake, first) = Handshake::start(code, side);
+    rv.send_body(&first).await?;
+    let keys = loop {
+        let body = rv.recv_body().await?;
+        let step = match handshake.handle(&body) {
+            Ok(step) => step,
+            Err(e) => {
+                rv.close(Mood::Scary).await;
+                return Err(match e {
+                    HandshakeError::Malformed | HandshakeError::WrongCode | HandshakeError::Over => {
+                        Error::WrongCode
+                    }
+                });
+            }
+        };
+        for out in &step.send {
+            rv.send_body(out).await?;
+        }
+        if let Some(keys) = step.established {
+            break *keys;
+        }
     };
-    if side == Side::Receiver {
-        rv.send_body(&confirmation(&key, side)).await?;
-    }
-    let peer_confirm = rv.recv_body().await?;
-    if !verify_confirmation(&key, side.other(), &peer_confirm) {
-        rv.close(Mood::Scary).await;
-        return Err(Error::WrongCode);
-    }
-    if side == Side::Sender {
-        rv.send_body(&confirmation(&key, side)).await?;
-    }
-    let channel = Channel::new(&key, side);
+    let role = match side {
+        Side::Sender => Role::Sender(SenderSession::new()),
+        Side::Receiver => Role::Receiver(ReceiverSession::new()),
+    };
     Ok(PeerLink {
         stun: rv.stun.clone(),
-        relay: RelayLink::new(rv, Slot::new(&key), side),
-        channel,
-        tunnel_token: tunnel_token(&key),
-        stream_hello: stream::hello(&key),
-        push_hello: push::hello(&key),
-        route_hello: route::hello(&key),
+        relay: RelayLink::new(rv, keys.slot.clone(), side),
+        keys,
+        role,
     })
 }
 
 impl PeerLink {
+    /// What the session key gave this side: tunnel token, hellos, resume slot.
+    pub(crate) fn keys(&self) -> &Established {
+        &self.keys
+    }
+
     pub(crate) async fn send(&mut self, msg: &PeerMsg) -> Result<()> {
-        let json = serde_json::to_vec(msg).expect("peer messages always serialize");
-        // Base64 on the rendezvous grows a body by a third; the relay refuses more than this.
-        let on_wire = json.len().div_ceil(3) * 4;
-        if on_wire > MAX_MESSAGE_BYTES {
-            return Err(Error::Refused(format!(
-                "this {} is {} KiB, more than the {} KiB one message through the relay carries: send fewer files or shorter names, or one stream (tar c FOLDER | convey send -)",
-                msg.kind(),
-                on_wire / 1024,
-                MAX_MESSAGE_BYTES / 1024
-            )));
+        let sealed = self.keys.seal(msg).map_err(|e| match e {
+            SealError::TooBig { .. } => Error::Refused(format!(
+                "{e}: send fewer files or shorter names, or one stream (tar c FOLDER | convey send -)"
+            )),
+            e => Error::Protocol(e.to_string()),
+        })?;
+        match &mut self.role {
+            Role::Sender(s) => s.sent(msg),
+            Role::Receiver(r) => r.sent(msg),
         }
-        let sealed = self.channel.seal(&json);
         self.relay.send(sealed)
     }
 
-    /// The next message from the peer (cancel-safe).
+    /// The next message from the peer that this side's session expects now (cancel-safe).
+    /// One it does not expect is a protocol error; one of a later version's types is
+    /// skipped.
     pub(crate) async fn recv(&mut self) -> Result<PeerMsg> {
-        let sealed = self.relay.recv().await?;
-        let json = self
-            .channel
-            .open(&sealed)
-            .map_err(|e| Error::Protocol(e.to_string()))?;
-        serde_json::from_slice(&json).map_err(|e| Error::Protocol(format!("bad message from peer: {e}")))
+        loop {
+            let sealed = self.relay.recv().await?;
+            let msg = self
+                .keys
+                .open(&sealed)
+                .map_err(|e| Error::Protocol(e.to_string()))?;
+            let checked = match &mut self.role {
+                Role::Sender(s) => s.handle(&msg),
+                Role::Receiver(r) => r.handle(&msg),
+            };
+            checked.map_err(|e| Error::Protocol(e.to_string()))?;
+            if !matches!(msg, PeerMsg::Unknown) {
+                return Ok(msg);
+            }
+        }
     }
 
     /// Run `work` (hashing before the offer) while telling the peer every [`HEARTBEAT`]

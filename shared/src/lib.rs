@@ -21,6 +21,7 @@ pub mod layout;
 pub mod manifest;
 pub mod pake;
 pub mod protocol;
+pub mod session;
 pub mod torrent;
 pub mod wordlist;
 

@@ -66,7 +66,7 @@ pub struct DirEntry {
 
 /// The real description of the content, sent only inside the sealed channel. The content
 /// stream is the files' bytes concatenated in this order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub files: Vec<FileEntry>,
     #[serde(default)]

@@ -110,7 +110,7 @@ fn files(dir: &Path, contents: &[&[u8]]) -> Vec<PathBuf> {
 
 /// The staging folder name a receiver uses for `torrent`, which the sender can compute.
 fn staging_name(torrent: &[u8]) -> String {
-    let (_, hash) = convey::transfer::prepare::parse_torrent(torrent).expect("torrent");
+    let (_, hash) = convey_shared::torrent::parse(torrent).expect("torrent");
     format!(".convey-{}.partial", hex::encode(&hash[..10]))
 }
 

@@ -217,11 +217,6 @@ impl ReadThrottle {
     }
 }
 
-/// Parse a .torrent received from the peer and return its info and info-hash.
-pub fn parse_torrent(bytes: &[u8]) -> Result<(Info, [u8; 20])> {
-    convey_shared::torrent::parse(bytes).map_err(|e| Error::Protocol(e.to_string()))
-}
-
 /// SHA-256 of each file of a stream that is read in order.
 struct FileDigests {
     done: Vec<String>,
@@ -392,10 +387,10 @@ mod tests {
         assert_eq!(a.info.length, a.map.cipher_len());
         assert!(!a.map.is_identity(), "a run of one byte compresses");
         assert_eq!(a.info.pieces.len(), 20, "packed, it fits one 256 KiB piece");
-        let (info, hash) = parse_torrent(&a.torrent_bytes(None)).unwrap();
+        let (info, hash) = convey_shared::torrent::parse(&a.torrent_bytes(None)).unwrap();
         assert_eq!((hash, info.name.as_str()), (a.info_hash, TORRENT_NAME));
         assert_eq!(
-            parse_torrent(&a.torrent_bytes(Some("http://x/announce")))
+            convey_shared::torrent::parse(&a.torrent_bytes(Some("http://x/announce")))
                 .unwrap()
                 .1,
             a.info_hash

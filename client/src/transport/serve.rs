@@ -139,7 +139,7 @@ impl Offered {
         };
         let tunnel = transport
             .allows_relay()
-            .then(|| TunnelServer::spawn(relay.clone(), link.tunnel_token.clone(), local));
+            .then(|| TunnelServer::spawn(relay.clone(), link.keys().tunnel_token.clone(), local));
         let abilities = if tunnel.is_some() {
             vec![convey_shared::protocol::peer::ABILITY_TUNNEL]
         } else {
