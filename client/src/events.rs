@@ -47,6 +47,9 @@ pub enum Event {
         tries: u32,
         allowed: u32,
     },
+    /// Sender of `--receivers` more than one: receiver `index` reports holding `bytes` of the
+    /// `total` (from its piece reports, every 2 s while it downloads).
+    ReceiverProgress { index: u32, bytes: u64, total: u64 },
     /// Sender of several receivers: by their reports, the receivers together hold every
     /// piece, so the sender may stop and they finish from each other.
     AllHeld,

@@ -56,6 +56,11 @@ enum Update {
     /// The run did not end in a valid confirmation from the receiver.
     FailedTry,
     Accepted,
+    /// The receiver's latest report: it holds this many of the content's bytes.
+    Progress {
+        bytes: u64,
+        total: u64,
+    },
     Declined,
     Done,
     Failed(String),
@@ -358,7 +363,12 @@ async fn count(
         &convey_shared::protocol::rendezvous::Host,
     ),
 ) -> Option<Result<()>> {
+    if let Update::Progress { bytes, total } = update {
+        events(Event::ReceiverProgress { index, bytes, total });
+        return None;
+    }
     let state = match &update {
+        Update::Progress { .. } => return None,
         Update::Confirmed => "connected",
         Update::FailedTry => "wrong-code",
         Update::Accepted => "accepted",
@@ -368,7 +378,7 @@ async fn count(
         Update::Left => return None,
     };
     match &update {
-        Update::Confirmed => {}
+        Update::Confirmed | Update::Progress { .. } => {}
         Update::Accepted => {
             tally.stages.insert(index, Stage::Active);
         }
@@ -467,7 +477,16 @@ async fn receiver_session(
         of: opts.receivers.target(),
         holdings,
     };
-    let served = seed::serve_receiver(&mut link, &seeding, &opts, role, || say(Update::Accepted)).await;
+    let total = seeding.prepared.size;
+    let progress = |bytes| say(Update::Progress { bytes, total });
+    let served = seed::serve_receiver(
+        &mut link,
+        &seeding,
+        &opts,
+        role,
+        (|| say(Update::Accepted), progress),
+    )
+    .await;
     match served {
         Ok(()) => say(Update::Done),
         Err(Error::Declined(_)) => {

@@ -158,14 +158,13 @@ impl Holdings {
         }
     }
 
-    /// Add receiver `from`'s report (base64 bitfield); a malformed one is ignored.
-    fn add(&self, from: u32, report: &str) {
-        let Ok(theirs) = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, report) else {
-            return;
-        };
+    /// Add receiver `from`'s report (base64 bitfield): how many pieces it holds. A
+    /// malformed one is ignored (`None`).
+    fn add(&self, from: u32, report: &str) -> Option<u64> {
+        let theirs = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, report).ok()?;
         let mut bits = self.bits.lock().unwrap_or_else(|e| e.into_inner());
         if theirs.len() != bits.len() {
-            return;
+            return None;
         }
         let held = theirs.iter().map(|t| u64::from(t.count_ones())).sum();
         for (b, t) in bits.iter_mut().zip(theirs) {
@@ -175,6 +174,7 @@ impl Holdings {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(from, held);
+        Some(held.min(self.pieces))
     }
 
     /// The pieces the receivers reported holding, summed over their latest reports: it
@@ -227,13 +227,13 @@ impl Role {
 
 /// Offer `seeding` to one receiver of a swarm on `link`: register the swarm through its connection,
 /// start seeding (once), serve its paths, and wait for its verdict. `on_accept` runs when
-/// it accepts.
+/// it accepts, `on_progress` with the plaintext bytes its reports say it holds.
 pub(crate) async fn serve_receiver(
     link: &mut PeerLink,
     seeding: &Seeding,
     opts: &SendOptions,
     role: Role,
-    on_accept: impl FnOnce(),
+    (on_accept, mut on_progress): (impl FnOnce(), impl FnMut(u64)),
 ) -> Result<()> {
     let Seeding {
         prepared,
@@ -284,13 +284,26 @@ pub(crate) async fn serve_receiver(
         )
         .await?;
         on_accept();
-        await_done_with(link, |report| holdings.add(index, report)).await
+        await_done_with(link, |report| {
+            if let Some(held) = holdings.add(index, report) {
+                on_progress(held_plain(held, pieces, prepared.size));
+            }
+        })
+        .await
     }
     .await;
     offered.shutdown().await;
     result?;
     holdings.add_all();
     Ok(())
+}
+
+/// The plaintext share of `size` that `held` of `pieces` pieces stand for.
+fn held_plain(held: u64, pieces: u64, size: u64) -> u64 {
+    if pieces == 0 {
+        return size;
+    }
+    u64::try_from(u128::from(size) * u128::from(held.min(pieces)) / u128::from(pieces)).unwrap_or(size)
 }
 
 #[cfg(test)]
@@ -304,12 +317,12 @@ mod tests {
     #[test]
     fn holdings_are_the_union_of_well_formed_reports() {
         let h = Holdings::with_pieces(12);
-        h.add(0, &B64.encode([0xff, 0xff, 0xff]));
-        h.add(0, "not base64!");
+        assert_eq!(h.add(0, &B64.encode([0xff, 0xff, 0xff])), None);
+        assert_eq!(h.add(0, "not base64!"), None);
         assert!(!h.complete(), "malformed reports are ignored");
-        h.add(0, &B64.encode([0b1111_1100, 0x00]));
+        assert_eq!(h.add(0, &B64.encode([0b1111_1100, 0x00])), Some(6));
         assert!(!h.complete());
-        h.add(1, &B64.encode([0b0000_0011, 0b1111_0000]));
+        assert_eq!(h.add(1, &B64.encode([0b0000_0011, 0b1111_0000])), Some(6));
         assert!(h.complete(), "pieces 0-5 and 6-11 from two receivers");
         assert_eq!(h.reported(), 6 + 6, "each receiver's latest report counts");
         h.add(0, &B64.encode([0b1111_1110, 0x00]));
@@ -317,5 +330,14 @@ mod tests {
         let fresh = Holdings::with_pieces(3);
         fresh.add_all();
         assert!(fresh.complete());
+    }
+
+    #[test]
+    fn held_pieces_are_shown_as_their_share_of_the_plaintext() {
+        assert_eq!(super::held_plain(0, 4, 1000), 0);
+        assert_eq!(super::held_plain(1, 4, 1000), 250);
+        assert_eq!(super::held_plain(9, 4, 1000), 1000, "never more than the whole");
+        assert_eq!(super::held_plain(0, 0, 0), 0);
+        assert_eq!(super::held_plain(u64::MAX, u64::MAX, u64::MAX), u64::MAX);
     }
 }

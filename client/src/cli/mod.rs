@@ -283,6 +283,11 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>, lan: bool) -> 
         .map(EmbeddedRelay::port);
     let advertised: Arc<std::sync::Mutex<Option<convey::lan::Advertisement>>> = Arc::default();
     let (qr, mode) = (args.qr, out.mode);
+    let waiting_for = if args.receivers.many() {
+        "Waiting for the receivers…"
+    } else {
+        "Waiting for the receiver…"
+    };
     let shown = out.clone();
     let advert = advertised.clone();
     let events = out.sink(move |ev| match ev {
@@ -319,7 +324,7 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>, lan: bool) -> 
             true
         }
         Event::Waiting if mode != Mode::Json => {
-            shown.say("Waiting for the receiver…");
+            shown.say(waiting_for);
             true
         }
         Event::AllHeld => {

@@ -5,6 +5,7 @@
 //! before the offer and writes them once it knows.
 
 use std::{
+    collections::HashMap,
     io::{IsTerminal, Write},
     sync::{
         Arc, Mutex,
@@ -15,7 +16,7 @@ use std::{
 
 use convey::{Event, EventSink};
 use convey_shared::display;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 /// How much to show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +34,11 @@ pub(crate) struct Output {
     pub(crate) mode: Mode,
     verb: &'static str,
     tty: bool,
+    /// Where the bars draw (stderr), so status lines print above all of them.
+    bars: MultiProgress,
     bar: Mutex<Option<ProgressBar>>,
+    /// A sender of several receivers: one bar per receiver that is transferring.
+    receiver_bars: Mutex<HashMap<u32, ProgressBar>>,
     /// The path in use, once known.
     path: Mutex<Option<String>>,
     json_to_stderr: AtomicBool,
@@ -49,7 +54,9 @@ impl Output {
             mode,
             verb,
             tty: std::io::stderr().is_terminal(),
+            bars: MultiProgress::new(),
             bar: Mutex::default(),
+            receiver_bars: Mutex::default(),
             path: Mutex::default(),
             json_to_stderr: AtomicBool::new(false),
             held: Mutex::new(hold_json.then(Vec::new)),
@@ -122,10 +129,7 @@ impl Output {
     }
 
     fn suspend(&self, f: impl FnOnce()) {
-        match &*self.bar.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(bar) => bar.suspend(f),
-            None => f(),
-        }
+        self.bars.suspend(f);
     }
 
     /// The final error, as a line for people or a JSON event. Error messages can quote the
@@ -143,6 +147,40 @@ impl Output {
 
     fn finish_bar(&self) {
         if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            bar.finish_and_clear();
+        }
+        for (_, bar) in self
+            .receiver_bars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+        {
+            bar.finish_and_clear();
+        }
+    }
+
+    /// Receiver `index`'s bar (on a terminal only; JSON carries the event itself).
+    fn receiver_progress(&self, index: u32, bytes: u64, total: u64) {
+        if !self.tty {
+            return;
+        }
+        let mut bars = self.receiver_bars.lock().unwrap_or_else(|e| e.into_inner());
+        let bar = bars.entry(index).or_insert_with(|| {
+            let bar = self.bars.add(new_bar(Some(total)));
+            bar.set_prefix(format!("Receiver {index}"));
+            bar
+        });
+        bar.set_position(bytes.min(total));
+    }
+
+    /// Receiver `index` no longer transfers (done, declined, failed): its bar goes.
+    fn receiver_ended(&self, index: u32) {
+        if let Some(bar) = self
+            .receiver_bars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&index)
+        {
             bar.finish_and_clear();
         }
     }
@@ -165,6 +203,9 @@ impl Output {
                 tries,
                 allowed,
             } => {
+                if !matches!(state.as_str(), "connected" | "accepted") {
+                    self.receiver_ended(*index);
+                }
                 let of = of.map_or_else(|| "any".to_owned(), |n| n.to_string());
                 let line = match state.as_str() {
                     "connected" => format!("Receiver {index} connected"),
@@ -182,6 +223,7 @@ impl Output {
                 };
                 self.say(&line);
             }
+            Event::ReceiverProgress { index, bytes, total } => self.receiver_progress(*index, *bytes, *total),
             Event::Closed { reason } => self.say(&format!(
                 "The code is closed to new receivers ({reason}); receivers already in carry on"
             )),
@@ -202,7 +244,7 @@ impl Output {
         };
         if self.tty {
             let mut bar = self.bar.lock().unwrap_or_else(|e| e.into_inner());
-            let bar = bar.get_or_insert_with(|| new_bar(total));
+            let bar = bar.get_or_insert_with(|| self.bars.add(new_bar(total)));
             bar.set_prefix(format!("{}{path}", self.verb));
             bar.set_position(bytes);
             return;

@@ -32,7 +32,7 @@ pub use sender::SenderSession;
 /// A message that this side's machine does not expect now: named by its type, never quoted
 /// (its text is the peer's choice).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the peer sent {got} while this side expected {expected}")]
+#[error("unexpected {got} from the peer (this side expected {expected})")]
 pub struct Unexpected {
     pub got: &'static str,
     pub expected: &'static str,
