@@ -116,6 +116,15 @@ impl RelayAddr {
             .map_or(self.authority.as_str(), |(host, _)| host)
     }
 
+    /// The relay's page with `code` in the fragment (which browsers never send to a server);
+    /// `None` for a private relay (a page cannot present the access token).
+    pub fn page_url(&self, code: &str) -> Option<String> {
+        let scheme = if self.secure { "https" } else { "http" };
+        self.token
+            .is_none()
+            .then(|| format!("{scheme}://{}{}/#{code}", self.authority, self.prefix))
+    }
+
     pub fn rendezvous_url(&self) -> String {
         let scheme = if self.secure { "wss" } else { "ws" };
         format!("{scheme}://{}{}{RENDEZVOUS_PATH}", self.authority, self.prefix)

@@ -1,4 +1,5 @@
-//! The HTTP surface: rendezvous WebSocket, tracker, WebSocket tunnel, health, metrics.
+//! The HTTP surface: rendezvous WebSocket, tracker, WebSocket tunnel, health, metrics, and
+//! the browser page.
 
 use axum::extract::Path;
 use axum::{
@@ -13,7 +14,7 @@ use convey_shared::{
     protocol::{ANNOUNCE_PATH, NAMEPLATES_PATH, RENDEZVOUS_PATH, SCRAPE_PATH, tunnel::TUNNEL_PATH},
 };
 
-use crate::{metrics, rendezvous, state::AppState, tracker, tunnel};
+use crate::{metrics, page, rendezvous, state::AppState, tracker, tunnel};
 
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
@@ -27,6 +28,7 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(health))
         .route("/metrics", get(metrics::handler))
+        .merge(page::routes())
         .with_state(state)
 }
 

@@ -11,6 +11,7 @@ mod http;
 pub mod limits;
 mod listener;
 mod metrics;
+mod page;
 mod rendezvous;
 mod server;
 mod shared;

@@ -1,5 +1,6 @@
 //! End-to-end tests: real relay, real librqbit sessions on loopback, real third-party clients.
 
+mod browser;
 mod compress;
 mod failures;
 mod hostile;

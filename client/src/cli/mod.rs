@@ -273,6 +273,12 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>, lan: bool) -> 
         (Some(e), None) => format!("convey receive --relay {} ", e.local_addr()),
         (None, _) => format!("convey receive --relay {relay} "),
     };
+    // The relay's page receives files and texts sent to one receiver.
+    let page_relay = match &lan_addr {
+        Some(lan) => lan.clone(),
+        None => relay.clone(),
+    };
+    let page = (!args.receivers.many() && !matches!(payload, Payload::Stdin)).then_some(page_relay);
     let on_default_port = embedded
         .as_ref()
         .is_some_and(|e| e.port() == convey::embedded::DEFAULT_PORT);
@@ -300,9 +306,10 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>, lan: bool) -> 
             }
             let advertised = advert.lock().unwrap_or_else(|e| e.into_inner()).is_some();
             let fallback = format!("{receive_hint}{code}");
+            let link = page.as_ref().and_then(|p| p.page_url(code));
             let receive = if advertised { format!("convey receive {code}") } else { fallback.clone() };
             if mode == Mode::Json {
-                shown.json(&serde_json::json!({"event": "code", "code": code, "receive": receive, "receive_with_relay": fallback}));
+                shown.json(&serde_json::json!({"event": "code", "code": code, "receive": receive, "receive_with_relay": fallback, "page": link}));
                 return true;
             }
             // Written, not println!: a reader that takes only the first line (`| head -1`)
@@ -314,6 +321,9 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>, lan: bool) -> 
                     text.push_str(&format!("(if it finds no sender:    {fallback})\n"));
                 } else if on_default_port {
                     text.push_str(&format!("(on this machine:          convey receive {code})\n"));
+                }
+                if let Some(link) = &link {
+                    text.push_str(&format!("Or open in a browser:      {link}\n"));
                 }
             }
             if qr {

@@ -22,7 +22,7 @@ use std::{
 use convey_shared::{
     chunk_map::{ChunkMap, FRAME_PLAIN, Place},
     content::{ContentCipher, ContentKey, PLAIN_CHUNK, TAG_LEN},
-    protocol::push::{HELLO_LEN, Item, have_len},
+    protocol::push::{HELLO_LEN, IN_ORDER, Item, have_len},
 };
 use subtle::ConstantTimeEq;
 use tokio::{
@@ -197,8 +197,9 @@ struct Hellos {
 
 /// What a new connection turned out to be.
 enum Arrival {
-    /// A push connection, and the frames the receiver already holds.
-    Push(TcpStream, Vec<u8>),
+    /// A push connection, the frames the receiver already holds, and whether it takes frames
+    /// only in order.
+    Push(TcpStream, Vec<u8>, bool),
     /// The session's peer route.
     Route(TcpStream),
     /// Something else, handled (or dropped) already.
@@ -231,7 +232,7 @@ async fn accept_loop(
             Some(Ok(arrival)) = arrivals.join_next(), if !arrivals.is_empty() => {
                 if let Arrival::Route(conn) = arrival {
                     on_route(conn);
-                } else if let Arrival::Push(conn, have) = arrival {
+                } else if let Arrival::Push(conn, have, in_order) = arrival {
                     // A receiver that connects again (its path died) replaces the old push.
                     if let Some(old) = current.take() {
                         old.cancel();
@@ -241,7 +242,7 @@ async fn accept_loop(
                     let source = source.clone();
                     pushes.spawn(async move {
                         tokio::select! {
-                            r = serve(conn, have, &source) => {
+                            r = serve(conn, (have, in_order), &source) => {
                                 if let Err(err) = r {
                                     tracing::debug!(%err, "push connection ended");
                                 }
@@ -292,17 +293,19 @@ async fn arrive(
         if !bool::from(presented.ct_eq(&hellos.push)) {
             return None;
         }
-        let len = conn.read_u32_le().await.ok()? as usize;
+        let len = conn.read_u32_le().await.ok()?;
+        let in_order = len & IN_ORDER != 0;
+        let len = (len & !IN_ORDER) as usize;
         let want = have_len(frames);
         if len != 0 && len != want {
             return None;
         }
         let mut have = vec![0u8; want];
         conn.read_exact(&mut have[..len]).await.ok()?;
-        Some(Some(have))
+        Some(Some((have, in_order)))
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Some(Some(have))) => Arrival::Push(conn, have),
+        Ok(Some(Some((have, in_order)))) => Arrival::Push(conn, have, in_order),
         Ok(Some(None)) => Arrival::Route(conn),
         _ => {
             tracing::debug!(%from, "dropping a push connection without the hello");
@@ -341,8 +344,14 @@ impl Pacer {
 }
 
 /// Push every frame the receiver lacks: what the pass seals while we are attached, then the
-/// rest, read and sealed again once the pass is over; then say it is all there.
-async fn serve(mut conn: TcpStream, mut sent: Vec<u8>, source: &PushSource) -> Result<()> {
+/// rest, read and sealed again once the pass is over; then say it is all there. A receiver
+/// that takes frames only in order gets the pass's frames only while each is the first it
+/// lacks; once the pass is ahead of it, the rest comes after the pass.
+async fn serve(
+    mut conn: TcpStream,
+    (mut sent, in_order): (Vec<u8>, bool),
+    source: &PushSource,
+) -> Result<()> {
     let gone = |_| Error::PeerGone;
     let mut pacer = Pacer {
         started: tokio::time::Instant::now(),
@@ -365,10 +374,20 @@ async fn serve(mut conn: TcpStream, mut sent: Vec<u8>, source: &PushSource) -> R
         pacer.sent(f.sealed.len()).await;
         Ok(())
     };
+    // The first frame the receiver lacks, found from here (`sent` only grows).
+    let mut lacks_from = 0;
+    let frames = source.frames();
+    let first_missing = |sent: &[u8], from: &mut u64| {
+        while *from < frames && has(sent, *from) {
+            *from += 1;
+        }
+        *from
+    };
     if let Some(mut live) = source.tap.attach() {
         loop {
             match tokio::time::timeout(KEEP_ALIVE, live.recv()).await {
                 Ok(Some(f)) if has(&sent, f.frame) => {}
+                Ok(Some(f)) if in_order && f.frame != first_missing(&sent, &mut lacks_from) => break,
                 Ok(Some(f)) => write(&mut conn, f, &mut sent).await?,
                 Ok(None) => break,
                 Err(_) => conn.write_all(&Item::KeepAlive.to_bytes()).await.map_err(gone)?,

@@ -5,7 +5,9 @@
 //! The receiver opens with a fixed line and a value derived from the session key (so the
 //! bytes it writes to an address the sender named are never the sender's choice, as for a
 //! stream), then the frames it already holds: a little-endian u32 length and a bitfield,
-//! frame `k` in bit `0x80 >> (k % 8)` of byte `k / 8`. The sender then writes items, each a
+//! frame `k` in bit `0x80 >> (k % 8)` of byte `k / 8`; a receiver that can only take frames
+//! in order (the browser page, which streams them into a download) sets [`IN_ORDER`] in the
+//! length. The sender then writes items, each a
 //! [`ITEM_HEADER_LEN`]-byte header: kind, frame index and first chunk index (little-endian
 //! u64s), the frame's code in the chunk map, and the length of the sealed chunks that
 //! follow. A frame's sealed chunks are the content cipher's, numbered from that first chunk,
@@ -23,6 +25,10 @@ pub const HELLO_PREFIX: &[u8] = b"convey-push-v1\n";
 pub const PROOF_LEN: usize = 32;
 /// Total length of the receiver's hello.
 pub const HELLO_LEN: usize = HELLO_PREFIX.len() + PROOF_LEN;
+/// Set in the have-bitfield's length by a receiver that takes frames only in order: the
+/// sender then sends no frame before every frame ahead of it (it waits for its pass to end
+/// rather than hand over the frames the pass seals after a later start).
+pub const IN_ORDER: u32 = 1 << 31;
 /// Bytes of an item header.
 pub const ITEM_HEADER_LEN: usize = 22;
 /// Most sealed bytes one frame item carries (a raw frame of 16 full chunks).

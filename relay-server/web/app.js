@@ -1,0 +1,227 @@
+// The relay's page: receive what `convey send` offers. The WebAssembly module (convey-web,
+// built from convey-shared) runs the key exchange, checks the offer, decrypts and verifies;
+// this script only moves bytes: the rendezvous and tunnel WebSockets, and the download,
+// streamed through the Service Worker (sw.js) so no file is held in memory.
+import init, { Receiver } from './pkg/convey_web.js';
+
+const $ = (id) => document.getElementById(id);
+const base = location.pathname.replace(/[^/]*$/, '').replace(/\/$/, '');
+const wsBase = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + base;
+
+function setState(state) { document.body.dataset.state = state; }
+function status(text) { $('status').textContent = text; }
+function showError(text) {
+  $('error').hidden = false;
+  $('error').textContent = text;
+  setState('failed');
+}
+
+function size(bytes) {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let u = 0;
+  let v = bytes;
+  while (v >= 1024 && u < units.length - 1) { v /= 1024; u += 1; }
+  return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`;
+}
+
+// Downloads are answered by the Service Worker; without one (no secure context), say what
+// to do instead of failing later.
+async function serviceWorker() {
+  if (!window.isSecureContext || !('serviceWorker' in navigator)) return null;
+  await navigator.serviceWorker.register(`${base}/sw.js`, { scope: `${base}/` });
+  await navigator.serviceWorker.ready;
+  if (!navigator.serviceWorker.controller) {
+    await new Promise((resolve) => navigator.serviceWorker.addEventListener('controllerchange', resolve, { once: true }));
+  }
+  return navigator.serviceWorker.controller;
+}
+
+function unsupported() {
+  const code = $('code').value.trim() || 'CODE';
+  $('unsupported').hidden = false;
+  $('unsupported').textContent =
+    `This page can only save files on a secure origin (https://, or http://localhost): ` +
+    `this browser gives it no Service Worker here. Receive with the command line instead: ` +
+    `convey receive --relay ${location.host} ${code}`;
+  setState('unsupported');
+}
+
+class Download {
+  constructor(worker, name, bytes, archive) {
+    this.id = crypto.randomUUID();
+    const channel = new MessageChannel();
+    this.port = channel.port1;
+    worker.postMessage({ type: 'download', id: this.id, name, bytes: archive ? null : bytes }, [channel.port2]);
+    this.ready = new Promise((resolve) => { this.port.onmessage = (e) => { if (e.data === 'ready') resolve(); }; });
+  }
+  start() {
+    const frame = document.createElement('iframe');
+    frame.hidden = true;
+    frame.src = `${base}/download/${this.id}`;
+    document.body.append(frame);
+  }
+  write(bytes) { this.port.postMessage({ chunk: bytes }, [bytes.buffer]); }
+  end() { this.port.postMessage({ end: true }); }
+  fail(message) { this.port.postMessage({ error: message }); }
+}
+
+async function receive(code, worker) {
+  let rx;
+  try {
+    rx = new Receiver(code, Date.now() / 1000);
+  } catch (e) {
+    showError(String(e.message || e));
+    return;
+  }
+  $('code-form').hidden = true;
+  status('Connecting to the relay…');
+  const ws = new WebSocket(`${wsBase}/v1/rendezvous`, 'convey-v1');
+  let offer = null;
+  let download = null;
+  let tunnel = null;
+  let finished = false;
+  let waitLimit;
+
+  const apply = (json) => {
+    const actions = JSON.parse(json);
+    for (const text of actions.relay) {
+      if (ws.readyState === WebSocket.OPEN) ws.send(text);
+    }
+    if (actions.event) handle(actions.event);
+  };
+
+  const handle = (event) => {
+    switch (event.type) {
+      case 'waiting':
+        setState('waiting');
+        status('No sender is on this code yet: waiting for it…');
+        waitLimit = setTimeout(() => handle({ type: 'failed', message: 'no sender appeared on this code within two minutes; check the code with the sender' }), 120_000);
+        break;
+      case 'connected':
+        clearTimeout(waitLimit);
+        setState('connected');
+        status('Exchanging keys with the sender…');
+        break;
+      case 'offer': {
+        offer = event;
+        setState('offer');
+        status('');
+        const more = event.more ? ` (and ${event.more} more)` : '';
+        $('offer-summary').textContent =
+          `${event.files} file${event.files === 1 ? '' : 's'}, ${size(event.bytes)}${more}:`;
+        $('offer-names').replaceChildren(...event.names.map((n) => {
+          const li = document.createElement('li');
+          li.textContent = n;
+          return li;
+        }));
+        $('offer-download').textContent = event.download;
+        $('offer').hidden = false;
+        break;
+      }
+      case 'text':
+        finished = true;
+        $('text-body').textContent = event.text;
+        $('text').hidden = false;
+        setState('verified');
+        status('Received a text.');
+        break;
+      case 'tunnel':
+        openTunnel(event.path);
+        break;
+      case 'verified':
+        finished = true;
+        download?.end();
+        $('progress').value = 1;
+        setState('verified');
+        status(`Done: ${size(offer.bytes)} received and verified.`);
+        break;
+      case 'failed':
+        finished = true;
+        clearTimeout(waitLimit);
+        if (ws.readyState === WebSocket.OPEN) ws.close();
+        download?.fail(event.message);
+        tunnel?.close();
+        showError(event.message);
+        status('');
+        break;
+      default:
+        break;
+    }
+  };
+
+  const openTunnel = async (path) => {
+    $('offer').hidden = true;
+    $('progress-box').hidden = false;
+    setState('receiving');
+    status('Receiving through the relay’s tunnel…');
+    download = new Download(worker, offer.download, offer.bytes, offer.archive);
+    await download.ready;
+    download.start();
+    const started = performance.now();
+    tunnel = new WebSocket(`${wsBase}${path}`);
+    tunnel.binaryType = 'arraybuffer';
+    tunnel.onopen = () => tunnel.send(rx.push_opening());
+    tunnel.onmessage = (e) => {
+      if (finished) return;
+      let out;
+      try {
+        out = rx.tunnel_message(new Uint8Array(e.data));
+      } catch (err) {
+        apply(typeof err === 'string' ? err : JSON.stringify({ relay: [], event: { type: 'failed', message: String(err) } }));
+        return;
+      }
+      if (out.length) download.write(out);
+      const got = rx.received();
+      const seconds = (performance.now() - started) / 1000;
+      $('progress').value = offer.bytes ? got / offer.bytes : 1;
+      $('progress-text').textContent =
+        `${size(got)} of ${size(offer.bytes)} · ${size(got / Math.max(seconds, 0.001))}/s · path: relay tunnel`;
+      if (rx.push_ended()) {
+        tunnel.close();
+        status('Checking the files…');
+        apply(rx.check());
+      }
+    };
+    tunnel.onclose = () => {
+      if (!finished && !rx.push_ended()) {
+        handle({ type: 'failed', message: 'the tunnel through the relay closed before everything arrived; ask the sender to send again' });
+      }
+    };
+  };
+
+  ws.onmessage = (e) => { if (typeof e.data === 'string') apply(rx.relay_text(e.data)); };
+  ws.onclose = () => {
+    if (!finished) handle({ type: 'failed', message: 'the connection to the relay closed; check that the relay is up and try again' });
+  };
+  ws.onerror = () => {};
+  $('accept').onclick = () => apply(rx.accept());
+  $('decline').onclick = () => { $('offer').hidden = true; apply(rx.refuse()); };
+}
+
+async function main() {
+  await init();
+  const fromLink = decodeURIComponent(location.hash.slice(1));
+  // The code must not stay in the address bar or the history.
+  if (fromLink) history.replaceState(null, '', location.pathname);
+  let worker = null;
+  try {
+    worker = await serviceWorker();
+  } catch (e) {
+    worker = null;
+  }
+  setState('ready');
+  const go = (code) => {
+    if (!worker) {
+      unsupported();
+      return;
+    }
+    receive(code, worker);
+  };
+  $('code-form').onsubmit = (e) => { e.preventDefault(); go($('code').value); };
+  if (fromLink) {
+    $('code').value = fromLink;
+    go(fromLink);
+  }
+}
+
+main().catch((e) => showError(`this page could not start: ${e.message || e}`));

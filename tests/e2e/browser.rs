@@ -1,0 +1,342 @@
+//! The relay's page in a real browser: Debian's chromium, driven by playwright-core
+//! (`tests/browser/page.mjs`), opens the page the real relay serves and receives from the
+//! real `convey send` (the library, in this process) on 127.0.0.1. `scripts/test` installs
+//! chromium and playwright-core; without them these tests fail and say so.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use convey::{Error, SendReport};
+use convey_tests::{Recorder, TestRelay, http_get, random_file, send_options, sha256_file};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(150);
+
+fn driver() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir() && Path::new("/usr/bin/chromium").exists(),
+        "the browser tests need chromium and playwright-core: run scripts/test (it installs both)"
+    );
+    dir.join("page.mjs")
+}
+
+/// Run the page at `url` in chromium; `action` is `accept` or `look`. The page's report.
+async fn run_page(url: &str, out: &Path, action: &str, flags: &[&str]) -> Value {
+    let mut child = tokio::process::Command::new("node")
+        .arg(driver())
+        .args([url, &out.display().to_string(), action])
+        .args(flags)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (scripts/test installs it)");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut text = String::new();
+    let read = tokio::time::timeout(BROWSER_TIMEOUT, stdout.read_to_string(&mut text)).await;
+    if read.is_err() {
+        let _ = child.kill().await;
+        panic!("the browser driver did not finish within {BROWSER_TIMEOUT:?}");
+    }
+    let status = child.wait().await.expect("driver exit");
+    assert!(status.success(), "the browser driver failed: {status}");
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("driver output {text:?}: {e}"))
+}
+
+fn page_url(relay: SocketAddr, code: &str) -> String {
+    format!("http://{relay}/#{code}")
+}
+
+async fn sender_result(
+    task: tokio::task::JoinHandle<Result<SendReport, Error>>,
+) -> Result<SendReport, Error> {
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the sender ends within a minute of the page")
+        .expect("sender task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_receives_a_64_mib_file_through_the_tunnel_as_a_download() {
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("big.bin");
+    let digest = random_file(&src, 64 << 20, 17);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let rec = Recorder::default();
+    let sender = tokio::spawn(convey::send(send_options(&relay, src), rec.sink()));
+    let code = rec.code().await;
+    let report = run_page(
+        &page_url(relay.server.local_addr(), &code.to_string()),
+        &out,
+        "accept",
+        &[],
+    )
+    .await;
+    assert_eq!(report["state"], "verified", "{report}");
+    assert_eq!(report["failure"], Value::Null, "{report}");
+    assert_eq!(report["download"], "big.bin", "{report}");
+    assert_eq!(report["names"][0], "big.bin", "{report}");
+    assert_eq!(sha256_file(&out.join("big.bin")), digest, "byte-identical");
+    let sent = sender_result(sender).await.expect("the sender succeeds");
+    assert_eq!(sent.bytes, 64 << 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_folder_arrives_as_one_tar_archive_that_extracts_to_the_same_files() {
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("photos");
+    let long = "n".repeat(150);
+    std::fs::create_dir_all(src.join("trip/day 1")).expect("mkdir");
+    std::fs::create_dir_all(src.join("empty")).expect("mkdir");
+    let files = [
+        ("trip/day 1/a.jpg", 3 << 20),
+        ("trip/b.raw", 1_234_567),
+        ("empty.txt", 0),
+        (long.as_str(), 700),
+    ];
+    let digests: Vec<String> = files
+        .iter()
+        .enumerate()
+        .map(|(i, (name, size))| random_file(&src.join(name), *size, i as u64))
+        .collect();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let rec = Recorder::default();
+    let sender = tokio::spawn(convey::send(send_options(&relay, src), rec.sink()));
+    let code = rec.code().await;
+    let report = run_page(
+        &page_url(relay.server.local_addr(), &code.to_string()),
+        &out,
+        "accept",
+        &[],
+    )
+    .await;
+    assert_eq!(report["state"], "verified", "{report}");
+    assert_eq!(report["download"], "photos.tar", "{report}");
+    assert_eq!(report["names"][0], "photos/", "{report}");
+    let unpacked = dir.path().join("unpacked");
+    std::fs::create_dir(&unpacked).expect("mkdir");
+    let tar = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(out.join("photos.tar"))
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .expect("tar runs");
+    assert!(tar.success(), "the archive extracts");
+    for ((name, _), digest) in files.iter().zip(&digests) {
+        assert_eq!(
+            &sha256_file(&unpacked.join("photos").join(name)),
+            digest,
+            "{name}"
+        );
+    }
+    assert!(unpacked.join("photos/empty").is_dir(), "empty folders arrive too");
+    sender_result(sender).await.expect("the sender succeeds");
+}
+
+/// A forwarder in front of the relay that flips one byte of what the relay sends down a
+/// tunnel connection, `at` bytes in.
+async fn corrupting_proxy(
+    relay: SocketAddr,
+    at: usize,
+) -> (SocketAddr, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let flipped = Arc::new(AtomicBool::new(false));
+    let done = flipped.clone();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((client, _)) = listener.accept().await {
+            let done = done.clone();
+            conns.spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(relay).await else {
+                    return;
+                };
+                let mut first = [0u8; 16];
+                let Ok(n) = client.peek(&mut first).await else {
+                    return;
+                };
+                let tunnel = first[..n].starts_with(b"GET /v2/tunnel/");
+                let (mut cr, mut sw) = (client, server);
+                let (mut c_read, mut c_write) = cr.split();
+                let (mut s_read, mut s_write) = sw.split();
+                let up = tokio::io::copy(&mut c_read, &mut s_write);
+                let down = async {
+                    let mut buf = vec![0u8; 1 << 16];
+                    let mut seen = 0usize;
+                    loop {
+                        let n = s_read.read(&mut buf).await?;
+                        if n == 0 {
+                            return Ok::<_, std::io::Error>(());
+                        }
+                        if tunnel && seen <= at && at < seen + n {
+                            buf[at - seen] ^= 0x5a;
+                            done.store(true, Ordering::SeqCst);
+                        }
+                        seen += n;
+                        c_write.write_all(&buf[..n]).await?;
+                    }
+                };
+                let _ = tokio::join!(up, down);
+            });
+        }
+    });
+    (addr, flipped, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupted_chunk_fails_the_download_visibly_and_nothing_looks_complete() {
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn().await;
+    let (proxy, flipped, proxy_task) = corrupting_proxy(relay.server.local_addr(), (2 << 20) + 4321).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("data.bin");
+    random_file(&src, 8 << 20, 5);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let rec = Recorder::default();
+    let sender = tokio::spawn(convey::send(send_options(&relay, src), rec.sink()));
+    let code = rec.code().await;
+    let report = run_page(&page_url(proxy, &code.to_string()), &out, "accept", &[]).await;
+    proxy_task.abort();
+    assert!(flipped.load(Ordering::SeqCst), "the proxy corrupted the tunnel");
+    assert_eq!(report["state"], "failed", "{report}");
+    assert_ne!(
+        report["failure"],
+        Value::Null,
+        "the browser marks the download failed: {report}"
+    );
+    assert_eq!(report["saved"], Value::Null, "{report}");
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(error.contains("download was stopped"), "{report}");
+    assert!(
+        std::fs::read_dir(&out).expect("out").next().is_none(),
+        "nothing saved"
+    );
+    let sent = sender_result(sender).await;
+    assert!(sent.is_err(), "the sender is told the transfer failed: {sent:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wrong_code_fails_cleanly_on_the_page_and_on_the_sender() {
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("secret.txt");
+    random_file(&src, 10_000, 2);
+    let rec = Recorder::default();
+    let sender = tokio::spawn(convey::send(send_options(&relay, src), rec.sink()));
+    let code = rec.code().await;
+    let wrong = format!("{}-wrong-guess", code.nameplate());
+    let report = run_page(
+        &page_url(relay.server.local_addr(), &wrong),
+        dir.path(),
+        "look",
+        &[],
+    )
+    .await;
+    assert_eq!(report["state"], "failed", "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the code is wrong"),
+        "{report}"
+    );
+    assert_eq!(
+        report["names"],
+        serde_json::json!([]),
+        "no offer was shown: {report}"
+    );
+    let sent = sender_result(sender).await;
+    assert!(matches!(sent, Err(Error::WrongCode)), "sender: {sent:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hostile_name_is_shown_escaped_as_the_cli_shows_it() {
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Markup, a right-to-left override and a zero-width space (the sender refuses control
+    // characters itself; a hostile sender is in client/tests/hostile.rs).
+    let name = "<img src=x onerror=alert(1)>red\u{202e}txt\u{200b}.exe";
+    let src = dir.path().join(name);
+    random_file(&src, 1000, 3);
+    let rec = Recorder::default();
+    let sender = tokio::spawn(convey::send(send_options(&relay, src), rec.sink()));
+    let code = rec.code().await;
+    let report = run_page(
+        &page_url(relay.server.local_addr(), &code.to_string()),
+        dir.path(),
+        "look",
+        &[],
+    )
+    .await;
+    assert_eq!(report["state"], "offer", "{report}");
+    let shown = convey_shared::display::safe(name, false);
+    assert_ne!(shown, name, "the name needs escaping");
+    assert_eq!(report["names"][0], shown.as_str(), "{report}");
+    assert_eq!(report["images"], 0, "the name is text, never markup: {report}");
+    sender.abort();
+}
+
+#[tokio::test]
+async fn the_page_comes_from_the_relay_with_a_policy_that_allows_only_its_origin() {
+    let relay = TestRelay::spawn().await;
+    let addr = relay.server.local_addr();
+    for path in [
+        "/",
+        "/app.js",
+        "/sw.js",
+        "/style.css",
+        "/pkg/convey_web.js",
+        "/pkg/convey_web_bg.wasm",
+    ] {
+        let (status, body) = http_get(addr, path).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(!body.is_empty(), "{path}");
+    }
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw))
+        .await
+        .expect("answer")
+        .expect("read");
+    let head = String::from_utf8_lossy(&raw).to_lowercase();
+    let csp = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-security-policy: "))
+        .expect("a Content-Security-Policy header");
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert!(csp.contains("script-src 'self' 'wasm-unsafe-eval'"), "{csp}");
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains('*') && !csp.contains("http"),
+        "{csp}"
+    );
+    // Nothing in the page refers to another site.
+    let (_, html) = http_get(addr, "/").await;
+    let html = String::from_utf8_lossy(&html);
+    assert!(
+        !html.contains("http://") && !html.contains("https://") && !html.contains("//cdn"),
+        "{html}"
+    );
+}

@@ -1,0 +1,75 @@
+//! convey in a browser: the relay's page loads this module (WebAssembly, built by
+//! `scripts/build-web`) and drives the same session machines, offer checks and content
+//! cipher as the CLI, from `convey-shared`. The page does the I/O (WebSockets, the
+//! download); everything that decides or decrypts is here.
+
+mod archive;
+pub mod push;
+pub mod receiver;
+
+use wasm_bindgen::prelude::*;
+
+/// The page's handle on one receive (see [`receiver::PageReceiver`]). Methods that answer
+/// with actions return them as JSON: `{"relay": [texts to send], "event": {...} | null}`.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct Receiver(receiver::PageReceiver);
+
+fn json(actions: &receiver::Actions) -> String {
+    serde_json::to_string(actions).unwrap_or_else(|_| r#"{"relay":[],"event":null}"#.into())
+}
+
+#[wasm_bindgen]
+impl Receiver {
+    /// Start a receive on `code`; archives are stamped with `now` (seconds since 1970).
+    #[wasm_bindgen(constructor)]
+    pub fn new(code: &str, now: f64) -> Result<Receiver, JsError> {
+        let mtime = if now.is_finite() && now > 0.0 {
+            now as u64
+        } else {
+            0
+        };
+        receiver::PageReceiver::new(code, mtime)
+            .map(Self)
+            .map_err(|e| JsError::new(&e))
+    }
+
+    /// A text from the rendezvous WebSocket.
+    pub fn relay_text(&mut self, text: &str) -> String {
+        json(&self.0.relay_text(text))
+    }
+
+    pub fn accept(&mut self) -> String {
+        json(&self.0.accept())
+    }
+
+    pub fn refuse(&mut self) -> String {
+        json(&self.0.refuse())
+    }
+
+    /// The first message to write on the tunnel.
+    pub fn push_opening(&self) -> Vec<u8> {
+        self.0.push_opening()
+    }
+
+    /// A binary message from the tunnel: the download's next bytes. On failure the error is
+    /// the actions JSON (a failed event, texts to send).
+    pub fn tunnel_message(&mut self, mut msg: Vec<u8>) -> Result<Vec<u8>, JsValue> {
+        self.0
+            .tunnel_message(&mut msg)
+            .map_err(|a| JsValue::from_str(&json(&a)))
+    }
+
+    pub fn received(&self) -> f64 {
+        self.0.received() as f64
+    }
+
+    pub fn push_ended(&self) -> bool {
+        self.0.push_ended()
+    }
+
+    /// After the push ended: compare the digests (when the sender's are in).
+    pub fn check(&mut self) -> String {
+        json(&self.0.check())
+    }
+}
