@@ -65,6 +65,40 @@ class Download {
   fail(message) { this.port.postMessage({ error: message }); }
 }
 
+// The page's WebRTC answer to the sender's offer: one description, sent once every candidate is
+// gathered (no trickling: it travels inside the sealed channel). The sender's data channels
+// arrive on `channels`.
+async function rtcAnswer(offer) {
+  const iceServers = offer.stun_port ? [{ urls: `stun:${location.hostname}:${offer.stun_port}` }] : [];
+  const pc = new RTCPeerConnection({ iceServers });
+  const channels = [];
+  let arrived = () => {};
+  pc.ondatachannel = (e) => { channels.push(e.channel); arrived(); };
+  // Offer and answer travel as the JSON of a session description, as the CLI sends them.
+  const remote = JSON.parse(offer.rtc);
+  if (remote?.type !== 'offer' || typeof remote.sdp !== 'string') throw new Error('not a WebRTC offer');
+  await pc.setRemoteDescription({ type: 'offer', sdp: remote.sdp });
+  await pc.setLocalDescription(await pc.createAnswer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') resolve();
+    pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') resolve(); };
+    setTimeout(resolve, 3000);
+  });
+  // The first of the sender's channels to open, or null after `ms`.
+  const open = (ms) => new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(null), ms);
+    const look = () => {
+      for (const c of channels) {
+        if (c.readyState === 'open') { clearTimeout(timer); resolve(c); return; }
+        c.onopen = look;
+      }
+    };
+    arrived = look;
+    look();
+  });
+  return { pc, sdp: JSON.stringify({ type: 'answer', sdp: pc.localDescription.sdp }), open };
+}
+
 async function receive(code, worker) {
   let rx;
   try {
@@ -79,6 +113,7 @@ async function receive(code, worker) {
   let offer = null;
   let download = null;
   let tunnel = null;
+  let rtc = null;
   let finished = false;
   let waitLimit;
 
@@ -126,11 +161,12 @@ async function receive(code, worker) {
         status('Received a text.');
         break;
       case 'tunnel':
-        openTunnel(event.path);
+        openPush(event.path);
         break;
       case 'verified':
         finished = true;
         download?.end();
+        rtc?.pc.close();
         $('progress').value = 1;
         setState('verified');
         status(`Done: ${size(offer.bytes)} received and verified.`);
@@ -141,6 +177,7 @@ async function receive(code, worker) {
         if (ws.readyState === WebSocket.OPEN) ws.close();
         download?.fail(event.message);
         tunnel?.close();
+        rtc?.pc.close();
         showError(event.message);
         status('');
         break;
@@ -149,44 +186,63 @@ async function receive(code, worker) {
     }
   };
 
-  const openTunnel = async (path) => {
+  // What arrived on the push: hand it on, show it, and check once it is all in.
+  let started = 0;
+  let pathName = '';
+  const arrived = (take) => {
+    if (finished) return;
+    let out;
+    try {
+      out = take();
+    } catch (err) {
+      apply(typeof err === 'string' ? err : JSON.stringify({ relay: [], event: { type: 'failed', message: String(err) } }));
+      return;
+    }
+    if (out.length) download.write(out);
+    const got = rx.received();
+    const seconds = (performance.now() - started) / 1000;
+    $('progress').value = offer.bytes ? got / offer.bytes : 1;
+    $('progress-text').textContent =
+      `${size(got)} of ${size(offer.bytes)} · ${size(got / Math.max(seconds, 0.001))}/s · path: ${pathName}`;
+    if (rx.push_ended()) {
+      tunnel?.close();
+      status('Checking the files…');
+      apply(rx.check());
+    }
+  };
+  const cut = (what) => () => {
+    if (!finished && !rx.push_ended()) {
+      handle({ type: 'failed', message: `${what} closed before everything arrived; ask the sender to send again` });
+    }
+  };
+
+  const openPush = async (path) => {
     $('offer').hidden = true;
     $('progress-box').hidden = false;
     setState('receiving');
-    status('Receiving through the relay’s tunnel…');
     download = new Download(worker, offer.download, offer.bytes, offer.archive);
     await download.ready;
     download.start();
-    const started = performance.now();
+    const channel = rtc ? await rtc.open(8000) : null;
+    started = performance.now();
+    if (channel) {
+      pathName = 'WebRTC';
+      document.body.dataset.path = 'webrtc';
+      status('Receiving straight from the sender (WebRTC)…');
+      channel.binaryType = 'arraybuffer';
+      channel.onmessage = (e) => arrived(() => rx.channel_message(new Uint8Array(e.data)));
+      channel.onclose = cut('the WebRTC data channel');
+      channel.send(rx.push_opening());
+      return;
+    }
+    pathName = 'relay tunnel';
+    document.body.dataset.path = 'tunnel';
+    status('Receiving through the relay’s tunnel…');
     tunnel = new WebSocket(`${wsBase}${path}`);
     tunnel.binaryType = 'arraybuffer';
     tunnel.onopen = () => tunnel.send(rx.push_opening());
-    tunnel.onmessage = (e) => {
-      if (finished) return;
-      let out;
-      try {
-        out = rx.tunnel_message(new Uint8Array(e.data));
-      } catch (err) {
-        apply(typeof err === 'string' ? err : JSON.stringify({ relay: [], event: { type: 'failed', message: String(err) } }));
-        return;
-      }
-      if (out.length) download.write(out);
-      const got = rx.received();
-      const seconds = (performance.now() - started) / 1000;
-      $('progress').value = offer.bytes ? got / offer.bytes : 1;
-      $('progress-text').textContent =
-        `${size(got)} of ${size(offer.bytes)} · ${size(got / Math.max(seconds, 0.001))}/s · path: relay tunnel`;
-      if (rx.push_ended()) {
-        tunnel.close();
-        status('Checking the files…');
-        apply(rx.check());
-      }
-    };
-    tunnel.onclose = () => {
-      if (!finished && !rx.push_ended()) {
-        handle({ type: 'failed', message: 'the tunnel through the relay closed before everything arrived; ask the sender to send again' });
-      }
-    };
+    tunnel.onmessage = (e) => arrived(() => rx.tunnel_message(new Uint8Array(e.data)));
+    tunnel.onclose = cut('the tunnel through the relay');
   };
 
   ws.onmessage = (e) => { if (typeof e.data === 'string') apply(rx.relay_text(e.data)); };
@@ -194,7 +250,17 @@ async function receive(code, worker) {
     if (!finished) handle({ type: 'failed', message: 'the connection to the relay closed; check that the relay is up and try again' });
   };
   ws.onerror = () => {};
-  $('accept').onclick = () => apply(rx.accept());
+  $('accept').onclick = async () => {
+    $('accept').disabled = true;
+    if (offer.rtc && window.RTCPeerConnection) {
+      try {
+        rtc = await rtcAnswer(offer);
+      } catch (e) {
+        rtc = null;
+      }
+    }
+    apply(rx.accept(rtc?.sdp));
+  };
   $('decline').onclick = () => { $('offer').hidden = true; apply(rx.refuse()); };
 }
 

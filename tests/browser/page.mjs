@@ -1,7 +1,8 @@
 // Drives Debian's chromium through the relay's page for tests/e2e/browser.rs:
-//   node page.mjs URL OUT_DIR ACTION [CHROMIUM_FLAG...]
+//   node page.mjs URL OUT_DIR ACTION [--no-webrtc] [CHROMIUM_FLAG...]
 // ACTION is `accept` (take the offer, save the download into OUT_DIR) or `look` (stop at
-// the offer, or at the failure). Prints one JSON line: the page's final state, its error
+// the offer, or at the failure). `--no-webrtc` takes RTCPeerConnection away from the page,
+// as in a browser without WebRTC. Prints one JSON line: the page's final state, its error
 // text, the offer's names as shown, the download's name, where it was saved, and the
 // download's failure (null when it completed). Every wait is bounded.
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -9,18 +10,23 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
-const [url, outDir, action, ...extra] = process.argv.slice(2);
+const [url, outDir, action, ...rest] = process.argv.slice(2);
+const noWebrtc = rest.includes('--no-webrtc');
+const extra = rest.filter((f) => f !== '--no-webrtc');
 const profile = mkdtempSync(join(tmpdir(), 'convey-chromium-'));
 const flags = [
   '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
   ...extra,
 ];
-const result = { state: null, error: null, names: [], summary: null, download: null, saved: null, failure: null, images: 0 };
+const result = { seconds: null, path: null, state: null, error: null, names: [], summary: null, download: null, saved: null, failure: null, images: 0 };
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: '/usr/bin/chromium', headless: true, args: flags, acceptDownloads: true,
 });
 try {
+  if (noWebrtc) {
+    await context.addInitScript(() => { delete window.RTCPeerConnection; });
+  }
   const page = context.pages()[0] ?? await context.newPage();
   page.on('console', (m) => process.stderr.write(`page: ${m.text()}\n`));
   const state = () => page.evaluate(() => document.body.dataset.state ?? null);
@@ -34,6 +40,7 @@ try {
   result.images = await page.$$eval('img', (i) => i.length);
   if (action === 'accept' && (await state()) === 'offer') {
     const downloading = page.waitForEvent('download', { timeout: 60_000 });
+    const clicked = Date.now();
     await page.click('#accept');
     const download = await downloading;
     result.download = download.suggestedFilename();
@@ -43,8 +50,10 @@ try {
       await download.saveAs(result.saved);
     }
     await waitFor(['failed', 'verified'], 60_000);
+    result.seconds = (Date.now() - clicked) / 1000;
   }
   result.state = await state();
+  result.path = await page.evaluate(() => document.body.dataset.path ?? null);
   const error = await page.$('#error:not([hidden])');
   result.error = error ? await error.textContent() : null;
 } catch (e) {

@@ -39,8 +39,9 @@ impl Receiver {
         json(&self.0.relay_text(text))
     }
 
-    pub fn accept(&mut self) -> String {
-        json(&self.0.accept())
+    /// Accept the offer, with the page's WebRTC answer (SDP) if it made one.
+    pub fn accept(&mut self, rtc: Option<String>) -> String {
+        json(&self.0.accept(rtc))
     }
 
     pub fn refuse(&mut self) -> String {
@@ -58,6 +59,11 @@ impl Receiver {
         self.0
             .tunnel_message(&mut msg)
             .map_err(|a| JsValue::from_str(&json(&a)))
+    }
+
+    /// A message from the WebRTC data channel: as [`Self::tunnel_message`], unmasked.
+    pub fn channel_message(&mut self, msg: Vec<u8>) -> Result<Vec<u8>, JsValue> {
+        self.0.push_bytes(&msg).map_err(|a| JsValue::from_str(&json(&a)))
     }
 
     pub fn received(&self) -> f64 {

@@ -42,10 +42,15 @@ pub enum Event {
         /// The download's file name (one file's own, or an archive's).
         download: String,
         archive: bool,
+        /// The sender's WebRTC offer (SDP), if it makes one.
+        rtc: Option<String>,
+        /// The relay's STUN port (on the relay's host), if it runs STUN.
+        stun_port: Option<u16>,
     },
     /// The sender sent a text (display-safe).
     Text { text: String },
-    /// Open the push connection: the tunnel endpoint's path on the relay.
+    /// Open the push connection: over the WebRTC answer's data channel if one opens, else
+    /// through the tunnel endpoint at `path` on the relay.
     Tunnel { path: String },
     /// Every file arrived and matched its SHA-256: the download may complete.
     Verified,
@@ -95,6 +100,7 @@ pub struct PageReceiver {
     push: Option<PushReader>,
     /// The sender's SHA-256 of each file, once it sent them.
     digests: Option<Vec<String>>,
+    stun_port: Option<u16>,
 }
 
 impl std::fmt::Debug for PageReceiver {
@@ -123,6 +129,7 @@ impl PageReceiver {
             offer: None,
             push: None,
             digests: None,
+            stun_port: None,
         })
     }
 
@@ -161,13 +168,16 @@ impl PageReceiver {
             );
         };
         match msg {
-            ServerMsg::Welcome { .. } => Actions {
-                relay: vec![text(&ClientMsg::Claim {
-                    nameplate: self.code.nameplate(),
-                    host: None,
-                })],
-                event: None,
-            },
+            ServerMsg::Welcome { stun_port, .. } => {
+                self.stun_port = stun_port;
+                Actions {
+                    relay: vec![text(&ClientMsg::Claim {
+                        nameplate: self.code.nameplate(),
+                        host: None,
+                    })],
+                    event: None,
+                }
+            }
             ServerMsg::Claimed { peer_present, .. } => {
                 if !peer_present {
                     return Actions::event(Event::Waiting);
@@ -280,7 +290,7 @@ impl PageReceiver {
                         content_key,
                         ..
                     } if abilities(ABILITY_PUSH) && abilities(ABILITY_TUNNEL) => match manifest.check() {
-                        Ok(content) => self.offered(content, content_key),
+                        Ok(content) => self.offered(content, content_key, offer.rtc),
                         Err(e) => self.decline(format!("the offer was refused: {e}")),
                     },
                     OfferBody::Pushed { .. } => self.decline(
@@ -309,7 +319,7 @@ impl PageReceiver {
         }
     }
 
-    fn offered(&mut self, content: CheckedManifest, key: ContentKey) -> Actions {
+    fn offered(&mut self, content: CheckedManifest, key: ContentKey, rtc: Option<String>) -> Actions {
         let (names, more) = top_names(&content, SHOWN_NAMES);
         let files = content.manifest.files.len();
         let archive = files != 1 || !content.manifest.dirs.is_empty() || content.file_parts[0].len() != 1;
@@ -340,6 +350,8 @@ impl PageReceiver {
             more,
             download,
             archive,
+            rtc,
+            stun_port: self.stun_port,
         })
     }
 
@@ -358,8 +370,9 @@ impl PageReceiver {
         }
     }
 
-    /// The user accepted the offer: answer, and open the push through the tunnel.
-    pub fn accept(&mut self) -> Actions {
+    /// The user accepted the offer: answer (with the page's WebRTC answer, if it made one),
+    /// and open the push.
+    pub fn accept(&mut self, rtc: Option<String>) -> Actions {
         let Some(offer) = &self.offer else {
             return Actions::default();
         };
@@ -368,7 +381,7 @@ impl PageReceiver {
         let answer = PeerMsg::Answer {
             accept: true,
             reason: None,
-            rtc: None,
+            rtc,
         };
         let relay = self.seal(&answer).into_iter().collect();
         let Stage::Talking(keys) = &self.stage else {
@@ -403,16 +416,24 @@ impl PageReceiver {
     /// A message from the tunnel (the relay's form: masking key, then masked payload);
     /// returns the download's next bytes. An error ends the transfer (the page fails the
     /// download and sends the returned texts).
-    pub fn tunnel_message(&mut self, msg: &mut [u8]) -> Result<Vec<u8>, Actions> {
+    pub fn tunnel_message(&mut self, msg: &mut [u8]) -> Result<Vec<u8>, Box<Actions>> {
         let Some(payload) = unmask_relayed(msg) else {
-            return Err(self.broken("the relay's tunnel passed on a malformed message".into()));
+            return Err(Box::new(
+                self.broken("the relay's tunnel passed on a malformed message".into()),
+            ));
         };
+        self.push_bytes(payload)
+    }
+
+    /// The next bytes of the push (from a WebRTC data channel, or a tunnel message's
+    /// payload); as [`Self::tunnel_message`].
+    pub fn push_bytes(&mut self, payload: &[u8]) -> Result<Vec<u8>, Box<Actions>> {
         let Some(reader) = &mut self.push else {
             return Ok(Vec::new());
         };
         match reader.feed(payload) {
             Ok(out) => Ok(out),
-            Err(e) => Err(self.broken(e.0)),
+            Err(e) => Err(Box::new(self.broken(e.0))),
         }
     }
 

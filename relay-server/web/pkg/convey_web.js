@@ -14,19 +14,39 @@ export class Receiver {
         wasm.__wbg_receiver_free(ptr, 0);
     }
     /**
+     * Accept the offer, with the page's WebRTC answer (SDP) if it made one.
+     * @param {string | null} [rtc]
      * @returns {string}
      */
-    accept() {
-        let deferred1_0;
-        let deferred1_1;
+    accept(rtc) {
+        let deferred2_0;
+        let deferred2_1;
         try {
-            const ret = wasm.receiver_accept(this.__wbg_ptr);
-            deferred1_0 = ret[0];
-            deferred1_1 = ret[1];
+            var ptr0 = isLikeNone(rtc) ? 0 : passStringToWasm0(rtc, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            var len0 = WASM_VECTOR_LEN;
+            const ret = wasm.receiver_accept(this.__wbg_ptr, ptr0, len0);
+            deferred2_0 = ret[0];
+            deferred2_1 = ret[1];
             return getStringFromWasm0(ret[0], ret[1]);
         } finally {
-            wasm.__wbindgen_free(deferred1_0, deferred1_1, 1);
+            wasm.__wbindgen_free(deferred2_0, deferred2_1, 1);
         }
+    }
+    /**
+     * A message from the WebRTC data channel: as [`Self::tunnel_message`], unmasked.
+     * @param {Uint8Array | number[]} msg
+     * @returns {Uint8Array}
+     */
+    channel_message(msg) {
+        const ptr0 = passArray8ToWasm0(msg, wasm.__wbindgen_malloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.receiver_channel_message(this.__wbg_ptr, ptr0, len0);
+        if (ret[3]) {
+            throw takeFromExternrefTable0(ret[2]);
+        }
+        var v2 = getArrayU8FromWasm0(ret[0], ret[1]).slice();
+        wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
+        return v2;
     }
     /**
      * After the push ended: compare the digests (when the sender's are in).
