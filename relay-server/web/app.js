@@ -1,8 +1,8 @@
-// The relay's page: receive what `convey send` offers. The WebAssembly module (convey-web,
+// The relay's page: receive what `convey send` offers, or send to `convey receive`. The WebAssembly module (convey-web,
 // built from convey-shared) runs the key exchange, checks the offer, decrypts and verifies;
 // this script only moves bytes: the rendezvous and tunnel WebSockets, and the download,
 // streamed through the Service Worker (sw.js) so no file is held in memory.
-import init, { Receiver } from './pkg/convey_web.js';
+import init, { Receiver, Sender } from './pkg/convey_web.js';
 
 const $ = (id) => document.getElementById(id);
 const base = location.pathname.replace(/[^/]*$/, '').replace(/\/$/, '');
@@ -108,6 +108,7 @@ async function receive(code, worker) {
     return;
   }
   $('code-form').hidden = true;
+  $('send-box').hidden = true;
   status('Connecting to the relay…');
   const ws = new WebSocket(`${wsBase}/v1/rendezvous`, 'convey-v1');
   let offer = null;
@@ -264,6 +265,118 @@ async function receive(code, worker) {
   $('decline').onclick = () => { $('offer').hidden = true; apply(rx.refuse()); };
 }
 
+// Send the picked files: the module seals each frame as the page reads it from the files
+// (no pass over them first) and writes it on the relay's tunnel, pacing on the socket's
+// buffer so memory stays flat.
+async function send(files) {
+  let tx;
+  try {
+    tx = new Sender(JSON.stringify(files.map((f) => f.name)), JSON.stringify(files.map((f) => f.size)));
+  } catch (e) {
+    showError(String(e.message || e));
+    return;
+  }
+  $('code-form').hidden = true;
+  $('send-files').disabled = true;
+  status('Connecting to the relay…');
+  const total = files.reduce((n, f) => n + f.size, 0);
+  const ws = new WebSocket(`${wsBase}/v1/rendezvous`, 'convey-v1');
+  let tunnel = null;
+  let finished = false;
+  // Once the end of the push is out, the receiver closes the tunnel: expected.
+  let pushedAll = false;
+  const apply = (json) => {
+    const actions = JSON.parse(json);
+    for (const text of actions.relay) {
+      if (ws.readyState === WebSocket.OPEN) ws.send(text);
+    }
+    if (actions.event) handle(actions.event);
+  };
+  // The bytes [start, end) of the files laid end to end.
+  const read = async (start, end) => {
+    const parts = [];
+    let at = 0;
+    for (const f of files) {
+      const from = Math.max(start, at);
+      const to = Math.min(end, at + f.size);
+      if (from < to) parts.push(f.slice(from - at, to - at));
+      at += f.size;
+    }
+    return new Uint8Array(await new Blob(parts).arrayBuffer());
+  };
+  const push = async (frames) => {
+    setState('sending');
+    $('progress-box').hidden = false;
+    status('Sending through the relay’s tunnel…');
+    const started = performance.now();
+    const step = Sender.frame_plain();
+    let sent = 0;
+    for (let k = 0; k < frames; k += 1) {
+      if (finished) return;
+      const plain = await read(k * step, k * step + tx.frame_len(k));
+      const out = tx.frame(k, plain);
+      while (tunnel.bufferedAmount > (8 << 20)) {
+        if (finished || tunnel.readyState !== WebSocket.OPEN) return;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      if (out.length) tunnel.send(out);
+      sent += plain.length;
+      const seconds = (performance.now() - started) / 1000;
+      $('progress').value = total ? sent / total : 1;
+      $('progress-text').textContent =
+        `${size(sent)} of ${size(total)} · ${size(sent / Math.max(seconds, 0.001))}/s · path: relay tunnel`;
+    }
+    pushedAll = true;
+    tunnel.send(tx.end_item());
+    status('Waiting for the receiver to check the files…');
+    apply(tx.prepared());
+  };
+  const handle = (event) => {
+    switch (event.type) {
+      case 'code': {
+        setState('code');
+        $('send-code').textContent = event.code;
+        $('send-command').textContent = `convey receive --relay ${location.origin}${base} ${event.code}`;
+        $('send-code-box').hidden = false;
+        status('Waiting for the receiver…');
+        break;
+      }
+      case 'tunnel':
+        status('The receiver accepted; connecting…');
+        tunnel = new WebSocket(`${wsBase}${event.path}`);
+        tunnel.binaryType = 'arraybuffer';
+        tunnel.onmessage = (e) => apply(tx.tunnel_message(new Uint8Array(e.data)));
+        tunnel.onclose = () => {
+          if (!finished && !pushedAll) handle({ type: 'failed', message: 'the tunnel through the relay closed before the receiver had everything' });
+        };
+        break;
+      case 'push':
+        push(event.frames).catch((e) => handle({ type: 'failed', message: `reading the files failed: ${e.message || e}` }));
+        break;
+      case 'sent':
+        finished = true;
+        tunnel?.close();
+        $('progress').value = 1;
+        setState('sent');
+        status(`Done: ${size(total)} sent, and the receiver verified it.`);
+        break;
+      case 'failed':
+        finished = true;
+        tunnel?.close();
+        if (ws.readyState === WebSocket.OPEN) ws.close();
+        showError(event.message);
+        status('');
+        break;
+      default:
+        break;
+    }
+  };
+  ws.onmessage = (e) => { if (typeof e.data === 'string') apply(tx.relay_text(e.data)); };
+  ws.onclose = () => {
+    if (!finished) handle({ type: 'failed', message: 'the connection to the relay closed; check that the relay is up and try again' });
+  };
+}
+
 async function main() {
   await init();
   const fromLink = decodeURIComponent(location.hash.slice(1));
@@ -284,6 +397,10 @@ async function main() {
     receive(code, worker);
   };
   $('code-form').onsubmit = (e) => { e.preventDefault(); go($('code').value); };
+  $('send-files').onchange = () => {
+    const files = [...$('send-files').files];
+    if (files.length) send(files);
+  };
   if (fromLink) {
     $('code').value = fromLink;
     go(fromLink);

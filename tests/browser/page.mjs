@@ -1,7 +1,8 @@
 // Drives Debian's chromium through the relay's page for tests/e2e/browser.rs:
 //   node page.mjs URL OUT_DIR ACTION [--no-webrtc] [CHROMIUM_FLAG...]
-// ACTION is `accept` (take the offer, save the download into OUT_DIR) or `look` (stop at
-// the offer, or at the failure). `--no-webrtc` takes RTCPeerConnection away from the page,
+// ACTION is `accept` (take the offer, save the download into OUT_DIR), `look` (stop at
+// the offer, or at the failure), or `send:PATH` (send that file from the page: prints a
+// first line `{"code": ...}` as soon as the page shows its code). `--no-webrtc` takes RTCPeerConnection away from the page,
 // as in a browser without WebRTC. Prints one JSON line: the page's final state, its error
 // text, the offer's names as shown, the download's name, where it was saved, and the
 // download's failure (null when it completed). Every wait is bounded.
@@ -34,7 +35,16 @@ try {
     (s) => s.includes(document.body.dataset.state), states, { timeout },
   );
   await page.goto(url);
-  await waitFor(['offer', 'failed', 'verified', 'unsupported'], 60_000);
+  if (action.startsWith('send:')) {
+    await waitFor(['ready'], 30_000);
+    await page.setInputFiles('#send-files', action.slice('send:'.length));
+    await waitFor(['code', 'failed'], 30_000);
+    const code = await page.textContent('#send-code');
+    process.stdout.write(`${JSON.stringify({ code })}\n`);
+    await waitFor(['sent', 'failed'], 120_000);
+  } else {
+    await waitFor(['offer', 'failed', 'verified', 'unsupported'], 60_000);
+  }
   result.names = await page.$$eval('#offer-names li', (lis) => lis.map((li) => li.textContent));
   result.summary = await page.textContent('#offer-summary');
   result.images = await page.$$eval('img', (i) => i.length);

@@ -366,3 +366,66 @@ async fn the_page_comes_from_the_relay_with_a_policy_that_allows_only_its_origin
         "{html}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_sends_a_file_that_convey_receive_gets_byte_identical() {
+    use tokio::io::AsyncBufReadExt;
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("from the page.bin");
+    let digest = random_file(&src, (20 << 20) + 12_345, 23);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let url = format!("http://{}/", relay.server.local_addr());
+    let mut child = tokio::process::Command::new("node")
+        .arg(driver())
+        .args([
+            &url,
+            &dir.path().display().to_string(),
+            &format!("send:{}", src.display()),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (scripts/test installs it)");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = tokio::time::timeout(BROWSER_TIMEOUT, lines.next_line())
+        .await
+        .expect("the page shows a code")
+        .expect("read")
+        .expect("a line");
+    let shown: Value = serde_json::from_str(&first).expect("json");
+    let code: convey::Code = shown["code"]
+        .as_str()
+        .expect("code")
+        .parse()
+        .expect("the page's code parses");
+    let received = convey::receive(
+        convey_tests::receive_options(&relay, code, out.clone()),
+        convey::ignore_events(),
+    )
+    .await;
+    let received = match received {
+        Ok(r) => r,
+        Err(e) => {
+            let last = tokio::time::timeout(BROWSER_TIMEOUT, lines.next_line()).await;
+            panic!("convey receive failed: {e}; the page: {last:?}");
+        }
+    };
+    assert_eq!(received.bytes, (20 << 20) + 12_345);
+    assert_eq!(
+        sha256_file(&out.join("from the page.bin")),
+        digest,
+        "byte-identical"
+    );
+    let last = tokio::time::timeout(BROWSER_TIMEOUT, lines.next_line())
+        .await
+        .expect("the driver ends")
+        .expect("read")
+        .expect("a line");
+    let report: Value = serde_json::from_str(&last).expect("json");
+    assert_eq!(report["state"], "sent", "{report}");
+    let _ = child.wait().await;
+}

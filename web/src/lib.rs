@@ -6,6 +6,7 @@
 mod archive;
 pub mod push;
 pub mod receiver;
+pub mod sender;
 
 use wasm_bindgen::prelude::*;
 
@@ -77,5 +78,57 @@ impl Receiver {
     /// After the push ended: compare the digests (when the sender's are in).
     pub fn check(&mut self) -> String {
         json(&self.0.check())
+    }
+}
+
+/// The page's handle on one send (see [`sender::PageSender`]); actions as for [`Receiver`].
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct Sender(sender::PageSender);
+
+fn sent_json(actions: &sender::Actions) -> String {
+    serde_json::to_string(actions).unwrap_or_else(|_| r#"{"relay":[],"event":null}"#.into())
+}
+
+#[wasm_bindgen]
+impl Sender {
+    /// Send files of these base names and sizes (JSON arrays).
+    #[wasm_bindgen(constructor)]
+    pub fn new(names: &str, sizes: &str) -> Result<Sender, JsError> {
+        let names: Vec<String> = serde_json::from_str(names).map_err(|e| JsError::new(&e.to_string()))?;
+        let sizes: Vec<u64> = serde_json::from_str(sizes).map_err(|e| JsError::new(&e.to_string()))?;
+        sender::PageSender::new(&names, &sizes)
+            .map(Self)
+            .map_err(|e| JsError::new(&e))
+    }
+
+    pub fn relay_text(&mut self, text: &str) -> String {
+        sent_json(&self.0.relay_text(text))
+    }
+
+    /// A binary message from the tunnel (the receiver's opening).
+    pub fn tunnel_message(&mut self, mut msg: Vec<u8>) -> String {
+        sent_json(&self.0.tunnel_message(&mut msg))
+    }
+
+    pub fn frame_plain() -> f64 {
+        sender::PageSender::frame_plain() as f64
+    }
+
+    pub fn frame_len(&self, k: f64) -> f64 {
+        self.0.frame_len(k as u64) as f64
+    }
+
+    /// Frame `k`'s plaintext in, what to write on the tunnel out (empty if the receiver has it).
+    pub fn frame(&mut self, k: f64, plain: Vec<u8>) -> Result<Vec<u8>, JsError> {
+        self.0.frame(k as u64, &plain).map_err(|e| JsError::new(&e))
+    }
+
+    pub fn end_item(&self) -> Vec<u8> {
+        self.0.end_item()
+    }
+
+    pub fn prepared(&mut self) -> String {
+        sent_json(&self.0.prepared())
     }
 }

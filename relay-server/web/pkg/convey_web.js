@@ -158,6 +158,142 @@ export class Receiver {
     }
 }
 if (Symbol.dispose) Receiver.prototype[Symbol.dispose] = Receiver.prototype.free;
+
+/**
+ * The page's handle on one send (see [`sender::PageSender`]); actions as for [`Receiver`].
+ */
+export class Sender {
+    __destroy_into_raw() {
+        const ptr = this.__wbg_ptr;
+        this.__wbg_ptr = 0;
+        SenderFinalization.unregister(this);
+        return ptr;
+    }
+    free() {
+        const ptr = this.__destroy_into_raw();
+        wasm.__wbg_sender_free(ptr, 0);
+    }
+    /**
+     * @returns {Uint8Array}
+     */
+    end_item() {
+        const ret = wasm.sender_end_item(this.__wbg_ptr);
+        var v1 = getArrayU8FromWasm0(ret[0], ret[1]).slice();
+        wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
+        return v1;
+    }
+    /**
+     * Frame `k`'s plaintext in, what to write on the tunnel out (empty if the receiver has it).
+     * @param {number} k
+     * @param {Uint8Array | number[]} plain
+     * @returns {Uint8Array}
+     */
+    frame(k, plain) {
+        const val2 = +k;
+        const ptr0 = passArray8ToWasm0(plain, wasm.__wbindgen_malloc);
+        const len0 = WASM_VECTOR_LEN;
+        const ret = wasm.sender_frame(this.__wbg_ptr, val2, ptr0, len0);
+        if (ret[3]) {
+            throw takeFromExternrefTable0(ret[2]);
+        }
+        var v3 = getArrayU8FromWasm0(ret[0], ret[1]).slice();
+        wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
+        return v3;
+    }
+    /**
+     * @param {number} k
+     * @returns {number}
+     */
+    frame_len(k) {
+        const ret = wasm.sender_frame_len(this.__wbg_ptr, k);
+        return ret;
+    }
+    /**
+     * @returns {number}
+     */
+    static frame_plain() {
+        const ret = wasm.sender_frame_plain();
+        return ret;
+    }
+    /**
+     * Send files of these base names and sizes (JSON arrays).
+     * @param {string} names
+     * @param {string} sizes
+     */
+    constructor(names, sizes) {
+        let ptr0, len0, ptr1, len1;
+        try {
+            ptr0 = passStringToWasm0(names, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len0 = WASM_VECTOR_LEN;
+            ptr1 = passStringToWasm0(sizes, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len1 = WASM_VECTOR_LEN;
+        } catch (e) {
+            if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
+            if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
+            throw e;
+        }
+        const ret = wasm.sender_new(ptr0, len0, ptr1, len1);
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        this.__wbg_ptr = ret[0];
+        SenderFinalization.register(this, this.__wbg_ptr, this);
+        return this;
+    }
+    /**
+     * @returns {string}
+     */
+    prepared() {
+        let deferred1_0;
+        let deferred1_1;
+        try {
+            const ret = wasm.sender_prepared(this.__wbg_ptr);
+            deferred1_0 = ret[0];
+            deferred1_1 = ret[1];
+            return getStringFromWasm0(ret[0], ret[1]);
+        } finally {
+            wasm.__wbindgen_free(deferred1_0, deferred1_1, 1);
+        }
+    }
+    /**
+     * @param {string} text
+     * @returns {string}
+     */
+    relay_text(text) {
+        let deferred2_0;
+        let deferred2_1;
+        try {
+            const ptr0 = passStringToWasm0(text, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            const len0 = WASM_VECTOR_LEN;
+            const ret = wasm.sender_relay_text(this.__wbg_ptr, ptr0, len0);
+            deferred2_0 = ret[0];
+            deferred2_1 = ret[1];
+            return getStringFromWasm0(ret[0], ret[1]);
+        } finally {
+            wasm.__wbindgen_free(deferred2_0, deferred2_1, 1);
+        }
+    }
+    /**
+     * A binary message from the tunnel (the receiver's opening).
+     * @param {Uint8Array | number[]} msg
+     * @returns {string}
+     */
+    tunnel_message(msg) {
+        let deferred2_0;
+        let deferred2_1;
+        try {
+            const ptr0 = passArray8ToWasm0(msg, wasm.__wbindgen_malloc);
+            const len0 = WASM_VECTOR_LEN;
+            const ret = wasm.sender_tunnel_message(this.__wbg_ptr, ptr0, len0);
+            deferred2_0 = ret[0];
+            deferred2_1 = ret[1];
+            return getStringFromWasm0(ret[0], ret[1]);
+        } finally {
+            wasm.__wbindgen_free(deferred2_0, deferred2_1, 1);
+        }
+    }
+}
+if (Symbol.dispose) Sender.prototype[Symbol.dispose] = Sender.prototype.free;
 function __wbg_get_imports() {
     const import0 = {
         __proto__: null,
@@ -278,6 +414,9 @@ function __wbg_get_imports() {
 const ReceiverFinalization = (typeof FinalizationRegistry === 'undefined')
     ? { register: () => {}, unregister: () => {} }
     : new FinalizationRegistry(ptr => wasm.__wbg_receiver_free(ptr, 1));
+const SenderFinalization = (typeof FinalizationRegistry === 'undefined')
+    ? { register: () => {}, unregister: () => {} }
+    : new FinalizationRegistry(ptr => wasm.__wbg_sender_free(ptr, 1));
 
 function addToExternrefTable0(obj) {
     const idx = wasm.__externref_table_alloc();
