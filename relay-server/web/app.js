@@ -2,7 +2,7 @@
 // built from convey-shared) runs the key exchange, checks the offer, decrypts and verifies;
 // this script only moves bytes: the rendezvous and tunnel WebSockets, and the download,
 // streamed through the Service Worker (sw.js) so no file is held in memory.
-import init, { Receiver, Sender } from './pkg/convey_web.js';
+import init, { Receiver, Sender, qr_svg } from './pkg/convey_web.js';
 
 const $ = (id) => document.getElementById(id);
 const base = location.pathname.replace(/[^/]*$/, '').replace(/\/$/, '');
@@ -337,6 +337,13 @@ async function send(files) {
         setState('code');
         $('send-code').textContent = event.code;
         $('send-command').textContent = `convey receive --relay ${location.origin}${base} ${event.code}`;
+        try {
+          // The link a phone opens: this page, the code in the fragment (never sent to a server).
+          const svg = qr_svg(`${location.origin}${base}/#${event.code}`);
+          $('send-qr').src = `data:image/svg+xml;base64,${btoa(svg)}`;
+        } catch (e) {
+          $('send-qr').hidden = true;
+        }
         $('send-code-box').hidden = false;
         status('Waiting for the receiver…');
         break;
@@ -397,10 +404,28 @@ async function main() {
     receive(code, worker);
   };
   $('code-form').onsubmit = (e) => { e.preventDefault(); go($('code').value); };
-  $('send-files').onchange = () => {
-    const files = [...$('send-files').files];
-    if (files.length) send(files);
+  let sending = false;
+  const sendOnce = (files) => {
+    if (sending || !files.length) return;
+    sending = true;
+    send(files);
   };
+  $('send-files').onchange = () => sendOnce([...$('send-files').files]);
+  // Files dropped on the box are sent as if picked; a dropped folder has no bytes of its own
+  // (the browser gives it as an empty entry), so it is refused with a message.
+  const zone = $('drop-zone');
+  zone.addEventListener('dragover', (e) => { e.preventDefault(); zone.classList.add('over'); });
+  zone.addEventListener('dragleave', () => zone.classList.remove('over'));
+  zone.addEventListener('drop', (e) => {
+    e.preventDefault();
+    zone.classList.remove('over');
+    const items = [...(e.dataTransfer?.items ?? [])];
+    if (items.some((i) => i.webkitGetAsEntry?.()?.isDirectory)) {
+      showError('this page sends files, not folders: drop the files themselves, or send the folder with convey send');
+      return;
+    }
+    sendOnce([...(e.dataTransfer?.files ?? [])]);
+  });
   if (fromLink) {
     $('code').value = fromLink;
     go(fromLink);

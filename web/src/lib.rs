@@ -5,6 +5,7 @@
 
 mod archive;
 pub mod push;
+pub mod qr;
 pub mod receiver;
 pub mod sender;
 
@@ -131,4 +132,10 @@ impl Sender {
     pub fn prepared(&mut self) -> String {
         sent_json(&self.0.prepared())
     }
+}
+
+/// The QR code of `text` (the page's link with a code) as an SVG document.
+#[wasm_bindgen]
+pub fn qr_svg(text: &str) -> Result<String, JsError> {
+    qr::svg(text).map_err(|e| JsError::new(&e))
 }
