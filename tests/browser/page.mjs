@@ -1,28 +1,42 @@
 // Drives Debian's chromium through the relay's page for tests/e2e/browser.rs:
-//   node page.mjs URL OUT_DIR ACTION [--no-webrtc] [CHROMIUM_FLAG...]
+//   node page.mjs URL OUT_DIR ACTION [--no-webrtc] [--trust-cert=PEM] [CHROMIUM_FLAG...]
 // ACTION is `accept` (take the offer, save the download into OUT_DIR), `look` (stop at
-// the offer, or at the failure), or `send:PATH` (send that file from the page: prints a
-// first line `{"code": ...}` as soon as the page shows its code). `--no-webrtc` takes RTCPeerConnection away from the page,
-// as in a browser without WebRTC. Prints one JSON line: the page's final state, its error
-// text, the offer's names as shown, the download's name, where it was saved, and the
+// the offer, or at the failure), `send:PATH` (send that file from the page, picked in the
+// file input) or `drop:PATH` (the same, dropped on the page's drop box). For both sends it
+// prints a first line `{"code", "qr", "qrShown"}` as soon as the page shows its code: the QR
+// code's SVG and whether the image loaded. `--no-webrtc` takes RTCPeerConnection away from
+// the page, as in a browser without WebRTC. `--trust-cert=PEM` makes chromium trust that
+// certificate (added to the NSS store of a fresh HOME, as a user would add their own CA).
+// Prints one JSON line: the page's final state, its error text, its note where it cannot
+// receive, the offer's names as shown, the download's name, where it was saved, and the
 // download's failure (null when it completed). Every wait is bounded.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const [url, outDir, action, ...rest] = process.argv.slice(2);
 const noWebrtc = rest.includes('--no-webrtc');
-const extra = rest.filter((f) => f !== '--no-webrtc');
+const trust = rest.find((f) => f.startsWith('--trust-cert='))?.slice('--trust-cert='.length);
+const extra = rest.filter((f) => f !== '--no-webrtc' && !f.startsWith('--trust-cert='));
 const profile = mkdtempSync(join(tmpdir(), 'convey-chromium-'));
+// Chromium on Linux reads the certificates its user trusts from $HOME/.pki/nssdb.
+const env = { ...process.env, HOME: profile };
+if (trust) {
+  const db = join(profile, '.pki', 'nssdb');
+  mkdirSync(db, { recursive: true });
+  execFileSync('certutil', ['-d', `sql:${db}`, '-N', '--empty-password']);
+  execFileSync('certutil', ['-d', `sql:${db}`, '-A', '-n', 'convey-test', '-t', 'P,,', '-i', trust]);
+}
 const flags = [
   '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
   ...extra,
 ];
-const result = { seconds: null, path: null, state: null, error: null, names: [], summary: null, download: null, saved: null, failure: null, images: 0 };
+const result = { seconds: null, path: null, state: null, error: null, note: null, names: [], summary: null, download: null, saved: null, failure: null, images: 0 };
 const context = await chromium.launchPersistentContext(profile, {
-  executablePath: '/usr/bin/chromium', headless: true, args: flags, acceptDownloads: true,
+  executablePath: '/usr/bin/chromium', headless: true, args: flags, acceptDownloads: true, env,
 });
 try {
   if (noWebrtc) {
@@ -35,19 +49,39 @@ try {
     (s) => s.includes(document.body.dataset.state), states, { timeout },
   );
   await page.goto(url);
-  if (action.startsWith('send:')) {
+  if (action.startsWith('send:') || action.startsWith('drop:')) {
     await waitFor(['ready'], 30_000);
-    await page.setInputFiles('#send-files', action.slice('send:'.length));
+    const file = action.slice('send:'.length);
+    if (action.startsWith('send:')) {
+      await page.setInputFiles('#send-files', file);
+    } else {
+      // What a drag from the desktop delivers: a drop event whose DataTransfer holds the file.
+      const bytes = readFileSync(file).toString('base64');
+      await page.evaluate(([name, b64]) => {
+        const data = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([data], name));
+        const zone = document.getElementById('drop-zone');
+        zone.dispatchEvent(new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true }));
+        zone.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+      }, [basename(file), bytes]);
+    }
     await waitFor(['code', 'failed'], 30_000);
     const code = await page.textContent('#send-code');
-    process.stdout.write(`${JSON.stringify({ code })}\n`);
+    await page.waitForFunction(() => document.getElementById('send-qr').complete, null, { timeout: 10_000 });
+    const qr = await page.$eval('#send-qr', (img) => ({
+      svg: img.src.startsWith('data:image/svg+xml;base64,') ? atob(img.src.split(',')[1]) : null,
+      shown: img.naturalWidth > 0 && !img.hidden,
+    }));
+    process.stdout.write(`${JSON.stringify({ code, qr: qr.svg, qrShown: qr.shown })}\n`);
     await waitFor(['sent', 'failed'], 120_000);
   } else {
     await waitFor(['offer', 'failed', 'verified', 'unsupported'], 60_000);
   }
   result.names = await page.$$eval('#offer-names li', (lis) => lis.map((li) => li.textContent));
   result.summary = await page.textContent('#offer-summary');
-  result.images = await page.$$eval('img', (i) => i.length);
+  // Images other than the page's own QR code (a name shown as markup would add one).
+  result.images = await page.$$eval('img:not(#send-qr)', (i) => i.length);
   if (action === 'accept' && (await state()) === 'offer') {
     const downloading = page.waitForEvent('download', { timeout: 60_000 });
     const clicked = Date.now();
@@ -66,6 +100,8 @@ try {
   result.path = await page.evaluate(() => document.body.dataset.path ?? null);
   const error = await page.$('#error:not([hidden])');
   result.error = error ? await error.textContent() : null;
+  const note = await page.$('#unsupported:not([hidden])');
+  result.note = note ? await note.textContent() : null;
 } catch (e) {
   result.error = `driver: ${e.message}`;
 } finally {

@@ -367,23 +367,25 @@ async fn the_page_comes_from_the_relay_with_a_policy_that_allows_only_its_origin
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_page_sends_a_file_that_convey_receive_gets_byte_identical() {
+/// A page (driven by node) that picks or drops the file at `src` (`how` is `send` or `drop`)
+/// and shows a code: the driver, its remaining report lines and its first one (code, QR).
+async fn page_showing_a_code(
+    url: &str,
+    dir: &Path,
+    how: &str,
+    src: &Path,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    Value,
+) {
     use tokio::io::AsyncBufReadExt;
-    convey_tests::init_tracing();
-    let relay = TestRelay::spawn().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let src = dir.path().join("from the page.bin");
-    let digest = random_file(&src, (20 << 20) + 12_345, 23);
-    let out = dir.path().join("out");
-    std::fs::create_dir(&out).expect("mkdir");
-    let url = format!("http://{}/", relay.server.local_addr());
     let mut child = tokio::process::Command::new("node")
         .arg(driver())
         .args([
-            &url,
-            &dir.path().display().to_string(),
-            &format!("send:{}", src.display()),
+            url,
+            &dir.display().to_string(),
+            &format!("{how}:{}", src.display()),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -397,11 +399,35 @@ async fn the_page_sends_a_file_that_convey_receive_gets_byte_identical() {
         .expect("read")
         .expect("a line");
     let shown: Value = serde_json::from_str(&first).expect("json");
+    (child, lines, shown)
+}
+
+/// The page sends `size` random bytes named `name`, picked (`send`) or dropped (`drop`), and
+/// `convey receive` gets them byte-identical; the QR code shown is the page's link with the
+/// code.
+async fn the_page_sends(how: &str, name: &str, size: u64) {
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join(name);
+    let digest = random_file(&src, size, 23);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let url = format!("http://{}/", relay.server.local_addr());
+    let (mut child, mut lines, shown) = page_showing_a_code(&url, dir.path(), how, &src).await;
     let code: convey::Code = shown["code"]
         .as_str()
-        .expect("code")
+        .unwrap_or_else(|| panic!("no code: {shown}"))
         .parse()
         .expect("the page's code parses");
+    // The QR code is this page's link with the code (convey-web's unit tests decode it).
+    let link = format!("{url}#{code}");
+    assert_eq!(shown["qrShown"], true, "the QR image loaded: {shown}");
+    assert_eq!(
+        shown["qr"].as_str(),
+        Some(convey_web::qr::svg(&link).expect("drawn").as_str()),
+        "the QR code encodes {link}"
+    );
     let received = convey::receive(
         convey_tests::receive_options(&relay, code, out.clone()),
         convey::ignore_events(),
@@ -414,12 +440,8 @@ async fn the_page_sends_a_file_that_convey_receive_gets_byte_identical() {
             panic!("convey receive failed: {e}; the page: {last:?}");
         }
     };
-    assert_eq!(received.bytes, (20 << 20) + 12_345);
-    assert_eq!(
-        sha256_file(&out.join("from the page.bin")),
-        digest,
-        "byte-identical"
-    );
+    assert_eq!(received.bytes, size);
+    assert_eq!(sha256_file(&out.join(name)), digest, "byte-identical");
     let last = tokio::time::timeout(BROWSER_TIMEOUT, lines.next_line())
         .await
         .expect("the driver ends")
@@ -428,4 +450,105 @@ async fn the_page_sends_a_file_that_convey_receive_gets_byte_identical() {
     let report: Value = serde_json::from_str(&last).expect("json");
     assert_eq!(report["state"], "sent", "{report}");
     let _ = child.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_sends_a_file_that_convey_receive_gets_byte_identical() {
+    the_page_sends("send", "from the page.bin", (20 << 20) + 12_345).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_dropped_on_the_page_is_sent_as_if_picked() {
+    the_page_sends("drop", "dropped.bin", (1 << 20) + 77).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn behind_an_https_relay_the_page_receives_over_wss() {
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, ca, proxy) = convey_tests::tls_proxy(&relay, dir.path()).await;
+    let https: convey::RelayAddr = format!("https://localhost:{port}").parse().expect("address");
+    let src = dir.path().join("over tls.bin");
+    let digest = random_file(&src, 8 << 20, 41);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let mut opts = send_options(&relay, src);
+    opts.relay = https.with_ca(Some(ca.clone()));
+    let rec = Recorder::default();
+    let sender = tokio::spawn(convey::send(opts, rec.sink()));
+    let code = rec.code().await;
+    // Through the tunnel, so every byte crosses TLS (wss://).
+    let trust = format!("--trust-cert={}", ca.display());
+    let report = run_page(
+        &format!("https://localhost:{port}/#{code}"),
+        &out,
+        "accept",
+        &[NO_RTC, &trust],
+    )
+    .await;
+    assert_eq!(report["state"], "verified", "{report}");
+    assert_eq!(report["path"], "tunnel", "{report}");
+    assert_eq!(sha256_file(&out.join("over tls.bin")), digest, "byte-identical");
+    sender_result(sender).await.expect("the sender succeeds");
+    proxy.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_plain_http_lan_address_the_page_says_to_use_the_command_line() {
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("a.txt");
+    random_file(&src, 1000, 4);
+    let rec = Recorder::default();
+    let sender = tokio::spawn(convey::send(send_options(&relay, src), rec.sink()));
+    let code = rec.code().await;
+    // A name that is not localhost: http:// there is no secure context, so no Service Worker.
+    let port = relay.server.local_addr().port();
+    let report = run_page(
+        &format!("http://relay.lan:{port}/#{code}"),
+        dir.path(),
+        "look",
+        &["--host-resolver-rules=MAP relay.lan 127.0.0.1"],
+    )
+    .await;
+    assert_eq!(report["state"], "unsupported", "{report}");
+    let note = report["note"].as_str().unwrap_or_default();
+    assert!(note.contains("secure origin"), "{report}");
+    assert!(
+        note.contains(&format!("convey receive --relay relay.lan:{port} {code}")),
+        "{report}"
+    );
+    sender.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_page_opening_the_link_another_page_shows_receives_its_file() {
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("page to page.bin");
+    let digest = random_file(&src, (3 << 20) + 5, 29);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let url = format!("http://{}/", relay.server.local_addr());
+    let (mut sending, mut lines, shown) = page_showing_a_code(&url, dir.path(), "send", &src).await;
+    let code = shown["code"].as_str().expect("code");
+    // What a phone scanning the QR code opens.
+    let report = run_page(&format!("{url}#{code}"), &out, "accept", &[]).await;
+    assert_eq!(report["state"], "verified", "{report}");
+    assert_eq!(
+        sha256_file(&out.join("page to page.bin")),
+        digest,
+        "byte-identical"
+    );
+    let last = tokio::time::timeout(BROWSER_TIMEOUT, lines.next_line())
+        .await
+        .expect("the sending driver ends")
+        .expect("read")
+        .expect("a line");
+    let sent: Value = serde_json::from_str(&last).expect("json");
+    assert_eq!(sent["state"], "sent", "{sent}");
+    let _ = sending.wait().await;
 }

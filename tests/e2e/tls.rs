@@ -2,47 +2,10 @@
 //! tokio-rustls proxy with a certificate from a private CA), the rendezvous and the tunnel
 //! over `wss://`. Clients trust the private CA only when told to (`--relay-ca`).
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::time::Duration;
 
 use convey::{RelayAddr, Transport};
-use convey_tests::{Recorder, Side, TestRelay, random_file, send_options, transfer};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-
-/// A TLS-terminating TCP proxy on 127.0.0.1 in front of `relay`, with a self-signed
-/// certificate for `localhost`; returns its port, the CA file, and the accept task.
-async fn tls_proxy(relay: &TestRelay, dir: &std::path::Path) -> (u16, PathBuf, tokio::task::JoinHandle<()>) {
-    let signed = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
-    let ca = dir.join("relay-ca.pem");
-    std::fs::write(&ca, signed.cert.pem()).expect("write CA");
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signed.signing_key.serialize_der()));
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocols")
-        .with_no_client_auth()
-        .with_single_cert(vec![CertificateDer::from(signed.cert.der().to_vec())], key)
-        .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let target = relay.server.local_addr();
-    let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            conns.spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
-            });
-        }
-    });
-    (port, ca, task)
-}
+use convey_tests::{Recorder, Side, TestRelay, random_file, send_options, tls_proxy, transfer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_behind_tls_carries_the_rendezvous_and_the_tunnel() {

@@ -15,6 +15,7 @@ pub mod hostile;
 use convey::{Code, Event, EventSink, Payload, ReceiveOptions, RelayAddr, SendOptions};
 use convey_relay::{Config, Server};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 
 /// Log to the test output when `RUST_LOG` is set.
@@ -395,4 +396,40 @@ pub async fn transfer(relay: &TestRelay, sender: Side, receiver: Side, size: u64
         })
         .collect();
     (paths, std::fs::read(&src).expect("source"))
+}
+
+/// A TLS-terminating TCP proxy on 127.0.0.1 in front of `relay`, with a self-signed
+/// certificate for `localhost`; returns its port, the CA file, and the accept task.
+pub async fn tls_proxy(relay: &TestRelay, dir: &Path) -> (u16, PathBuf, tokio::task::JoinHandle<()>) {
+    let signed = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let ca = dir.join("relay-ca.pem");
+    std::fs::write(&ca, signed.cert.pem()).expect("write CA");
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signed.signing_key.serialize_der()));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_no_client_auth()
+        .with_single_cert(vec![CertificateDer::from(signed.cert.der().to_vec())], key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let target = relay.server.local_addr();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            conns.spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+            });
+        }
+    });
+    (port, ca, task)
 }
