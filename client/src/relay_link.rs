@@ -30,7 +30,7 @@ use crate::{
     Error, RelayAddr,
     error::Result,
     peer_route::{Route, Unopened},
-    rendezvous::Rendezvous,
+    rendezvous::{FromPeer, Rendezvous},
     transport::task::OwnedTask,
 };
 
@@ -118,6 +118,7 @@ impl RelayLink {
             reconnect: None,
             deadline: tokio::time::Instant::now(),
             relay_gone: None,
+            peer_vanished: false,
         };
         let task = OwnedTask::spawn(move |cancel| async move {
             tokio::select! {
@@ -197,12 +198,14 @@ struct Actor {
     deadline: tokio::time::Instant,
     /// Why the relay is gone for good (the session goes on over the route).
     relay_gone: Option<Error>,
+    /// The relay said the peer vanished; it is awaited on the slot while the route lasts.
+    peer_vanished: bool,
 }
 
 /// What woke the relay task.
 enum Wake {
     Cmd(Option<Cmd>),
-    Relay(Result<Vec<u8>>),
+    Relay(Result<FromPeer>),
     Reconnected(Result<Box<Rendezvous>>),
     Frame(Option<(u64, Vec<u8>)>),
     Attach(TcpStream),
@@ -219,9 +222,6 @@ impl Actor {
         loop {
             let wake = tokio::select! {
                 cmd = cmds.recv() => Wake::Cmd(cmd),
-                // A peer that left, even one that vanished without a goodbye, ends the
-                // session as before (waiting for it would hold up a swarm's receivers
-                // that carry on without the sender): only a lost relay is waited for.
                 body = recv_on(&mut self.rv), if self.rv.is_some() => Wake::Relay(body),
                 rv = poll_on(&mut self.reconnect), if self.reconnect.is_some() => Wake::Reconnected(rv.map(Box::new)),
                 frame = next_on(&mut self.route), if self.route.is_some() => Wake::Frame(frame),
@@ -250,11 +250,12 @@ impl Actor {
                     }
                     return;
                 }
-                Wake::Relay(Ok(body)) => {
+                Wake::Relay(Ok(FromPeer::Body(body))) => {
                     let number = self.relay_next;
                     self.relay_next += 1;
                     self.deliver(number, body)
                 }
+                Wake::Relay(Ok(FromPeer::Vanished)) => self.peer_vanished(),
                 Wake::Relay(Err(Error::RelayUnreachable { reason, .. })) => {
                     self.lost(&reason);
                     Ok(())
@@ -305,9 +306,13 @@ impl Actor {
         self.route = route;
     }
 
-    /// The route is gone: the end of the session if the relay is gone for good too.
+    /// The route is gone: the end of the session if the relay is gone for good too, or if
+    /// the peer vanished from it and has not come back.
     fn route_ended(&mut self) -> Result<()> {
         self.set_route(None);
+        if self.peer_vanished {
+            return Err(Error::PeerGone);
+        }
         match (&self.rv, &self.reconnect, self.relay_gone.take()) {
             (None, None, Some(gone)) => Err(gone),
             (_, _, gone) => {
@@ -376,6 +381,28 @@ impl Actor {
         }
     }
 
+    /// The relay says the peer left without a goodbye. Without a route between the two the
+    /// peer is gone (a swarm's receivers carry on without a sender that left, so they are
+    /// not held up waiting for it). With one, only the peer's relay connection may have been
+    /// cut (a proxy, a load balancer, a NAT): the route carries the session while this side
+    /// waits for the peer on the session's slot; if the route ends first, the peer is gone.
+    fn peer_vanished(&mut self) -> Result<()> {
+        if self.route.is_none() {
+            return Err(Error::PeerGone);
+        }
+        self.rv = None;
+        if self.reconnect.is_some() || self.relay_gone.is_some() {
+            return Ok(());
+        }
+        tracing::warn!(
+            "the other side lost its relay connection; waiting for it there for up to {} s, the transfer goes on",
+            RELAY_GRACE.as_secs()
+        );
+        self.peer_vanished = true;
+        self.start_reconnect("the other side did not come back");
+        Ok(())
+    }
+
     /// The relay connection broke: meet the peer again on the session's slot, on this relay
     /// (restarted, or another instance behind the same address), within the grace period.
     fn lost(&mut self, lost: &str) {
@@ -387,6 +414,10 @@ impl Actor {
             "lost the relay ({lost}); reconnecting for up to {} s, the transfer goes on",
             RELAY_GRACE.as_secs()
         );
+        self.start_reconnect(lost);
+    }
+
+    fn start_reconnect(&mut self, lost: &str) {
         self.deadline = tokio::time::Instant::now() + RELAY_GRACE;
         self.reconnect = Some(Box::pin(reconnect(
             (self.relay.clone(), self.slot.clone(), self.side),
@@ -401,7 +432,9 @@ impl Actor {
             Ok(rv) => *rv,
             Err(e @ Error::RelayLost { .. }) if self.route.is_some() => {
                 tracing::warn!("{e}; the session goes on over the connection between the two sides");
-                self.relay_gone = Some(e);
+                // The route's end is then the session's, for the reason the relay went.
+                self.relay_gone = Some(if self.peer_vanished { Error::PeerGone } else { e });
+                self.peer_vanished = false;
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -425,6 +458,7 @@ impl Actor {
             .ok_or_else(|| Error::Protocol("the other side's resume hello is not valid".into()))?;
         self.relay_next = self.received;
         self.rv = Some(rv);
+        self.peer_vanished = false;
         self.catch_up(peer_has).await?;
         tracing::warn!("reconnected to the relay; the session goes on");
         Ok(())
@@ -499,9 +533,9 @@ impl Actor {
     }
 }
 
-async fn recv_on(rv: &mut Option<Rendezvous>) -> Result<Vec<u8>> {
+async fn recv_on(rv: &mut Option<Rendezvous>) -> Result<FromPeer> {
     match rv.as_mut() {
-        Some(rv) => rv.recv_body().await,
+        Some(rv) => rv.recv_from_peer().await,
         None => std::future::pending().await,
     }
 }

@@ -23,6 +23,14 @@ use crate::{Error, RelayAddr, error::Result};
 /// How long connecting to the relay may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What the relay brings from the other side.
+#[derive(Debug)]
+pub(crate) enum FromPeer {
+    Body(Vec<u8>),
+    /// It left without a goodbye: it crashed, or only its relay connection was cut.
+    Vanished,
+}
+
 #[derive(Debug)]
 pub(crate) struct Rendezvous {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -175,13 +183,24 @@ impl Rendezvous {
 
     /// The next body from the other side; [`Error::PeerGone`] if it left.
     pub(crate) async fn recv_body(&mut self) -> Result<Vec<u8>> {
+        match self.recv_from_peer().await? {
+            FromPeer::Body(body) => Ok(body),
+            FromPeer::Vanished => Err(Error::PeerGone),
+        }
+    }
+
+    /// The next body from the other side, or word that it vanished without a goodbye;
+    /// [`Error::PeerGone`] if it said goodbye.
+    pub(crate) async fn recv_from_peer(&mut self) -> Result<FromPeer> {
         loop {
             match self.next().await? {
                 ServerMsg::Message { body } => {
                     return B64
                         .decode(body)
+                        .map(FromPeer::Body)
                         .map_err(|e| Error::Protocol(format!("peer body is not base64: {e}")));
                 }
+                ServerMsg::PeerLeft { mood: None } => return Ok(FromPeer::Vanished),
                 ServerMsg::PeerLeft { mood } => {
                     return Err(match mood {
                         Some(Mood::Scary) => Error::WrongCode,

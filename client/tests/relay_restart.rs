@@ -4,15 +4,22 @@
 //! pick their session up on the new relay, and both exit 0 with the file byte-identical.
 //! Killed and never started again, a direct or WebRTC transfer still completes (what the
 //! two sides say goes over the peer route), and a tunnel transfer ends with a message that
-//! says so.
+//! says so. A proxy that drops only one side's relay connection (as a load balancer or a
+//! NAT timing out does) ends nothing either: that side reconnects, the other waits for it on
+//! the session's resume slot, and the transfer goes on over the path between them.
 
 mod common;
 
 use std::{
     io::{BufRead, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -111,22 +118,102 @@ fn healthy(at: &SocketAddr) -> bool {
         && status.ends_with(b" 200")
 }
 
+/// A TCP proxy in front of the relay for one side, whose open connections the test cuts
+/// (as a load balancer or a NAT dropping them does) while it goes on taking new ones.
+struct CuttingProxy {
+    port: u16,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl CuttingProxy {
+    fn start(relay_port: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("proxy address").port();
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (conns, stopped) = (open.clone(), stop.clone());
+        let accept = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let Ok(up) = TcpStream::connect(("127.0.0.1", relay_port)) else {
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let (Ok(c2), Ok(u2)) = (client.try_clone(), up.try_clone()) else {
+                    continue;
+                };
+                if let Ok(mut open) = conns.lock() {
+                    open.extend([c2, u2]);
+                }
+                pipe(client.try_clone(), up.try_clone());
+                pipe(Ok(up), Ok(client));
+            }
+        });
+        Self {
+            port,
+            open,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    /// Drop every connection open now; new ones still go through.
+    fn cut(&self) {
+        for conn in self.open.lock().expect("open connections").drain(..) {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Copy `from` into `to` on a thread of its own, until either end closes.
+fn pipe(from: std::io::Result<TcpStream>, to: std::io::Result<TcpStream>) {
+    if let (Ok(mut from), Ok(mut to)) = (from, to) {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(Shutdown::Both);
+            let _ = from.shutdown(Shutdown::Both);
+        });
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+        self.cut();
+    }
+}
+
+/// What the test does to the relay once bytes move.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// SIGKILL the relay; start a new one on its port 2 s later, or not.
+    Kill { restart: bool },
+    /// Cut the connections of one side (the sender's, or the receiver's) only.
+    Cut { sender: bool },
+}
+
 fn convey_at(home: &Path, port: u16) -> Command {
     convey_via(home, &format!("127.0.0.1:{port}"))
 }
 
-/// Start a paced transfer of a 48 MiB file on `transport`, wait until bytes move, kill
-/// the relay; `restart` says whether a new one starts 2 s later. Returns both exit codes,
-/// the receiver's stderr and whether the file arrived intact.
-fn transfer_through_a_dying_relay(
-    transport: &str,
-    restart: bool,
-) -> (Option<i32>, Option<i32>, String, bool) {
+/// Start a paced transfer of a 48 MiB file on `transport`, wait until bytes move (and 2 s
+/// more), then do `fault` to the relay. Returns both exit codes, both sides' stderr and
+/// whether the file arrived intact.
+fn transfer_through_a_dying_relay(transport: &str, fault: Fault) -> (Option<i32>, Option<i32>, String, bool) {
     let dir = tempfile::tempdir().expect("tempdir");
-    transfer_in(dir.path(), transport, restart)
+    transfer_in(dir.path(), transport, fault)
 }
 
-fn transfer_in(dir: &Path, transport: &str, restart: bool) -> (Option<i32>, Option<i32>, String, bool) {
+fn transfer_in(dir: &Path, transport: &str, fault: Fault) -> (Option<i32>, Option<i32>, String, bool) {
     let (home, out) = (dir.join("home"), dir.join("out"));
     std::fs::create_dir_all(&home).expect("home");
     std::fs::create_dir_all(&out).expect("out");
@@ -135,14 +222,19 @@ fn transfer_in(dir: &Path, transport: &str, restart: bool) -> (Option<i32>, Opti
         write_random(&file, 48 << 20);
     }
     let (relay, port) = RelayProcess::start_free();
+    let proxy = matches!(fault, Fault::Cut { .. }).then(|| CuttingProxy::start(port));
+    let via = |sender: bool| match (&proxy, fault) {
+        (Some(p), Fault::Cut { sender: cut }) if cut == sender => p.port,
+        _ => port,
+    };
 
-    let mut send = convey_at(&home, port);
+    let mut send = convey_at(&home, via(true));
     send.args(["send", "--transport", transport, "--limit-rate", "6M"])
         .arg(&file);
     let send_err = dir.join("send.err");
     let (mut sender, code) = spawn_with_code(send, &send_err);
     let recv_err = dir.join("recv.err");
-    let mut receiver = convey_at(&home, port)
+    let mut receiver = convey_at(&home, via(false))
         .args(["receive", "--yes", "--json", "--transport", transport, "--out"])
         .arg(&out)
         .arg(&code)
@@ -169,13 +261,22 @@ fn transfer_in(dir: &Path, transport: &str, restart: bool) -> (Option<i32>, Opti
         receiver.try_wait().expect("try_wait").is_none() && sender.try_wait().expect("try_wait").is_none(),
         "the transfer was still running when the relay died"
     );
-    relay.kill();
-    std::thread::sleep(Duration::from_secs(2));
-    let relay = restart.then(|| RelayProcess::start(port).expect("the relay started again on its port"));
+    let relay = match fault {
+        Fault::Kill { restart } => {
+            relay.kill();
+            std::thread::sleep(Duration::from_secs(2));
+            restart.then(|| RelayProcess::start(port).expect("the relay started again on its port"))
+        }
+        Fault::Cut { .. } => {
+            proxy.as_ref().expect("the proxy").cut();
+            Some(relay)
+        }
+    };
 
     let r = wait_with_timeout(&mut receiver, LONG).code();
     let s = wait_with_timeout(&mut sender, LONG).code();
     drop(relay);
+    drop(proxy);
     // The receiver reports as JSON on stdout; its stderr holds the warnings, the sender's
     // the error line.
     let err = std::fs::read_to_string(&recv_err).unwrap_or_default()
@@ -191,7 +292,7 @@ fn transfer_in(dir: &Path, transport: &str, restart: bool) -> (Option<i32>, Opti
 }
 
 fn assert_survives(transport: &str) {
-    let (r, s, err, same) = transfer_through_a_dying_relay(transport, true);
+    let (r, s, err, same) = transfer_through_a_dying_relay(transport, Fault::Kill { restart: true });
     assert_eq!(r, Some(0), "receiver on {transport}: {err}");
     assert_eq!(s, Some(0), "sender on {transport}");
     assert!(same, "the file on {transport} arrived byte-identical");
@@ -220,7 +321,7 @@ fn a_tunnel_transfer_survives_a_relay_restart() {
 /// needs it no more. The sender's digests and the receiver's verdict go over the peer route,
 /// so both exit 0 (without it they would wait out the grace period and exit 7).
 fn assert_finishes_without_the_relay(transport: &str) {
-    let (r, s, err, same) = transfer_through_a_dying_relay(transport, false);
+    let (r, s, err, same) = transfer_through_a_dying_relay(transport, Fault::Kill { restart: false });
     assert_eq!(r, Some(0), "receiver on {transport}: {err}");
     assert_eq!(s, Some(0), "sender on {transport}: {err}");
     assert!(same, "the file on {transport} arrived byte-identical");
@@ -246,7 +347,7 @@ fn a_webrtc_transfer_finishes_when_the_relay_never_returns() {
 #[test]
 fn a_tunnel_transfer_whose_relay_never_returns_fails_clearly_and_resumes_later() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (r, s, err, same) = transfer_in(dir.path(), "relay", false);
+    let (r, s, err, same) = transfer_in(dir.path(), "relay", Fault::Kill { restart: false });
     assert_eq!(r, Some(7), "relay exit code on the receiver: {err}");
     assert_eq!(s, Some(7), "relay exit code on the sender");
     assert!(!same, "nothing posing as complete");
@@ -266,7 +367,7 @@ fn a_tunnel_transfer_whose_relay_never_returns_fails_clearly_and_resumes_later()
         .collect();
     assert_eq!(staging.len(), 1, "the partial transfer is kept");
 
-    let (r, s, err, same) = transfer_in(dir.path(), "relay", true);
+    let (r, s, err, same) = transfer_in(dir.path(), "relay", Fault::Kill { restart: true });
     assert_eq!((r, s), (Some(0), Some(0)), "{err}");
     let kept: u64 = std::fs::read_to_string(dir.path().join("resumed"))
         .ok()
@@ -274,4 +375,39 @@ fn a_tunnel_transfer_whose_relay_never_returns_fails_clearly_and_resumes_later()
         .unwrap_or(0);
     assert!(kept > 0, "the second run resumed from what the first kept");
     assert!(same, "the resumed file is byte-identical");
+}
+
+/// A proxy drops the relay connections of one side only, mid-transfer: that side
+/// reconnects, the other (told only that its peer vanished) waits for it on the session's
+/// resume slot instead of ending, and the transfer completes on both.
+fn assert_survives_a_cut(transport: &str, sender: bool) {
+    let (r, s, err, same) = transfer_through_a_dying_relay(transport, Fault::Cut { sender });
+    let who = if sender { "the sender's" } else { "the receiver's" };
+    assert_eq!(r, Some(0), "receiver on {transport}, {who} connection cut: {err}");
+    assert_eq!(s, Some(0), "sender on {transport}, {who} connection cut: {err}");
+    assert!(same, "the file on {transport} arrived byte-identical");
+    assert!(
+        err.contains("reconnected to the relay"),
+        "the cut side said it reconnected: {err}"
+    );
+}
+
+#[test]
+fn a_direct_transfer_survives_a_proxy_dropping_the_receivers_relay_connection() {
+    assert_survives_a_cut("direct", false);
+}
+
+#[test]
+fn a_webrtc_transfer_survives_a_proxy_dropping_the_senders_relay_connection() {
+    assert_survives_a_cut("webrtc", true);
+}
+
+#[test]
+fn a_direct_transfer_survives_a_proxy_dropping_the_senders_relay_connection() {
+    assert_survives_a_cut("direct", true);
+}
+
+#[test]
+fn a_webrtc_transfer_survives_a_proxy_dropping_the_receivers_relay_connection() {
+    assert_survives_a_cut("webrtc", false);
 }
