@@ -322,23 +322,48 @@ async fn when_the_instance_both_sides_used_goes_away_they_move_to_the_other() {
     b.server.shutdown().await;
 }
 
-/// Redis goes away in the middle of a direct transfer: the transfer finishes (its messages
-/// take the peer route) and both sides succeed; meanwhile a new `send` is told that the
-/// relay's shared store is away, within the store's few-second bound rather than after a
-/// minute of silence; once Redis is back, codes are handed out again.
+/// Two relays on one Redis, the sender on one and the receiver on the other. Redis goes
+/// away in the middle of a direct transfer: the transfer finishes (its messages take the
+/// peer route) and both sides succeed; meanwhile a new `send` on either instance is told
+/// that the relay's shared store is away, within the store's few-second bound rather than
+/// after a minute of silence; once Redis is back, codes are handed out again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn while_redis_is_away_a_running_transfer_finishes_and_new_codes_are_refused() {
+    through_a_redis_outage(Transport::Direct, 61, None).await;
+}
+
+/// The same on the tunnel, which has no peer route. A tunnel's two ends meet on one
+/// instance (the README's load-balancer rule), so both sides use the first; its bytes keep
+/// moving, but the session's messages cross Redis. Each side treats the relay's
+/// `unavailable` as a lost relay and waits for it (up to 60 s). Redis comes back after 6 s,
+/// empty: the relay closes its sessions' connections, as messages may have been lost, and
+/// the two sides meet again on their resume slot, re-send what the other lacks and finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn while_redis_is_away_a_tunnel_transfer_waits_for_it_and_finishes() {
+    through_a_redis_outage(Transport::Relay, 62, Some(Duration::from_secs(6))).await;
+}
+
+/// A paced transfer on `transport` with Redis killed once bytes move, and started again
+/// `back_after` later (or only once the transfer is over).
+async fn through_a_redis_outage(transport: Transport, seed: u64, back_after: Option<Duration>) {
     convey_tests::init_tracing();
     let redis = Redis::start();
     let port = redis_port(&redis);
     let relay = TestRelay::spawn_with(|c| c.redis_url = Some(redis.url.clone())).await;
+    let other = TestRelay::spawn_with(|c| c.redis_url = Some(redis.url.clone())).await;
+    // The receiver's instance: the other one, unless the tunnel needs both on one.
+    let theirs = if transport == Transport::Relay {
+        &relay
+    } else {
+        &other
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("outage.bin");
-    let size = 24 << 20;
-    let digest = random_file(&src, size, 61);
+    let size = 32 << 20;
+    let digest = random_file(&src, size, seed);
     let mut opts = send_options(&relay, src.clone());
-    opts.transport = Transport::Direct;
-    // About 6 s on the wire, so Redis goes while bytes move.
+    opts.transport = transport;
+    // About 8 s on the wire, so Redis goes while bytes move.
     opts.upload_limit = std::num::NonZeroU32::new(4 << 20);
     let sent = Recorder::default();
     let sender = tokio::spawn(convey::send(opts, sent.sink()));
@@ -346,39 +371,41 @@ async fn while_redis_is_away_a_running_transfer_finishes_and_new_codes_are_refus
     let rec = Recorder::default();
     let out = dir.path().join("out");
     std::fs::create_dir(&out).expect("mkdir");
-    let mut ropts = receive_options(&relay, code, out.clone());
-    ropts.transport = Transport::Direct;
+    let mut ropts = receive_options(theirs, code, out.clone());
+    ropts.transport = transport;
     let receiver = tokio::spawn(convey::receive(ropts, rec.sink()));
-    let began = Instant::now();
-    while !rec
-        .events
-        .lock()
-        .expect("lock")
-        .iter()
-        .any(|e| matches!(e, convey::Event::Progress { bytes, .. } if *bytes > 0))
-    {
-        assert!(began.elapsed() < Duration::from_secs(60), "bytes started to move");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    rec.wait_for_bytes().await;
     drop(redis);
+    let gone = Instant::now();
 
-    let refused = tokio::time::timeout(
-        Duration::from_secs(20),
-        convey::send(send_options(&relay, src.clone()), convey::ignore_events()),
-    )
-    .await
-    .expect("a new code is answered while Redis is away")
-    .expect_err("no code without the shared store");
-    assert!(
-        matches!(&refused, convey::Error::Relay { message, .. } if message.contains("shared store")),
-        "{refused}"
-    );
+    for instance in [&relay, &other] {
+        let refused = tokio::time::timeout(
+            Duration::from_secs(20),
+            convey::send(send_options(instance, src.clone()), convey::ignore_events()),
+        )
+        .await
+        .expect("a new code is answered while Redis is away")
+        .expect_err("no code without the shared store");
+        assert!(
+            matches!(&refused, convey::Error::Relay { message, .. } if message.contains("shared store")),
+            "{refused}"
+        );
+    }
+    let mut redis = None;
+    if let Some(away) = back_after {
+        tokio::time::sleep(away.saturating_sub(gone.elapsed())).await;
+        assert!(
+            !receiver.is_finished(),
+            "Redis came back before the transfer ended"
+        );
+        redis = Some(Redis::start_on(port));
+    }
 
     tokio::time::timeout(Duration::from_secs(120), receiver)
         .await
         .expect("receiver finished")
         .expect("task")
-        .expect("the running transfer finishes while Redis is away");
+        .expect("the running transfer finishes across the Redis outage");
     assert_eq!(sha256_file(&out.join("outage.bin")), digest);
     tokio::time::timeout(Duration::from_secs(60), sender)
         .await
@@ -386,14 +413,17 @@ async fn while_redis_is_away_a_running_transfer_finishes_and_new_codes_are_refus
         .expect("task")
         .expect("the sender succeeds too");
 
-    let _redis = Redis::start_on(port);
+    let redis = redis.unwrap_or_else(|| Redis::start_on(port));
     back_on_redis(&relay).await;
+    back_on_redis(&other).await;
     transfer(
         &relay,
         Side::new(&relay.addr, Transport::Auto),
-        Side::new(&relay.addr, Transport::Auto),
+        Side::new(&other.addr, Transport::Auto),
         1 << 20,
     )
     .await;
+    drop(redis);
     relay.server.shutdown().await;
+    other.server.shutdown().await;
 }

@@ -91,6 +91,8 @@ struct Connection {
     paired: bool,
     swarms: Vec<InfoHash>,
     mood: Option<Mood>,
+    /// Closed because the shared store was away (its partner is closed for that too).
+    store_lost: bool,
     tx: mpsc::Sender<ServerMsg>,
     rx: mpsc::Receiver<ServerMsg>,
 }
@@ -113,6 +115,7 @@ impl Connection {
             paired: false,
             swarms: Vec::new(),
             mood: None,
+            store_lost: false,
             tx,
             rx,
         }
@@ -131,6 +134,7 @@ impl Connection {
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + idle / 4, idle / 4);
         tokio::pin!(lone_deadline, claim_deadline, silent_deadline);
         let stopping = self.state.stopping.clone();
+        let mut renewals = self.state.nameplates.renewals();
         'conn: loop {
             if !flush(&mut sink, &mut out).await {
                 break 'conn;
@@ -146,6 +150,13 @@ impl Connection {
                     Some(Some(self.idle_error("without claiming a code")))
                 }
                 _ = &mut silent_deadline => Some(Some(self.idle_error("without a word (not even a pong)"))),
+                () = renewed(&mut renewals), if self.nameplate.is_some() => {
+                    self.store_lost = true;
+                    Some(Some(error(
+                        ErrorKind::Unavailable,
+                        "the relay's shared store was away and messages may have been lost; connect again",
+                    )))
+                }
                 _ = ping.tick() => {
                     if sink.send(Message::Ping(Default::default())).await.is_err() {
                         break 'conn;
@@ -353,13 +364,28 @@ impl Connection {
 
     async fn cleanup(&mut self) {
         if let Some(n) = self.nameplate.take() {
-            self.state.nameplates.leave(n, self.id, self.mood).await;
+            if self.store_lost {
+                self.state.nameplates.leave_quietly(n, self.id).await;
+            } else {
+                self.state.nameplates.leave(n, self.id, self.mood).await;
+            }
         }
         for h in self.swarms.drain(..) {
             self.state.swarms.unregister(h, self.id).await;
         }
         debug!(mood = ?self.mood, "connection closed");
     }
+}
+
+/// Resolves when the shared store came back after a loss; never without a shared store.
+async fn renewed(renewals: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    if let Some(rx) = renewals.as_mut()
+        && rx.changed().await.is_ok()
+    {
+        return;
+    }
+    *renewals = None;
+    std::future::pending().await
 }
 
 type Sink = futures::stream::SplitSink<WebSocket, Message>;

@@ -9,7 +9,7 @@ use convey_shared::{
     Nameplate,
     protocol::rendezvous::{Host, Mood, ServerMsg},
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::mailbox::{ConnId, MailboxError, Mailboxes};
 use crate::shared::{ClaimOutcome, Shared, StoreError};
@@ -38,6 +38,15 @@ pub(crate) trait NameplateStore: Send + Sync + std::fmt::Debug {
     /// No new guests on `n`, if `secret` is its host's.
     async fn lock(&self, n: Nameplate, secret: &str);
     async fn leave(&self, n: Nameplate, conn: ConnId, mood: Option<Mood>);
+    /// `conn` left `n` because the shared store was away: its partner, closed for the same
+    /// reason, is not told (it would take that for its peer's end).
+    async fn leave_quietly(&self, n: Nameplate, conn: ConnId) {
+        self.leave(n, conn, None).await;
+    }
+    /// Changes when the shared store came back after a loss (none for a store in memory).
+    fn renewals(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
     /// The connection holding `n` is alive: keep a shared record from expiring.
     async fn refresh(&self, _n: Nameplate) {}
     /// Is a sender waiting on `n`? `None` when the state is shared (not looked up there).
@@ -157,10 +166,21 @@ impl NameplateStore for SharedNameplates {
     }
 
     async fn leave(&self, n: Nameplate, conn: ConnId, mood: Option<Mood>) {
-        if let Err(e) = self.store.leave(n.0, conn, mood).await {
+        if let Err(e) = self.store.leave(n.0, conn, mood, false).await {
             unavailable(e);
         }
         self.store.forget(conn);
+    }
+
+    async fn leave_quietly(&self, n: Nameplate, conn: ConnId) {
+        if let Err(e) = self.store.leave(n.0, conn, None, true).await {
+            unavailable(e);
+        }
+        self.store.forget(conn);
+    }
+
+    fn renewals(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.store.renewals())
     }
 
     async fn refresh(&self, n: Nameplate) {

@@ -15,7 +15,7 @@ use std::{
 use convey_shared::protocol::rendezvous::ServerMsg;
 use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use scripts::Scripts;
@@ -53,6 +53,8 @@ pub(crate) struct Shared {
     /// How long keys live without a refresh.
     key_ttl: Duration,
     scripts: Scripts,
+    /// Bumped each time the subscription is renewed after a loss (see [`Self::renewals`]).
+    renewals: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -90,6 +92,7 @@ impl Shared {
             inboxes: Mutex::default(),
             key_ttl,
             scripts: Scripts::new(),
+            renewals: watch::Sender::new(0),
         });
         let me = shared.clone();
         let task = tokio::spawn(async move {
@@ -110,6 +113,10 @@ impl Shared {
                     && p.psubscribe(&pattern).await.is_ok()
                 {
                     pubsub = Some(p);
+                    tracing::warn!(
+                        "renewed the Redis subscription; this instance's sessions reconnect, as messages to them may have been lost"
+                    );
+                    me.renewals.send_modify(|n| *n += 1);
                 }
             }
         });
@@ -127,6 +134,15 @@ impl Shared {
             let Some(msg) = msg else { return };
             self.deliver(msg.get_channel_name(), msg.get_payload::<String>().ok());
         }
+    }
+
+    /// Changes each time the subscription is renewed after a loss. Messages published while
+    /// this instance was not subscribed are lost, and a restarted Redis may have lost every
+    /// record, so each local connection holding a nameplate is then closed, telling its
+    /// client the store was away: a confirmed session meets its peer again on its resume
+    /// slot and re-sends what the other side lacks.
+    pub(crate) fn renewals(&self) -> watch::Receiver<u64> {
+        self.renewals.subscribe()
     }
 
     /// Whether Redis answers (for `/healthz`).

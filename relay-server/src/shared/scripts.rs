@@ -134,7 +134,7 @@ local other = redis.call('HGET', k .. ':p', member)
 redis.call('HDEL', k .. ':p', member)
 if other and other ~= '' then
   if redis.call('HEXISTS', k .. ':p', other) == 1 then redis.call('HSET', k .. ':p', other, '') end
-  redis.call('PUBLISH', p .. 'to:' .. other, ARGV[4])
+  if ARGV[4] ~= '' then redis.call('PUBLISH', p .. 'to:' .. other, ARGV[4]) end
 end
 if not redis.call('HGET', k, 'host') and redis.call('LLEN', k .. ':g') == 0 and redis.call('HLEN', k .. ':p') == 0 then
   redis.call('DEL', k, k .. ':g', k .. ':p')
@@ -401,7 +401,19 @@ impl Shared {
         Ok(())
     }
 
-    pub(crate) async fn leave(&self, n: u32, conn: u64, mood: Option<Mood>) -> Result<(), StoreError> {
+    /// `conn` leaves `n`; its partner is told, with `mood`, unless `quiet`.
+    pub(crate) async fn leave(
+        &self,
+        n: u32,
+        conn: u64,
+        mood: Option<Mood>,
+        quiet: bool,
+    ) -> Result<(), StoreError> {
+        let told = if quiet {
+            String::new()
+        } else {
+            json(&ServerMsg::PeerLeft { mood })
+        };
         let _: i64 = self
             .invoke(
                 self.scripts
@@ -410,7 +422,7 @@ impl Shared {
                     .arg(PREFIX)
                     .arg(n)
                     .arg(self.member(conn))
-                    .arg(json(&ServerMsg::PeerLeft { mood })),
+                    .arg(told),
             )
             .await?;
         Ok(())
