@@ -427,3 +427,87 @@ async fn through_a_redis_outage(transport: Transport, seed: u64, back_after: Opt
     relay.server.shutdown().await;
     other.server.shutdown().await;
 }
+
+/// Redis keeps its data but drops the instances' subscriptions (a failover, a `CLIENT
+/// KILL`): messages published meanwhile may be lost, so each instance closes its paired
+/// sessions, which meet again on their resume slot and finish; a sender still waiting on
+/// its code is kept (its record is still there), and a receiver arriving afterwards gets
+/// the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_the_redis_subscription_drops_waiting_codes_stay_and_running_sessions_resume() {
+    convey_tests::init_tracing();
+    let redis = Redis::start();
+    let relay = TestRelay::spawn_with(|c| c.redis_url = Some(redis.url.clone())).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (running, waiting) = (dir.path().join("running.bin"), dir.path().join("waiting.bin"));
+    let running_digest = random_file(&running, 32 << 20, 63);
+    let waiting_digest = random_file(&waiting, 1 << 20, 64);
+    for out in ["out-running", "out-waiting"] {
+        std::fs::create_dir(dir.path().join(out)).expect("mkdir");
+    }
+
+    let mut opts = send_options(&relay, running);
+    opts.transport = Transport::Relay;
+    opts.upload_limit = std::num::NonZeroU32::new(4 << 20);
+    let sent = Recorder::default();
+    let sender = tokio::spawn(convey::send(opts, sent.sink()));
+    let rec = Recorder::default();
+    let mut ropts = receive_options(&relay, sent.code().await, dir.path().join("out-running"));
+    ropts.transport = Transport::Relay;
+    let receiver = tokio::spawn(convey::receive(ropts, rec.sink()));
+    rec.wait_for_bytes().await;
+
+    let held = Recorder::default();
+    let holder = tokio::spawn(convey::send(send_options(&relay, waiting), held.sink()));
+    let code = held.code().await;
+    let killed = Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis_port(&redis).to_string(),
+            "CLIENT",
+            "KILL",
+            "TYPE",
+            "pubsub",
+        ])
+        .output()
+        .expect("redis-cli is required (apt-get install redis-tools)");
+    assert!(killed.status.success(), "CLIENT KILL: {killed:?}");
+    // The instance renews its subscription about a second later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!holder.is_finished(), "the waiting sender was kept");
+    assert!(
+        !receiver.is_finished(),
+        "the running transfer was still under way"
+    );
+
+    let got = Recorder::default();
+    let late = receive_options(&relay, code, dir.path().join("out-waiting"));
+    tokio::time::timeout(Duration::from_secs(60), convey::receive(late, got.sink()))
+        .await
+        .expect("in time")
+        .expect("the waiting code still pairs");
+    assert_eq!(
+        sha256_file(&dir.path().join("out-waiting/waiting.bin")),
+        waiting_digest
+    );
+    tokio::time::timeout(Duration::from_secs(30), holder)
+        .await
+        .expect("in time")
+        .expect("task")
+        .expect("the waiting sender succeeds");
+    tokio::time::timeout(Duration::from_secs(120), receiver)
+        .await
+        .expect("in time")
+        .expect("task")
+        .expect("the running transfer finishes after its sessions resumed");
+    tokio::time::timeout(Duration::from_secs(60), sender)
+        .await
+        .expect("in time")
+        .expect("task")
+        .expect("its sender succeeds too");
+    assert_eq!(
+        sha256_file(&dir.path().join("out-running/running.bin")),
+        running_digest
+    );
+    relay.server.shutdown().await;
+}

@@ -150,13 +150,7 @@ impl Connection {
                     Some(Some(self.idle_error("without claiming a code")))
                 }
                 _ = &mut silent_deadline => Some(Some(self.idle_error("without a word (not even a pong)"))),
-                () = renewed(&mut renewals), if self.nameplate.is_some() => {
-                    self.store_lost = true;
-                    Some(Some(error(
-                        ErrorKind::Unavailable,
-                        "the relay's shared store was away and messages may have been lost; connect again",
-                    )))
-                }
+                () = renewed(&mut renewals), if self.nameplate.is_some() => self.store_renewed().await,
                 _ = ping.tick() => {
                     if sink.send(Message::Ping(Default::default())).await.is_err() {
                         break 'conn;
@@ -210,11 +204,27 @@ impl Connection {
     /// This connection is alive: so are its nameplate and registrations (shared store).
     async fn keep_records_alive(&self) {
         if let Some(n) = self.nameplate {
-            self.state.nameplates.refresh(n).await;
+            let _ = self.state.nameplates.refresh(n).await;
         }
         for h in &self.swarms {
             self.state.swarms.refresh(*h, self.id).await;
         }
+    }
+
+    /// The shared store came back after a loss. A paired side may have missed messages:
+    /// close it (its partner is not told) so the session meets again on its resume slot. A
+    /// side still waiting goes on if its record is still there; else its code is gone.
+    async fn store_renewed(&mut self) -> Option<Option<ServerMsg>> {
+        let n = self.nameplate?;
+        let why = if self.paired {
+            "the relay's shared store was away and messages may have been lost; connect again"
+        } else if self.state.nameplates.refresh(n).await {
+            return None;
+        } else {
+            "the relay's shared store restarted and forgot this code; start again with a new code"
+        };
+        self.store_lost = true;
+        Some(Some(error(ErrorKind::Unavailable, why)))
     }
 
     fn idle_error(&self, what: &str) -> ServerMsg {

@@ -47,8 +47,11 @@ pub(crate) trait NameplateStore: Send + Sync + std::fmt::Debug {
     fn renewals(&self) -> Option<watch::Receiver<u64>> {
         None
     }
-    /// The connection holding `n` is alive: keep a shared record from expiring.
-    async fn refresh(&self, _n: Nameplate) {}
+    /// The connection holding `n` is alive: keep a shared record from expiring. `false`
+    /// when the record is gone (a shared store that restarted empty).
+    async fn refresh(&self, _n: Nameplate) -> bool {
+        true
+    }
     /// Is a sender waiting on `n`? `None` when the state is shared (not looked up there).
     fn is_waiting(&self, n: Nameplate) -> Option<bool>;
     /// Open nameplates (across all instances when shared).
@@ -183,9 +186,14 @@ impl NameplateStore for SharedNameplates {
         Some(self.store.renewals())
     }
 
-    async fn refresh(&self, n: Nameplate) {
-        if let Err(e) = self.store.refresh(n.0).await {
-            unavailable(e);
+    async fn refresh(&self, n: Nameplate) -> bool {
+        match self.store.refresh(n.0).await {
+            Ok(kept) => kept,
+            // Unknown: the next refresh or the store's answer to the client will tell.
+            Err(e) => {
+                unavailable(e);
+                true
+            }
         }
     }
 

@@ -150,6 +150,7 @@ if redis.call('PEXPIRE', k, ttl) == 1 then
   redis.call('PEXPIRE', k .. ':g', ttl)
   redis.call('PEXPIRE', k .. ':p', ttl)
   redis.call('ZADD', p .. 'nps', now + ttl, n)
+  return 1
 end
 return 0
 ";
@@ -428,9 +429,9 @@ impl Shared {
         Ok(())
     }
 
-    /// Keep nameplate `n` alive (its connection is).
-    pub(crate) async fn refresh(&self, n: u32) -> Result<(), StoreError> {
-        let _: i64 = self
+    /// Keep nameplate `n` alive (its connection is); whether its record was still there.
+    pub(crate) async fn refresh(&self, n: u32) -> Result<bool, StoreError> {
+        let kept: i64 = self
             .invoke(
                 self.scripts
                     .refresh
@@ -440,7 +441,7 @@ impl Shared {
                     .arg(self.ttl_ms()),
             )
             .await?;
-        Ok(())
+        Ok(kept == 1)
     }
 
     /// Open nameplates and served swarms, across all instances.
