@@ -173,6 +173,9 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
     };
     let tunnel = offer.abilities.iter().any(|a| a == ABILITY_TUNNEL);
     let swarm = offer.abilities.iter().any(|a| a == ABILITY_SWARM);
+    if !swarm {
+        link.await_vanished_peer();
+    }
     let start = offer.start;
     let rtc_offer = offer.rtc;
     match offer.body {

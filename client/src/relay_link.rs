@@ -44,6 +44,9 @@ const BACKOFF: [Duration; 5] = [
     Duration::from_secs(2),
     Duration::from_secs(4),
 ];
+/// How long a one-to-one session with no route between the peers waits for a peer that
+/// vanished from the relay (its relay connection cut, or a crash) to come back.
+pub(crate) const VANISHED_GRACE: Duration = Duration::from_secs(20);
 /// How long the two resume hellos may take on a new relay connection.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing session waits for the peer to have read what the route carried.
@@ -54,6 +57,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(4);
 enum Cmd {
     Send(Vec<u8>),
     RegisterSwarm(String, oneshot::Sender<Result<()>>),
+    /// Wait this long for a peer that vanished, even with no route (one-to-one only).
+    AwaitVanished(Duration),
     Close(Mood),
 }
 
@@ -91,6 +96,7 @@ impl std::fmt::Debug for Cmd {
         f.write_str(match self {
             Self::Send(_) => "Send",
             Self::RegisterSwarm(..) => "RegisterSwarm",
+            Self::AwaitVanished(_) => "AwaitVanished",
             Self::Close(_) => "Close",
         })
     }
@@ -119,6 +125,7 @@ impl RelayLink {
             deadline: tokio::time::Instant::now(),
             relay_gone: None,
             peer_vanished: false,
+            await_vanished: None,
         };
         let task = OwnedTask::spawn(move |cancel| async move {
             tokio::select! {
@@ -162,6 +169,13 @@ impl RelayLink {
         rx.await.map_err(|_| Error::PeerGone)?
     }
 
+    /// A one-to-one session: a peer that vanishes from the relay is awaited (up to `grace`)
+    /// even without a route, since only its relay connection may have been cut. A swarm's
+    /// sessions do not, so its receivers are not held up once their sender has left.
+    pub(crate) fn await_vanished(&self, grace: Duration) {
+        let _ = self.cmds.send(Cmd::AwaitVanished(grace));
+    }
+
     /// Say goodbye (after what was queued), waiting a little for it to go out.
     pub(crate) async fn close(self, mood: Mood) {
         let _ = self.cmds.send(Cmd::Close(mood));
@@ -200,6 +214,8 @@ struct Actor {
     relay_gone: Option<Error>,
     /// The relay said the peer vanished; it is awaited on the slot while the route lasts.
     peer_vanished: bool,
+    /// How long a vanished peer is awaited with no route (none: not at all).
+    await_vanished: Option<Duration>,
 }
 
 /// What woke the relay task.
@@ -232,6 +248,10 @@ impl Actor {
                 Wake::Cmd(Some(Cmd::Send(body))) => self.send(body).await,
                 Wake::Cmd(Some(Cmd::RegisterSwarm(hash, reply))) => {
                     self.register_swarm(hash, reply).await;
+                    Ok(())
+                }
+                Wake::Cmd(Some(Cmd::AwaitVanished(grace))) => {
+                    self.await_vanished = Some(grace);
                     Ok(())
                 }
                 // Closed by its owner, or dropped with it (an error path).
@@ -381,25 +401,28 @@ impl Actor {
         }
     }
 
-    /// The relay says the peer left without a goodbye. Without a route between the two the
-    /// peer is gone (a swarm's receivers carry on without a sender that left, so they are
-    /// not held up waiting for it). With one, only the peer's relay connection may have been
-    /// cut (a proxy, a load balancer, a NAT): the route carries the session while this side
-    /// waits for the peer on the session's slot; if the route ends first, the peer is gone.
+    /// The relay says the peer left without a goodbye: it crashed, or only its relay
+    /// connection was cut (a proxy, a load balancer, a NAT). With a route between the two,
+    /// the route carries the session while this side waits for the peer on the session's
+    /// slot (for the relay's grace period); if the route ends first, the peer is gone. With
+    /// none, a one-to-one session waits [`VANISHED_GRACE`] for it; a swarm's does not (its
+    /// receivers carry on without a sender that left, and are not to be held up).
     fn peer_vanished(&mut self) -> Result<()> {
-        if self.route.is_none() {
-            return Err(Error::PeerGone);
-        }
+        let grace = match (&self.route, self.await_vanished) {
+            (Some(_), _) => RELAY_GRACE,
+            (None, Some(grace)) => grace,
+            (None, None) => return Err(Error::PeerGone),
+        };
         self.rv = None;
         if self.reconnect.is_some() || self.relay_gone.is_some() {
             return Ok(());
         }
         tracing::warn!(
             "the other side lost its relay connection; waiting for it there for up to {} s, the transfer goes on",
-            RELAY_GRACE.as_secs()
+            grace.as_secs()
         );
         self.peer_vanished = true;
-        self.start_reconnect("the other side did not come back");
+        self.start_reconnect("the other side did not come back", grace);
         Ok(())
     }
 
@@ -414,11 +437,11 @@ impl Actor {
             "lost the relay ({lost}); reconnecting for up to {} s, the transfer goes on",
             RELAY_GRACE.as_secs()
         );
-        self.start_reconnect(lost);
+        self.start_reconnect(lost, RELAY_GRACE);
     }
 
-    fn start_reconnect(&mut self, lost: &str) {
-        self.deadline = tokio::time::Instant::now() + RELAY_GRACE;
+    fn start_reconnect(&mut self, lost: &str, grace: Duration) {
+        self.deadline = tokio::time::Instant::now() + grace;
         self.reconnect = Some(Box::pin(reconnect(
             (self.relay.clone(), self.slot.clone(), self.side),
             self.deadline,
@@ -437,6 +460,8 @@ impl Actor {
                 self.peer_vanished = false;
                 return Ok(());
             }
+            // A peer that vanished and never came back is gone, whatever the relay did.
+            Err(Error::RelayLost { .. }) if self.peer_vanished => return Err(Error::PeerGone),
             Err(e) => return Err(e),
         };
         // The peer sends its hello first on the new connection, before anything it re-sends.

@@ -230,6 +230,7 @@ pub(crate) async fn link_up(
         }
     }
     let link = session::establish(rv, &code, Side::Sender).await?;
+    link.await_vanished_peer();
     events(Event::Connected);
     Ok(link)
 }

@@ -143,6 +143,13 @@ impl PeerLink {
         self.relay.attacher()
     }
 
+    /// One-to-one: a peer that vanishes from the relay with no route between the two is
+    /// awaited a while (only its relay connection may have been cut) rather than taken for
+    /// gone at once, as a swarm's sessions do.
+    pub(crate) fn await_vanished_peer(&self) {
+        self.relay.await_vanished(crate::relay_link::VANISHED_GRACE);
+    }
+
     pub(crate) async fn register_swarm(&mut self, info_hash: &str) -> Result<()> {
         self.relay.register_swarm(info_hash).await
     }

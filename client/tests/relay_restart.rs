@@ -6,7 +6,8 @@
 //! two sides say goes over the peer route), and a tunnel transfer ends with a message that
 //! says so. A proxy that drops only one side's relay connection (as a load balancer or a
 //! NAT timing out does) ends nothing either: that side reconnects, the other waits for it on
-//! the session's resume slot, and the transfer goes on over the path between them.
+//! the session's resume slot, and the transfer goes on (over the path between them, or
+//! through the relay again on the tunnel).
 
 mod common;
 
@@ -255,7 +256,12 @@ fn transfer_in(dir: &Path, transport: &str, fault: Fault) -> (Option<i32>, Optio
         }
         assert!(started.elapsed() < LONG, "no bytes moved");
     }
-    std::thread::spawn(move || for _ in events.lines() {});
+    let mut log = std::fs::File::create(dir.join("recv.json")).expect("event log");
+    std::thread::spawn(move || {
+        for line in events.lines().map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
+        }
+    });
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         receiver.try_wait().expect("try_wait").is_none() && sender.try_wait().expect("try_wait").is_none(),
@@ -284,7 +290,9 @@ fn transfer_in(dir: &Path, transport: &str, fault: Fault) -> (Option<i32>, Optio
     let same = std::fs::read(out.join("big.bin")).ok() == std::fs::read(&file).ok();
     if r != Some(0) || s != Some(0) {
         eprintln!(
-            "receiver: {err}\nsender: {}",
+            "receiver: {}{}\nsender: {}",
+            std::fs::read_to_string(&recv_err).unwrap_or_default(),
+            std::fs::read_to_string(dir.join("recv.json")).unwrap_or_default(),
             std::fs::read_to_string(&send_err).unwrap_or_default()
         );
     }
@@ -410,4 +418,17 @@ fn a_direct_transfer_survives_a_proxy_dropping_the_senders_relay_connection() {
 #[test]
 fn a_webrtc_transfer_survives_a_proxy_dropping_the_receivers_relay_connection() {
     assert_survives_a_cut("webrtc", false);
+}
+
+/// On the tunnel the proxy cuts the tunnel too, and there is no peer route: the other side
+/// still waits for the cut one (a one-to-one session waits 20 s for a vanished peer), the
+/// push resumes through the relay, and both exit 0.
+#[test]
+fn a_tunnel_transfer_survives_a_proxy_dropping_the_receivers_relay_connections() {
+    assert_survives_a_cut("relay", false);
+}
+
+#[test]
+fn a_tunnel_transfer_survives_a_proxy_dropping_the_senders_relay_connections() {
+    assert_survives_a_cut("relay", true);
 }

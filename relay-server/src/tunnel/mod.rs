@@ -308,7 +308,11 @@ async fn splice(a: Conn, b: Conn, usage: &Usage, state: &AppState) -> Ended {
         }
         _ = state.stopping.now.cancelled() => "the relay is shutting down",
     };
-    a_tx.close(reason).await;
-    b_tx.close(reason).await;
+    // A reason tells a client the tunnel ended for good (a cap, a shutdown). One end that
+    // closed or vanished is not that: its peer may be reconnecting (a proxy cut it), so the
+    // other end gets a close without a reason and tries again.
+    let told = if reason == "closed" { "" } else { reason };
+    a_tx.close(told).await;
+    b_tx.close(told).await;
     reason
 }
