@@ -2,7 +2,9 @@
 //   node page.mjs URL OUT_DIR ACTION [--no-webrtc] [--trust-cert=PEM] [CHROMIUM_FLAG...]
 // ACTION is `accept` (take the offer, save the download into OUT_DIR), `look` (stop at
 // the offer, or at the failure), `send:PATH` (send that file from the page, picked in the
-// file input) or `drop:PATH` (the same, dropped on the page's drop box). For both sends it
+// file input), `drop:PATH` (the same, dropped on the page's drop box) or `dropdir:PATH` (a
+// folder dragged onto the drop box by chromium's own drag, through DevTools'
+// Input.dispatchDragEvent, as from a file manager; the page's answer is the result). For both sends it
 // prints a first line `{"code", "qr", "qrShown"}` as soon as the page shows its code: the QR
 // code's SVG and whether the image loaded. `--no-webrtc` takes RTCPeerConnection away from
 // the page, as in a browser without WebRTC. `--trust-cert=PEM` makes chromium trust that
@@ -49,7 +51,19 @@ try {
     (s) => s.includes(document.body.dataset.state), states, { timeout },
   );
   await page.goto(url);
-  if (action.startsWith('send:') || action.startsWith('drop:')) {
+  if (action.startsWith('dropdir:')) {
+    await waitFor(['ready'], 30_000);
+    const box = await page.$eval('#drop-zone', (z) => {
+      const r = z.getBoundingClientRect();
+      return { x: r.x + r.width / 2, y: r.y + r.height / 2 };
+    });
+    const cdp = await context.newCDPSession(page);
+    const data = { items: [], files: [action.slice('dropdir:'.length)], dragOperationsMask: 1 };
+    for (const type of ['dragEnter', 'dragOver', 'drop']) {
+      await cdp.send('Input.dispatchDragEvent', { type, x: box.x, y: box.y, data });
+    }
+    await waitFor(['failed', 'code'], 10_000);
+  } else if (action.startsWith('send:') || action.startsWith('drop:')) {
     await waitFor(['ready'], 30_000);
     const file = action.slice('send:'.length);
     if (action.startsWith('send:')) {

@@ -462,6 +462,28 @@ async fn a_file_dropped_on_the_page_is_sent_as_if_picked() {
     the_page_sends("drop", "dropped.bin", (1 << 20) + 77).await;
 }
 
+/// A folder dragged onto the page (chromium's own drag, not a scripted event) is refused
+/// with a message that says what to do, and no code is handed out for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_folder_dropped_on_the_page_is_refused_with_a_message() {
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("a folder");
+    std::fs::create_dir(&folder).expect("mkdir");
+    random_file(&folder.join("inside.bin"), 1000, 6);
+    let port = relay.server.local_addr().port();
+    let action = format!("dropdir:{}", folder.display());
+    let report = run_page(&format!("http://127.0.0.1:{port}/"), dir.path(), &action, &[]).await;
+    assert_eq!(report["state"], "failed", "{report}");
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("not folders") && error.contains("convey send"),
+        "{report}"
+    );
+    relay.server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn behind_an_https_relay_the_page_receives_over_wss() {
     convey_tests::init_tracing();
