@@ -413,40 +413,41 @@ impl Actor {
             (None, Some(grace)) => grace,
             (None, None) => return Err(Error::PeerGone),
         };
-        self.rv = None;
-        if self.reconnect.is_some() || self.relay_gone.is_some() {
-            return Ok(());
+        if self.start_reconnect("the other side did not come back", grace) {
+            tracing::warn!(
+                "the other side lost its relay connection; waiting for it there for up to {} s, the transfer goes on",
+                grace.as_secs()
+            );
+            self.peer_vanished = true;
         }
-        tracing::warn!(
-            "the other side lost its relay connection; waiting for it there for up to {} s, the transfer goes on",
-            grace.as_secs()
-        );
-        self.peer_vanished = true;
-        self.start_reconnect("the other side did not come back", grace);
         Ok(())
     }
 
     /// The relay connection broke: meet the peer again on the session's slot, on this relay
     /// (restarted, or another instance behind the same address), within the grace period.
     fn lost(&mut self, lost: &str) {
-        self.rv = None;
-        if self.reconnect.is_some() || self.relay_gone.is_some() {
-            return;
+        if self.start_reconnect(lost, RELAY_GRACE) {
+            tracing::warn!(
+                "lost the relay ({lost}); reconnecting for up to {} s, the transfer goes on",
+                RELAY_GRACE.as_secs()
+            );
         }
-        tracing::warn!(
-            "lost the relay ({lost}); reconnecting for up to {} s, the transfer goes on",
-            RELAY_GRACE.as_secs()
-        );
-        self.start_reconnect(lost, RELAY_GRACE);
     }
 
-    fn start_reconnect(&mut self, lost: &str, grace: Duration) {
+    /// Drop the relay connection and meet the peer on the slot within `grace`; `false` when
+    /// already meeting it, or when the relay is gone for good.
+    fn start_reconnect(&mut self, lost: &str, grace: Duration) -> bool {
+        self.rv = None;
+        if self.reconnect.is_some() || self.relay_gone.is_some() {
+            return false;
+        }
         self.deadline = tokio::time::Instant::now() + grace;
         self.reconnect = Some(Box::pin(reconnect(
             (self.relay.clone(), self.slot.clone(), self.side),
             self.deadline,
             lost.to_owned(),
         )));
+        true
     }
 
     async fn reconnected(&mut self, r: Result<Box<Rendezvous>>) -> Result<()> {

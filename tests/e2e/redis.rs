@@ -343,6 +343,31 @@ async fn while_redis_is_away_a_tunnel_transfer_waits_for_it_and_finishes() {
     through_a_redis_outage(Transport::Relay, 62, Some(Duration::from_secs(6))).await;
 }
 
+type Sending = tokio::task::JoinHandle<Result<convey::SendReport, convey::Error>>;
+type Receiving = tokio::task::JoinHandle<Result<convey::ReceiveReport, convey::Error>>;
+
+/// Start sending `src` at 4 MiB/s (32 MiB take about 8 s, so a fault lands while bytes
+/// move) from the sender's relay to a receiver on the receiver's, writing into `out`;
+/// return once bytes move.
+async fn paced_transfer(
+    (senders, receivers): (&TestRelay, &TestRelay),
+    src: std::path::PathBuf,
+    out: std::path::PathBuf,
+    transport: Transport,
+) -> (Sending, Receiving) {
+    let mut opts = send_options(senders, src);
+    opts.transport = transport;
+    opts.upload_limit = std::num::NonZeroU32::new(4 << 20);
+    let sent = Recorder::default();
+    let sender = tokio::spawn(convey::send(opts, sent.sink()));
+    let rec = Recorder::default();
+    let mut ropts = receive_options(receivers, sent.code().await, out);
+    ropts.transport = transport;
+    let receiver = tokio::spawn(convey::receive(ropts, rec.sink()));
+    rec.wait_for_bytes().await;
+    (sender, receiver)
+}
+
 /// A paced transfer on `transport` with Redis killed once bytes move, and started again
 /// `back_after` later (or only once the transfer is over).
 async fn through_a_redis_outage(transport: Transport, seed: u64, back_after: Option<Duration>) {
@@ -361,20 +386,9 @@ async fn through_a_redis_outage(transport: Transport, seed: u64, back_after: Opt
     let src = dir.path().join("outage.bin");
     let size = 32 << 20;
     let digest = random_file(&src, size, seed);
-    let mut opts = send_options(&relay, src.clone());
-    opts.transport = transport;
-    // About 8 s on the wire, so Redis goes while bytes move.
-    opts.upload_limit = std::num::NonZeroU32::new(4 << 20);
-    let sent = Recorder::default();
-    let sender = tokio::spawn(convey::send(opts, sent.sink()));
-    let code = sent.code().await;
-    let rec = Recorder::default();
     let out = dir.path().join("out");
     std::fs::create_dir(&out).expect("mkdir");
-    let mut ropts = receive_options(theirs, code, out.clone());
-    ropts.transport = transport;
-    let receiver = tokio::spawn(convey::receive(ropts, rec.sink()));
-    rec.wait_for_bytes().await;
+    let (sender, receiver) = paced_transfer((&relay, theirs), src.clone(), out.clone(), transport).await;
     drop(redis);
     let gone = Instant::now();
 
@@ -446,16 +460,13 @@ async fn when_the_redis_subscription_drops_waiting_codes_stay_and_running_sessio
         std::fs::create_dir(dir.path().join(out)).expect("mkdir");
     }
 
-    let mut opts = send_options(&relay, running);
-    opts.transport = Transport::Relay;
-    opts.upload_limit = std::num::NonZeroU32::new(4 << 20);
-    let sent = Recorder::default();
-    let sender = tokio::spawn(convey::send(opts, sent.sink()));
-    let rec = Recorder::default();
-    let mut ropts = receive_options(&relay, sent.code().await, dir.path().join("out-running"));
-    ropts.transport = Transport::Relay;
-    let receiver = tokio::spawn(convey::receive(ropts, rec.sink()));
-    rec.wait_for_bytes().await;
+    let (sender, receiver) = paced_transfer(
+        (&relay, &relay),
+        running,
+        dir.path().join("out-running"),
+        Transport::Relay,
+    )
+    .await;
 
     let held = Recorder::default();
     let holder = tokio::spawn(convey::send(send_options(&relay, waiting), held.sink()));

@@ -110,6 +110,16 @@ pub(crate) struct SharedNameplates {
     pub(crate) max: usize,
 }
 
+impl SharedNameplates {
+    /// `conn` leaves `n`, its partner told (with `mood`) unless `quiet`.
+    async fn leave_telling(&self, n: Nameplate, conn: ConnId, mood: Option<Mood>, quiet: bool) {
+        if let Err(e) = self.store.leave(n.0, conn, mood, quiet).await {
+            unavailable(e);
+        }
+        self.store.forget(conn);
+    }
+}
+
 fn unavailable(e: StoreError) -> MailboxError {
     tracing::error!(%e, "shared store");
     MailboxError::Unavailable
@@ -169,17 +179,11 @@ impl NameplateStore for SharedNameplates {
     }
 
     async fn leave(&self, n: Nameplate, conn: ConnId, mood: Option<Mood>) {
-        if let Err(e) = self.store.leave(n.0, conn, mood, false).await {
-            unavailable(e);
-        }
-        self.store.forget(conn);
+        self.leave_telling(n, conn, mood, false).await;
     }
 
     async fn leave_quietly(&self, n: Nameplate, conn: ConnId) {
-        if let Err(e) = self.store.leave(n.0, conn, None, true).await {
-            unavailable(e);
-        }
-        self.store.forget(conn);
+        self.leave_telling(n, conn, None, true).await;
     }
 
     fn renewals(&self) -> Option<watch::Receiver<u64>> {

@@ -44,13 +44,16 @@ pub(crate) fn split(conn: Conn) -> (Inbound, Outbound) {
 /// What ended a direction.
 pub(crate) type Ended = &'static str;
 
+/// An end closed or vanished: not a reason the tunnel ends for good (see `splice`).
+pub(crate) const CLOSED: Ended = "closed";
+
 impl Inbound {
     /// The next frame's header.
     pub(crate) async fn header(&mut self) -> Result<Header, Ended> {
         let mut buf = [0u8; frames::MAX_HEADER];
-        self.rd.read_exact(&mut buf[..2]).await.map_err(|_| "closed")?;
+        self.rd.read_exact(&mut buf[..2]).await.map_err(|_| CLOSED)?;
         let len = frames::header_len([buf[0], buf[1]]);
-        self.rd.read_exact(&mut buf[2..len]).await.map_err(|_| "closed")?;
+        self.rd.read_exact(&mut buf[2..len]).await.map_err(|_| CLOSED)?;
         frames::parse_client_header(&buf[..len])
     }
 
@@ -63,9 +66,9 @@ impl Inbound {
         // The header goes out with the first piece of payload (or alone, for an empty one).
         loop {
             let piece: &[u8] = if left > 0 {
-                let avail = self.rd.fill_buf().await.map_err(|_| "closed")?;
+                let avail = self.rd.fill_buf().await.map_err(|_| CLOSED)?;
                 if avail.is_empty() {
-                    return Err("closed");
+                    return Err(CLOSED);
                 }
                 &avail[..usize::try_from(left).unwrap_or(usize::MAX).min(avail.len())]
             } else {
@@ -90,7 +93,7 @@ impl Inbound {
     pub(crate) async fn skip(&mut self, len: u64) -> Result<(), Ended> {
         let mut sink = [0u8; 125];
         let len = usize::try_from(len).unwrap_or(usize::MAX).min(sink.len());
-        self.rd.read_exact(&mut sink[..len]).await.map_err(|_| "closed")?;
+        self.rd.read_exact(&mut sink[..len]).await.map_err(|_| CLOSED)?;
         Ok(())
     }
 }

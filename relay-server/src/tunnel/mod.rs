@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use tracing::{Instrument, debug, info_span};
 
 use crate::{metrics::Metrics, state::AppState};
-use forward::{Conn, Ended, Inbound, Outbound};
+use forward::{CLOSED, Conn, Ended, Inbound, Outbound};
 
 /// Caps on relayed sessions.
 #[derive(Debug, Clone, Copy)]
@@ -289,7 +289,7 @@ async fn pass_frames(
             }
             frames::OP_PING | frames::OP_PONG => rx.skip(frame.len).await?,
             frames::OP_TEXT => return Err("text frames are not allowed in a tunnel"),
-            _ => return Err("closed"),
+            _ => return Err(CLOSED),
         }
     }
 }
@@ -311,7 +311,7 @@ async fn splice(a: Conn, b: Conn, usage: &Usage, state: &AppState) -> Ended {
     // A reason tells a client the tunnel ended for good (a cap, a shutdown). One end that
     // closed or vanished is not that: its peer may be reconnecting (a proxy cut it), so the
     // other end gets a close without a reason and tries again.
-    let told = if reason == "closed" { "" } else { reason };
+    let told = if reason == CLOSED { "" } else { reason };
     a_tx.close(told).await;
     b_tx.close(told).await;
     reason
