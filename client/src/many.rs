@@ -26,7 +26,7 @@ use crate::{
     Error, Event, EventSink,
     error::Result,
     rendezvous::Rendezvous,
-    seed::{self, Holdings, Role, Seeding},
+    seed::{self, Holdings, Role, Seeding, Served},
     send::SendOptions,
     session,
 };
@@ -62,7 +62,10 @@ enum Update {
         total: u64,
     },
     Declined,
+    /// Done, and serving the others.
     Done,
+    /// Done from a push (a browser page): it serves nobody.
+    DonePushed,
     Failed(String),
     /// A receiver that was done and serving the others left.
     Left,
@@ -373,7 +376,7 @@ async fn count(
         Update::FailedTry => "wrong-code",
         Update::Accepted => "accepted",
         Update::Declined => "declined",
-        Update::Done => "done",
+        Update::Done | Update::DonePushed => "done",
         Update::Failed(_) => "failed",
         Update::Left => return None,
     };
@@ -384,6 +387,10 @@ async fn count(
         }
         Update::Done => {
             tally.stages.insert(index, Stage::Serving);
+            tally.done += 1;
+        }
+        Update::DonePushed => {
+            tally.stages.remove(&index);
             tally.done += 1;
         }
         Update::FailedTry => {
@@ -488,7 +495,12 @@ async fn receiver_session(
     )
     .await;
     match served {
-        Ok(()) => say(Update::Done),
+        Ok(Served::Swarm) => say(Update::Done),
+        Ok(Served::Pushed) => {
+            // A page that took a push holds nothing it could serve: it is done and gone.
+            say(Update::DonePushed);
+            return link.close(Mood::Happy).await;
+        }
         Err(Error::Declined(_)) => {
             say(Update::Declined);
             return link.close(Mood::Happy).await;

@@ -6,7 +6,10 @@
 
 use std::{
     path::PathBuf,
-    sync::{Arc, atomic::AtomicBool},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::Instant,
 };
 
@@ -14,7 +17,7 @@ use convey_shared::{
     content::ContentCipher,
     layout::Layout,
     manifest::Manifest,
-    protocol::peer::{ABILITY_BITTORRENT, ABILITY_SWARM, OfferBody, Packing},
+    protocol::peer::{ABILITY_BITTORRENT, ABILITY_PUSH, ABILITY_SWARM, OfferBody, Packing},
 };
 
 use crate::{
@@ -27,17 +30,21 @@ use crate::{
         content_key::content_key,
         files::FileSet,
         prepare::{Prepared, prepare},
+        push_send::{PushServer, PushSource, RouteHandler, Tap},
         select::select,
         storage::SealingStorageFactory,
     },
     transport::serve::Offered,
 };
+use tokio::sync::watch;
 
 /// Prepared content, checked by librqbit and ready to seed (paused until the first
 /// receiver's offer). Built once, whatever the number of receivers.
 pub(crate) struct Seeding {
     pub(crate) prepared: Prepared,
     manifest: Manifest,
+    /// The files, for a receiver that takes a push (a browser page) instead of BitTorrent.
+    files: Arc<FileSet>,
     pub(crate) cipher: ContentCipher,
     torrent: Vec<u8>,
     pub(crate) engine: bt::Engine,
@@ -77,12 +84,13 @@ pub(crate) async fn get_ready(
     tracing::debug!(elapsed = ?began.elapsed(), "hashed and encrypted");
     let cipher = prepared.cipher();
     let torrent = prepared.torrent_bytes(None);
-    let checked = seeder(files, cipher.clone(), torrent.clone(), opts, true).await;
+    let checked = seeder(files.clone(), cipher.clone(), torrent.clone(), opts, true).await;
     tracing::debug!(elapsed = ?began.elapsed(), "checked by librqbit");
     let (engine, handle) = checked?;
     Ok(Seeding {
         prepared,
         manifest,
+        files,
         cipher,
         torrent,
         engine,
@@ -225,19 +233,35 @@ impl Role {
     }
 }
 
+/// How a receiver of a swarm got the content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Served {
+    /// Over BitTorrent: it holds every piece and serves the others.
+    Swarm,
+    /// As a push from the sender (a browser page): it serves nobody.
+    Pushed,
+}
+
 /// Offer `seeding` to one receiver of a swarm on `link`: register the swarm through its connection,
 /// start seeding (once), serve its paths, and wait for its verdict. `on_accept` runs when
-/// it accepts, `on_progress` with the plaintext bytes its reports say it holds.
+/// it accepts, `on_progress` with the plaintext bytes its reports say it holds (or, for a
+/// receiver that takes a push, the bytes pushed to it).
+///
+/// The paths the offer names lead to a push listener of this receiver's own, which hands
+/// BitTorrent connections on to librqbit: a receiver that cannot speak BitTorrent (the
+/// relay's page) takes the content as a push over the same paths, read and sealed again
+/// from the files. Direct hints still name librqbit's own port, as for every swarm.
 pub(crate) async fn serve_receiver(
     link: &mut PeerLink,
     seeding: &Seeding,
     opts: &SendOptions,
     role: Role,
-    (on_accept, mut on_progress): (impl FnOnce(), impl FnMut(u64)),
-) -> Result<()> {
+    (on_accept, on_progress): (impl FnOnce(), impl Fn(u64)),
+) -> Result<Served> {
     let Seeding {
         prepared,
         manifest,
+        files,
         cipher,
         torrent,
         engine,
@@ -253,7 +277,29 @@ pub(crate) async fn serve_receiver(
         .session()
         .announce_port()
         .ok_or_else(|| Error::Transfer("BitTorrent is not listening".into()))?;
-    let offered = Offered::new(opts.transport, &opts.relay, link, port).await;
+    let tap = Arc::new(Tap::default());
+    tap.close();
+    let source = Arc::new(PushSource {
+        files: files.clone(),
+        key: prepared.key.clone(),
+        tap,
+        map: watch::channel(Some(Some(prepared.map.clone()))).1,
+        pushed: AtomicU64::new(0),
+        upload_limit: opts.upload_limit,
+    });
+    let routes = link.routes();
+    let on_route: RouteHandler = Arc::new(move |conn| routes.attach(conn));
+    let server = PushServer::bind(
+        link.keys().push_hello,
+        (link.keys().route_hello, on_route),
+        source.clone(),
+    )
+    .await?;
+    server.forward_bittorrent(port);
+    let mut offered = Offered::new(opts.transport, &opts.relay, link, server.port()).await;
+    if opts.transport.allows_direct() {
+        offered.hints = bt::direct_hints(port);
+    }
     let body = OfferBody::Files {
         manifest: manifest.clone(),
         content_key: prepared.key.clone(),
@@ -275,28 +321,45 @@ pub(crate) async fn serve_receiver(
     )]
     let first = (Role::start_fraction(index, of) * pieces as f64) as u64;
     let start = Some(first.min(pieces.saturating_sub(1)) * piece);
+    let pushed = || source.pushed.load(Ordering::Relaxed);
     let result = async {
         offer(
             link,
             body,
             &offered,
-            (&[ABILITY_BITTORRENT, ABILITY_SWARM], start),
+            (&[ABILITY_BITTORRENT, ABILITY_SWARM, ABILITY_PUSH], start),
         )
         .await?;
         on_accept();
-        await_done_with(link, |report| {
+        let done = await_done_with(link, |report| {
             if let Some(held) = holdings.add(index, report) {
                 on_progress(held_plain(held, pieces, prepared.size));
             }
-        })
-        .await
+        });
+        tokio::pin!(done);
+        let mut tick = tokio::time::interval(PUSH_PROGRESS_EVERY);
+        loop {
+            tokio::select! {
+                r = &mut done => break r,
+                _ = tick.tick() => if pushed() > 0 {
+                    on_progress(pushed().min(prepared.size));
+                },
+            }
+        }
     }
     .await;
     offered.shutdown().await;
+    server.shutdown().await;
     result?;
+    if pushed() > 0 {
+        return Ok(Served::Pushed);
+    }
     holdings.add_all();
-    Ok(())
+    Ok(Served::Swarm)
 }
+
+/// How often the progress of a push to a swarm's receiver is reported.
+const PUSH_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The plaintext share of `size` that `held` of `pieces` pieces stand for.
 fn held_plain(held: u64, pieces: u64, size: u64) -> u64 {

@@ -84,7 +84,11 @@ fn start_sender(net: &Switch, home: &Path, file: &Path, receivers: usize, log: &
         );
         let v: serde_json::Value = serde_json::from_str(&l).expect("JSON event");
         if v["event"] == "code" {
-            break v["code"].as_str().expect("code").to_owned();
+            let code = v["code"].as_str().expect("code").to_owned();
+            // A page can be one of the receivers: the link is printed for several too.
+            let page = v["page"].as_str().unwrap_or_default();
+            assert!(page.ends_with(&format!("/#{code}")), "no page link: {v}");
+            break code;
         }
     };
     let mut log = std::fs::File::create(log).expect("sender log");

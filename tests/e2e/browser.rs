@@ -119,6 +119,68 @@ async fn without_webrtc_the_page_receives_through_the_relays_tunnel() {
     assert_eq!(report["path"], "tunnel", "{report}");
 }
 
+/// One code for two receivers: the page and `convey receive`. The CLI receiver swarms over
+/// BitTorrent; the page takes the same content as a push from the sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_is_one_of_several_receivers_beside_the_convey_command() {
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("for two.bin");
+    let digest = random_file(&src, (24 << 20) + 3, 31);
+    let (page_out, cli_out) = (dir.path().join("page"), dir.path().join("cli"));
+    std::fs::create_dir(&page_out).expect("mkdir");
+    std::fs::create_dir(&cli_out).expect("mkdir");
+    let rec = Recorder::default();
+    let mut opts = send_options(&relay, src);
+    opts.receivers = convey::Receivers::Count(std::num::NonZeroU32::new(2).expect("two"));
+    let sender = tokio::spawn(convey::send(opts, rec.sink()));
+    let code = rec.code().await;
+    let cli_rec = Recorder::default();
+    let cli = tokio::spawn(convey::receive(
+        convey_tests::receive_options(&relay, code.clone(), cli_out.clone()),
+        cli_rec.sink(),
+    ));
+    let report = run_page(
+        &page_url(relay.server.local_addr(), &code.to_string()),
+        &page_out,
+        "accept",
+        &[LOOPBACK_RTC],
+    )
+    .await;
+    assert_eq!(report["state"], "verified", "{report}");
+    assert_eq!(report["names"][0], "for two.bin", "{report}");
+    assert_eq!(report["path"], "webrtc", "{report}");
+    assert_eq!(
+        sha256_file(&page_out.join("for two.bin")),
+        digest,
+        "the page's copy"
+    );
+    tokio::time::timeout(Duration::from_secs(60), cli)
+        .await
+        .expect("the convey receiver ends within a minute")
+        .expect("receiver task")
+        .expect("the convey receiver succeeds");
+    assert_eq!(
+        sha256_file(&cli_out.join("for two.bin")),
+        digest,
+        "the command's copy"
+    );
+    let sent = sender_result(sender).await.expect("the sender succeeds");
+    assert_eq!(sent.bytes, (24 << 20) + 3);
+    let done: Vec<u32> = rec
+        .events
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|e| match e {
+            convey::Event::Receiver { state, done, .. } if state == "done" => Some(*done),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done, [1, 2], "both receivers counted as done");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_folder_arrives_as_one_tar_archive_that_extracts_to_the_same_files() {
     convey_tests::init_tracing();

@@ -293,14 +293,27 @@ impl PageReceiver {
                         Ok(content) => self.offered(content, content_key, offer.rtc),
                         Err(e) => self.decline(format!("the offer was refused: {e}")),
                     },
-                    OfferBody::Pushed { .. } => self.decline(
+                    // Several receivers: the others swarm over BitTorrent, the page takes a
+                    // push of the same content from the sender; the offer's digests are final.
+                    OfferBody::Files {
+                        manifest,
+                        content_key,
+                        ..
+                    } if abilities(ABILITY_PUSH) && abilities(ABILITY_TUNNEL) => match manifest.check() {
+                        Ok(content) => {
+                            self.digests = Some(content.manifest.files.iter().map(|f| f.sha256.clone()).collect());
+                            self.offered(content, content_key, offer.rtc)
+                        }
+                        Err(e) => self.decline(format!("the offer was refused: {e}")),
+                    },
+                    OfferBody::Pushed { .. } | OfferBody::Files { .. } if abilities(ABILITY_PUSH) => self.decline(
                         "the sender does not offer the relay's tunnel, the only path this page uses yet; \
                          run `convey send` with the default --transport, or receive with the convey command"
                             .into(),
                     ),
-                    OfferBody::Files { .. } | OfferBody::Stream { .. } => self.decline(
-                        "this page receives files sent to one receiver; for this transfer \
-                         (several receivers, or a stream) use the convey command"
+                    OfferBody::Files { .. } | OfferBody::Pushed { .. } | OfferBody::Stream { .. } => self.decline(
+                        "this page cannot receive this transfer (a stream, or several receivers from an older \
+                         convey); use the convey command"
                             .into(),
                     ),
                 }

@@ -273,12 +273,12 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>, lan: bool) -> 
         (Some(e), None) => format!("convey receive --relay {} ", e.local_addr()),
         (None, _) => format!("convey receive --relay {relay} "),
     };
-    // The relay's page receives files and texts sent to one receiver.
+    // The relay's page receives files and texts, for one receiver or as one of several.
     let page_relay = match &lan_addr {
         Some(lan) => lan.clone(),
         None => relay.clone(),
     };
-    let page = (!args.receivers.many() && !matches!(payload, Payload::Stdin)).then_some(page_relay);
+    let page = (!matches!(payload, Payload::Stdin)).then_some(page_relay);
     let on_default_port = embedded
         .as_ref()
         .is_some_and(|e| e.port() == convey::embedded::DEFAULT_PORT);
