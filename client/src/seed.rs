@@ -17,7 +17,9 @@ use convey_shared::{
     content::ContentCipher,
     layout::Layout,
     manifest::Manifest,
-    protocol::peer::{ABILITY_BITTORRENT, ABILITY_PUSH, ABILITY_SWARM, OfferBody, Packing},
+    protocol::peer::{
+        ABILITY_BITTORRENT, ABILITY_PUSH, ABILITY_PUSH_ACKS, ABILITY_SWARM, OfferBody, Packing,
+    },
 };
 
 use crate::{
@@ -327,7 +329,10 @@ pub(crate) async fn serve_receiver(
             link,
             body,
             &offered,
-            (&[ABILITY_BITTORRENT, ABILITY_SWARM, ABILITY_PUSH], start),
+            (
+                &[ABILITY_BITTORRENT, ABILITY_SWARM, ABILITY_PUSH, ABILITY_PUSH_ACKS],
+                start,
+            ),
         )
         .await?;
         on_accept();

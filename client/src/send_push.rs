@@ -20,7 +20,9 @@ use convey_shared::{
     content::ContentKey,
     layout::Layout,
     manifest::Manifest,
-    protocol::peer::{self, ABILITY_BITTORRENT, ABILITY_PUSH, OfferBody, Packing, PeerMsg},
+    protocol::peer::{
+        self, ABILITY_BITTORRENT, ABILITY_PUSH, ABILITY_PUSH_ACKS, OfferBody, Packing, PeerMsg,
+    },
 };
 use tokio::sync::{oneshot, watch};
 
@@ -236,7 +238,7 @@ impl Pushing<'_> {
             link,
             body,
             self.offered,
-            (&[ABILITY_PUSH, ABILITY_BITTORRENT], None),
+            (&[ABILITY_PUSH, ABILITY_PUSH_ACKS, ABILITY_BITTORRENT], None),
         )
         .await?;
         if let Some(p) = &self.prepared {

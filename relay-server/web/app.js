@@ -52,7 +52,14 @@ class Download {
     const channel = new MessageChannel();
     this.port = channel.port1;
     worker.postMessage({ type: 'download', id: this.id, name, bytes: archive ? null : bytes }, [channel.port2]);
-    this.ready = new Promise((resolve) => { this.port.onmessage = (e) => { if (e.data === 'ready') resolve(); }; });
+    // Bytes the browser has taken from the download's stream, as the Service Worker reports.
+    this.onconsumed = () => {};
+    this.ready = new Promise((resolve) => {
+      this.port.onmessage = (e) => {
+        if (e.data === 'ready') resolve();
+        else if (typeof e.data?.consumed === 'number') this.onconsumed(e.data.consumed);
+      };
+    });
   }
   start() {
     const frame = document.createElement('iframe');
@@ -190,6 +197,20 @@ async function receive(code, worker) {
   // What arrived on the push: hand it on, show it, and check once it is all in.
   let started = 0;
   let pathName = '';
+  // Acknowledgements (to a sender that takes them): the frames whose bytes the browser has
+  // taken from the download, found from [frames done, bytes handed on] marks.
+  let ackOut = null;
+  let written = 0;
+  let acked = 0;
+  const marks = [];
+  const consumed = (bytes) => {
+    let frames = acked;
+    while (marks.length && marks[0][1] <= bytes) frames = marks.shift()[0];
+    if (frames > acked && ackOut) {
+      acked = frames;
+      try { ackOut(Receiver.ack(frames)); } catch (e) { /* the path closed: its onclose reports it */ }
+    }
+  };
   const arrived = (take) => {
     if (finished) return;
     let out;
@@ -199,7 +220,12 @@ async function receive(code, worker) {
       apply(typeof err === 'string' ? err : JSON.stringify({ relay: [], event: { type: 'failed', message: String(err) } }));
       return;
     }
-    if (out.length) download.write(out);
+    if (out.length) {
+      written += out.length;
+      download.write(out);
+    }
+    const frames = rx.frames_done();
+    if (frames > (marks.length ? marks[marks.length - 1][0] : acked)) marks.push([frames, written]);
     const got = rx.received();
     const seconds = (performance.now() - started) / 1000;
     $('progress').value = offer.bytes ? got / offer.bytes : 1;
@@ -222,6 +248,7 @@ async function receive(code, worker) {
     $('progress-box').hidden = false;
     setState('receiving');
     download = new Download(worker, offer.download, offer.bytes, offer.archive);
+    download.onconsumed = consumed;
     await download.ready;
     download.start();
     const channel = rtc ? await rtc.open(8000) : null;
@@ -233,6 +260,7 @@ async function receive(code, worker) {
       channel.binaryType = 'arraybuffer';
       channel.onmessage = (e) => arrived(() => rx.channel_message(new Uint8Array(e.data)));
       channel.onclose = cut('the WebRTC data channel');
+      if (rx.acks()) ackOut = (bytes) => channel.send(bytes);
       channel.send(rx.push_opening());
       return;
     }
@@ -241,7 +269,10 @@ async function receive(code, worker) {
     status('Receiving through the relay’s tunnel…');
     tunnel = new WebSocket(`${wsBase}${path}`);
     tunnel.binaryType = 'arraybuffer';
-    tunnel.onopen = () => tunnel.send(rx.push_opening());
+    tunnel.onopen = () => {
+      if (rx.acks()) ackOut = (bytes) => tunnel.send(bytes);
+      tunnel.send(rx.push_opening());
+    };
     tunnel.onmessage = (e) => arrived(() => rx.tunnel_message(new Uint8Array(e.data)));
     tunnel.onclose = cut('the tunnel through the relay');
   };

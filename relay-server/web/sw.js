@@ -11,12 +11,26 @@ self.addEventListener('message', (e) => {
   const port = e.ports[0];
   const { id, name, bytes } = e.data;
   let control;
+  // Bytes handed to the stream, and those the browser has taken from it (written to the
+  // download): the page acknowledges frames to the sender by the latter, so what waits here
+  // stays bounded however slow the disk.
+  const highWaterMark = 4 << 20;
+  let enqueued = 0;
+  let reported = 0;
+  const report = () => {
+    const consumed = enqueued - Math.max(0, highWaterMark - control.desiredSize);
+    if (consumed > reported) {
+      reported = consumed;
+      port.postMessage({ consumed });
+    }
+  };
   const stream = new ReadableStream({
     start(c) { control = c; },
-  }, { highWaterMark: 64 });
+    pull() { report(); },
+  }, new ByteLengthQueuingStrategy({ highWaterMark }));
   port.onmessage = (m) => {
     const d = m.data;
-    if (d.chunk) control.enqueue(d.chunk);
+    if (d.chunk) { control.enqueue(d.chunk); enqueued += d.chunk.byteLength; report(); }
     else if (d.end) { control.close(); downloads.delete(id); port.close(); }
     else if (d.error) { control.error(new Error(d.error)); downloads.delete(id); port.close(); }
   };

@@ -40,11 +40,12 @@ const result = { seconds: null, path: null, state: null, error: null, note: null
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: '/usr/bin/chromium', headless: true, args: flags, acceptDownloads: true, env,
 });
+let page = null;
 try {
   if (noWebrtc) {
     await context.addInitScript(() => { delete window.RTCPeerConnection; });
   }
-  const page = context.pages()[0] ?? await context.newPage();
+  page = context.pages()[0] ?? await context.newPage();
   page.on('console', (m) => process.stderr.write(`page: ${m.text()}\n`));
   const state = () => page.evaluate(() => document.body.dataset.state ?? null);
   const waitFor = (states, timeout) => page.waitForFunction(
@@ -102,7 +103,14 @@ try {
     await page.click('#accept');
     const download = await downloading;
     result.download = download.suggestedFilename();
-    result.failure = await download.failure();
+    // Bounded: a stalled download leaves the page's own state and status in the report.
+    // The timer is cleared, so it never keeps node alive after the report.
+    let limit;
+    result.failure = await Promise.race([
+      download.failure(),
+      new Promise((_, reject) => { limit = setTimeout(() => reject(new Error(
+        'the download did not finish within 90 s')), 90_000); }),
+    ]).finally(() => clearTimeout(limit));
     if (result.failure === null) {
       result.saved = join(outDir, result.download);
       await download.saveAs(result.saved);
@@ -118,6 +126,10 @@ try {
   result.note = note ? await note.textContent() : null;
 } catch (e) {
   result.error = `driver: ${e.message}`;
+  if (page) {
+    result.state = await page.evaluate(() => document.body.dataset.state ?? null).catch(() => null);
+    result.note = await page.textContent('#status').catch(() => null);
+  }
 } finally {
   await context.close();
   rmSync(profile, { recursive: true, force: true });

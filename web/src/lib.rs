@@ -72,6 +72,22 @@ impl Receiver {
         self.0.received() as f64
     }
 
+    /// Frames the push has handed on to the download so far.
+    pub fn frames_done(&self) -> f64 {
+        self.0.frames_done() as f64
+    }
+
+    /// Does the sender take acknowledgements of the frames the download used?
+    pub fn acks(&self) -> bool {
+        self.0.acks()
+    }
+
+    /// The acknowledgement that the download used `frames` frames (written on the push's
+    /// path); frame counts are integers far below 2^53.
+    pub fn ack(frames: f64) -> Vec<u8> {
+        receiver::PageReceiver::ack(frames as u64)
+    }
+
     pub fn push_ended(&self) -> bool {
         self.0.push_ended()
     }

@@ -7,7 +7,7 @@ use convey_shared::{
     chunk_map::ChunkMap,
     content::{CIPHER_CHUNK, ContentCipher, ContentKey},
     manifest::CheckedManifest,
-    protocol::push::{HELLO_LEN, IN_ORDER, ITEM_HEADER_LEN, Item, frame_plain_len, have_len},
+    protocol::push::{ACKED, HELLO_LEN, IN_ORDER, ITEM_HEADER_LEN, Item, frame_plain_len, have_len},
 };
 use sha2::{Digest, Sha256};
 
@@ -24,12 +24,14 @@ impl std::fmt::Display for PushFailed {
 }
 
 /// What the page writes first on its push connection: the hello, then "nothing here yet,
-/// and frames in order only" (it streams them into a download).
-pub fn opening(hello: &[u8; HELLO_LEN], plain_len: u64) -> Vec<u8> {
+/// and frames in order only" (it streams them into a download), and, to a sender that takes
+/// them, that it acknowledges the frames it used (its download cannot push back).
+pub fn opening(hello: &[u8; HELLO_LEN], plain_len: u64, acked: bool) -> Vec<u8> {
     let bits = have_len(ChunkMap::frame_count_for(plain_len));
     let mut out = hello.to_vec();
     let len = u32::try_from(bits).unwrap_or(0);
-    out.extend_from_slice(&(len | IN_ORDER).to_le_bytes());
+    let flags = if acked { IN_ORDER | ACKED } else { IN_ORDER };
+    out.extend_from_slice(&(len | flags).to_le_bytes());
     out.resize(out.len() + bits, 0);
     out
 }
@@ -87,6 +89,11 @@ impl PushReader {
     /// Plaintext bytes received so far.
     pub fn received(&self) -> u64 {
         self.done
+    }
+
+    /// Frames handed on so far (they come in order).
+    pub fn frames_done(&self) -> u64 {
+        self.next_frame
     }
 
     /// Has the sender said it sent everything, with every frame in?

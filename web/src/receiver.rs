@@ -12,7 +12,7 @@ use convey_shared::{
     display,
     manifest::CheckedManifest,
     protocol::{
-        peer::{ABILITY_PUSH, ABILITY_TUNNEL, OfferBody, PeerMsg},
+        peer::{ABILITY_PUSH, ABILITY_PUSH_ACKS, ABILITY_TUNNEL, OfferBody, PeerMsg},
         rendezvous::{ClientMsg, ErrorKind, Mood, ServerMsg},
         tunnel::{TUNNEL_PATH, TunnelSide, unmask_relayed},
     },
@@ -88,6 +88,8 @@ struct Accepted {
     content: CheckedManifest,
     key: ContentKey,
     archive: bool,
+    /// The sender takes acknowledgements ([`ABILITY_PUSH_ACKS`]).
+    acks: bool,
 }
 
 /// One receive, from the code to the verified download.
@@ -290,7 +292,7 @@ impl PageReceiver {
                         content_key,
                         ..
                     } if abilities(ABILITY_PUSH) && abilities(ABILITY_TUNNEL) => match manifest.check() {
-                        Ok(content) => self.offered(content, content_key, offer.rtc),
+                        Ok(content) => self.offered(content, content_key, (offer.rtc, abilities(ABILITY_PUSH_ACKS))),
                         Err(e) => self.decline(format!("the offer was refused: {e}")),
                     },
                     // Several receivers: the others swarm over BitTorrent, the page takes a
@@ -302,7 +304,7 @@ impl PageReceiver {
                     } if abilities(ABILITY_PUSH) && abilities(ABILITY_TUNNEL) => match manifest.check() {
                         Ok(content) => {
                             self.digests = Some(content.manifest.files.iter().map(|f| f.sha256.clone()).collect());
-                            self.offered(content, content_key, offer.rtc)
+                            self.offered(content, content_key, (offer.rtc, abilities(ABILITY_PUSH_ACKS)))
                         }
                         Err(e) => self.decline(format!("the offer was refused: {e}")),
                     },
@@ -332,7 +334,12 @@ impl PageReceiver {
         }
     }
 
-    fn offered(&mut self, content: CheckedManifest, key: ContentKey, rtc: Option<String>) -> Actions {
+    fn offered(
+        &mut self,
+        content: CheckedManifest,
+        key: ContentKey,
+        (rtc, acks): (Option<String>, bool),
+    ) -> Actions {
         let (names, more) = top_names(&content, SHOWN_NAMES);
         let files = content.manifest.files.len();
         let archive = files != 1 || !content.manifest.dirs.is_empty() || content.file_parts[0].len() != 1;
@@ -355,6 +362,7 @@ impl PageReceiver {
             content,
             key,
             archive,
+            acks,
         });
         Actions::event(Event::Offer {
             files,
@@ -420,7 +428,7 @@ impl PageReceiver {
     pub fn push_opening(&self) -> Vec<u8> {
         match (&self.stage, &self.offer) {
             (Stage::Talking(keys), Some(offer)) => {
-                push::opening(&keys.push_hello, offer.content.layout.total())
+                push::opening(&keys.push_hello, offer.content.layout.total(), offer.acks)
             }
             _ => Vec::new(),
         }
@@ -460,6 +468,21 @@ impl PageReceiver {
         a.append(&mut failed.relay);
         failed.relay = a;
         failed
+    }
+
+    /// Frames handed on to the download so far.
+    pub fn frames_done(&self) -> u64 {
+        self.push.as_ref().map_or(0, PushReader::frames_done)
+    }
+
+    /// Does the sender take acknowledgements (so the page sends [`Self::ack`]s)?
+    pub fn acks(&self) -> bool {
+        self.offer.as_ref().is_some_and(|o| o.acks)
+    }
+
+    /// The acknowledgement that the download has used `frames` frames.
+    pub fn ack(frames: u64) -> Vec<u8> {
+        convey_shared::protocol::push::ack(frames).to_vec()
     }
 
     /// Plaintext bytes received.

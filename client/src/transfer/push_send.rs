@@ -22,12 +22,13 @@ use std::{
 use convey_shared::{
     chunk_map::{ChunkMap, FRAME_PLAIN, Place},
     content::{ContentCipher, ContentKey, PLAIN_CHUNK, TAG_LEN},
-    protocol::push::{HELLO_LEN, IN_ORDER, Item, have_len},
+    protocol::push::{ACK_LEN, ACKED, HAVE_FLAGS, HELLO_LEN, IN_ORDER, Item, WINDOW, have_len},
 };
+use futures::{FutureExt, future::FusedFuture};
 use subtle::ConstantTimeEq;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::{TcpListener, TcpStream, tcp::OwnedWriteHalf},
     sync::{mpsc, watch},
     task::JoinSet,
 };
@@ -195,11 +196,19 @@ struct Hellos {
     route: [u8; HELLO_LEN],
 }
 
+/// How a push receiver takes frames, from the flags of its opening.
+#[derive(Debug, Clone, Copy)]
+struct Takes {
+    /// Only in order ([`IN_ORDER`]).
+    in_order: bool,
+    /// With acknowledgements, so at most [`WINDOW`] frames beyond them ([`ACKED`]).
+    acked: bool,
+}
+
 /// What a new connection turned out to be.
 enum Arrival {
-    /// A push connection, the frames the receiver already holds, and whether it takes frames
-    /// only in order.
-    Push(TcpStream, Vec<u8>, bool),
+    /// A push connection, the frames the receiver already holds, and how it takes them.
+    Push(TcpStream, Vec<u8>, Takes),
     /// The session's peer route.
     Route(TcpStream),
     /// Something else, handled (or dropped) already.
@@ -232,7 +241,7 @@ async fn accept_loop(
             Some(Ok(arrival)) = arrivals.join_next(), if !arrivals.is_empty() => {
                 if let Arrival::Route(conn) = arrival {
                     on_route(conn);
-                } else if let Arrival::Push(conn, have, in_order) = arrival {
+                } else if let Arrival::Push(conn, have, takes) = arrival {
                     // A receiver that connects again (its path died) replaces the old push.
                     if let Some(old) = current.take() {
                         old.cancel();
@@ -242,7 +251,7 @@ async fn accept_loop(
                     let source = source.clone();
                     pushes.spawn(async move {
                         tokio::select! {
-                            r = serve(conn, (have, in_order), &source) => {
+                            r = serve(conn, (have, takes), &source) => {
                                 if let Err(err) = r {
                                     tracing::debug!(%err, "push connection ended");
                                 }
@@ -294,18 +303,21 @@ async fn arrive(
             return None;
         }
         let len = conn.read_u32_le().await.ok()?;
-        let in_order = len & IN_ORDER != 0;
-        let len = (len & !IN_ORDER) as usize;
+        let takes = Takes {
+            in_order: len & IN_ORDER != 0,
+            acked: len & ACKED != 0,
+        };
+        let len = (len & !HAVE_FLAGS) as usize;
         let want = have_len(frames);
         if len != 0 && len != want {
             return None;
         }
         let mut have = vec![0u8; want];
         conn.read_exact(&mut have[..len]).await.ok()?;
-        Some(Some((have, in_order)))
+        Some(Some((have, takes)))
     };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Some(Some((have, in_order)))) => Arrival::Push(conn, have, in_order),
+        Ok(Some(Some((have, takes)))) => Arrival::Push(conn, have, takes),
         Ok(Some(None)) => Arrival::Route(conn),
         _ => {
             tracing::debug!(%from, "dropping a push connection without the hello");
@@ -346,10 +358,47 @@ impl Pacer {
 /// Push every frame the receiver lacks: what the pass seals while we are attached, then the
 /// rest, read and sealed again once the pass is over; then say it is all there. A receiver
 /// that takes frames only in order gets the pass's frames only while each is the first it
-/// lacks; once the pass is ahead of it, the rest comes after the pass.
-async fn serve(
-    mut conn: TcpStream,
-    (mut sent, in_order): (Vec<u8>, bool),
+/// lacks; once the pass is ahead of it, the rest comes after the pass. A receiver that
+/// acknowledges gets at most [`WINDOW`] frames beyond what it said it holds.
+async fn serve(conn: TcpStream, (sent, takes): (Vec<u8>, Takes), source: &PushSource) -> Result<()> {
+    let (mut rd, mut wr) = conn.into_split();
+    let held = sent.iter().map(|b| u64::from(b.count_ones())).sum();
+    let (acks_tx, acks) = watch::channel(held);
+    // What the receiver writes after its opening: acknowledgements, or nothing until it
+    // closes; read until it closes (which also tells a finished push when to let go).
+    let reads = async move {
+        let mut ack = [0u8; ACK_LEN];
+        while rd.read_exact(&mut ack).await.is_ok() {
+            let frames = u64::from_le_bytes(ack);
+            acks_tx.send_if_modified(|held| {
+                let more = frames > *held;
+                *held = (*held).max(frames);
+                more
+            });
+        }
+    }
+    .fuse();
+    tokio::pin!(reads);
+    let body = push_all(&mut wr, (sent, takes, acks), source);
+    tokio::pin!(body);
+    let result = tokio::select! {
+        r = &mut body => r,
+        // The receiver stopped writing: the push goes on, and fails if it has gone.
+        () = &mut reads => body.await,
+    };
+    result?;
+    // The receiver closes once it has written everything; wait (bounded) so the last
+    // bytes are not cut off by our close.
+    if !reads.is_terminated() {
+        let _ = tokio::time::timeout(Duration::from_secs(30), reads).await;
+    }
+    Ok(())
+}
+
+/// The writing half of [`serve`]: every frame the receiver lacks, then the end.
+async fn push_all(
+    conn: &mut OwnedWriteHalf,
+    (mut sent, takes, mut acks): (Vec<u8>, Takes, watch::Receiver<u64>),
     source: &PushSource,
 ) -> Result<()> {
     let gone = |_| Error::PeerGone;
@@ -359,7 +408,12 @@ async fn serve(
         limit: source.upload_limit,
     };
     let plain_len = source.plain_len();
-    let mut write = async |conn: &mut TcpStream, f: PushFrame, sent: &mut Vec<u8>| -> Result<()> {
+    let mut holds = *acks.borrow();
+    let mut write = async |conn: &mut OwnedWriteHalf, f: PushFrame, sent: &mut Vec<u8>| -> Result<()> {
+        // An acknowledging receiver has at most WINDOW frames it has not used yet.
+        while takes.acked && holds >= acks.borrow_and_update().saturating_add(WINDOW) {
+            acks.changed().await.map_err(|_| Error::PeerGone)?;
+        }
         let head = Item::Frame {
             frame: f.frame,
             first_chunk: f.first_chunk,
@@ -369,6 +423,7 @@ async fn serve(
         conn.write_all(&head.to_bytes()).await.map_err(gone)?;
         conn.write_all(&f.sealed).await.map_err(gone)?;
         set(sent, f.frame);
+        holds += 1;
         let plain = convey_shared::protocol::push::frame_plain_len(plain_len, f.frame);
         source.pushed.fetch_add(plain, Ordering::Relaxed);
         pacer.sent(f.sealed.len()).await;
@@ -387,8 +442,8 @@ async fn serve(
         loop {
             match tokio::time::timeout(KEEP_ALIVE, live.recv()).await {
                 Ok(Some(f)) if has(&sent, f.frame) => {}
-                Ok(Some(f)) if in_order && f.frame != first_missing(&sent, &mut lacks_from) => break,
-                Ok(Some(f)) => write(&mut conn, f, &mut sent).await?,
+                Ok(Some(f)) if takes.in_order && f.frame != first_missing(&sent, &mut lacks_from) => break,
+                Ok(Some(f)) => write(conn, f, &mut sent).await?,
                 Ok(None) => break,
                 Err(_) => conn.write_all(&Item::KeepAlive.to_bytes()).await.map_err(gone)?,
             }
@@ -421,18 +476,13 @@ async fn serve(
         Ok::<_, Error>(())
     });
     while let Some(f) = rx.recv().await {
-        write(&mut conn, f, &mut sent).await?;
+        write(conn, f, &mut sent).await?;
     }
     again
         .await
         .map_err(|e| Error::Transfer(format!("re-reading the files failed: {e}")))??;
     conn.write_all(&Item::End.to_bytes()).await.map_err(gone)?;
-    conn.flush().await.map_err(gone)?;
-    // The receiver closes once it has written everything; wait (bounded) so the last
-    // bytes are not cut off by our close.
-    let mut rest = [0u8; 64];
-    let _ = tokio::time::timeout(Duration::from_secs(30), conn.read(&mut rest)).await;
-    Ok(())
+    conn.flush().await.map_err(gone)
 }
 
 /// Frame `k` sealed again from the files, exactly as the pass sealed it.
@@ -487,3 +537,7 @@ fn seal_again(files: &FileSet, cipher: &ContentCipher, k: u64) -> Result<PushFra
         sealed,
     })
 }
+
+#[cfg(test)]
+#[path = "push_send_tests.rs"]
+mod tests;

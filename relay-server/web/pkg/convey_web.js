@@ -33,6 +33,26 @@ export class Receiver {
         }
     }
     /**
+     * The acknowledgement that the download used `frames` frames (written on the push's
+     * path); frame counts are integers far below 2^53.
+     * @param {number} frames
+     * @returns {Uint8Array}
+     */
+    static ack(frames) {
+        const ret = wasm.receiver_ack(frames);
+        var v1 = getArrayU8FromWasm0(ret[0], ret[1]).slice();
+        wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
+        return v1;
+    }
+    /**
+     * Does the sender take acknowledgements of the frames the download used?
+     * @returns {boolean}
+     */
+    acks() {
+        const ret = wasm.receiver_acks(this.__wbg_ptr);
+        return ret !== 0;
+    }
+    /**
      * A message from the WebRTC data channel: as [`Self::tunnel_message`], unmasked.
      * @param {Uint8Array | number[]} msg
      * @returns {Uint8Array}
@@ -63,6 +83,14 @@ export class Receiver {
         } finally {
             wasm.__wbindgen_free(deferred1_0, deferred1_1, 1);
         }
+    }
+    /**
+     * Frames the push has handed on to the download so far.
+     * @returns {number}
+     */
+    frames_done() {
+        const ret = wasm.receiver_frames_done(this.__wbg_ptr);
+        return ret;
     }
     /**
      * Start a receive on `code`; archives are stamped with `now` (seconds since 1970).

@@ -75,6 +75,12 @@ pub const ABILITY_SWARM: &str = "swarm-v1";
 /// Files pushed while the sender reads them ([`OfferBody::Pushed`], [`crate::protocol::push`]).
 pub const ABILITY_PUSH: &str = "push-v1";
 
+/// The sender of a push takes the receiver's acknowledgements and keeps at most
+/// [`crate::protocol::push::WINDOW`] frames beyond them in flight
+/// ([`crate::protocol::push::ACKED`]): a receiver that cannot push back on its connection
+/// (the browser page, whose WebSocket and data channel take every message) stays bounded.
+pub const ABILITY_PUSH_ACKS: &str = "push-acks-v1";
+
 /// The ability to receive a stream of unknown length.
 pub const ABILITY_STREAM: &str = "stream-v3";
 

@@ -29,6 +29,25 @@ pub const HELLO_LEN: usize = HELLO_PREFIX.len() + PROOF_LEN;
 /// sender then sends no frame before every frame ahead of it (it waits for its pass to end
 /// rather than hand over the frames the pass seals after a later start).
 pub const IN_ORDER: u32 = 1 << 31;
+/// Set in the have-bitfield's length by a receiver that acknowledges as it goes (only to a
+/// sender that offered [`crate::protocol::peer::ABILITY_PUSH_ACKS`]): after its opening it
+/// writes, whenever it has used more frames, [`ACK_LEN`] bytes, the little-endian count of
+/// frames it holds, and the sender keeps at most [`WINDOW`] frames beyond that count in
+/// flight. A receiver that cannot apply back-pressure on its connection (the browser page:
+/// a WebSocket or a data channel takes every message) so holds a bounded amount.
+pub const ACKED: u32 = 1 << 30;
+/// Frames a sender keeps in flight beyond an acknowledging receiver's count.
+pub const WINDOW: u64 = 24;
+/// Bytes of one acknowledgement.
+pub const ACK_LEN: usize = 8;
+/// Both flags a have-bitfield's length may carry.
+pub const HAVE_FLAGS: u32 = IN_ORDER | ACKED;
+
+/// An acknowledgement: the receiver holds `frames` frames.
+pub fn ack(frames: u64) -> [u8; ACK_LEN] {
+    frames.to_le_bytes()
+}
+
 /// Bytes of an item header.
 pub const ITEM_HEADER_LEN: usize = 22;
 /// Most sealed bytes one frame item carries (a raw frame of 16 full chunks).
