@@ -7,7 +7,7 @@ use convey_shared::{
     chunk_map::ChunkMap,
     content::{CIPHER_CHUNK, ContentCipher, ContentKey},
     manifest::CheckedManifest,
-    protocol::push::{ACKED, HELLO_LEN, IN_ORDER, ITEM_HEADER_LEN, Item, frame_plain_len, have_len},
+    protocol::push::{HELLO_LEN, HaveField, ITEM_HEADER_LEN, Item, frame_plain_len, have_len},
 };
 use sha2::{Digest, Sha256};
 
@@ -29,9 +29,12 @@ impl std::fmt::Display for PushFailed {
 pub fn opening(hello: &[u8; HELLO_LEN], plain_len: u64, acked: bool) -> Vec<u8> {
     let bits = have_len(ChunkMap::frame_count_for(plain_len));
     let mut out = hello.to_vec();
-    let len = u32::try_from(bits).unwrap_or(0);
-    let flags = if acked { IN_ORDER | ACKED } else { IN_ORDER };
-    out.extend_from_slice(&(len | flags).to_le_bytes());
+    let field = HaveField {
+        len: u32::try_from(bits).unwrap_or(0),
+        in_order: true,
+        acked,
+    };
+    out.extend_from_slice(&field.to_le_bytes());
     out.resize(out.len() + bits, 0);
     out
 }

@@ -14,7 +14,7 @@ use convey_shared::{
     manifest::{CheckedManifest, FileEntry, Manifest},
     protocol::{
         peer::{ABILITY_PUSH, ABILITY_TUNNEL, Offer, OfferBody, PeerMsg, Prepared},
-        push::{HELLO_LEN, IN_ORDER, Item, frame_plain_len, have_len},
+        push::{HELLO_LEN, HaveField, Item, frame_plain_len, have_len},
         rendezvous::{ClientMsg, ErrorKind, Host, Mood, ServerMsg},
         tunnel::{TUNNEL_PATH, TunnelSide, unmask_relayed},
     },
@@ -377,9 +377,16 @@ impl PageSender {
             );
         }
         let len_field = &self.opening[HELLO_LEN..HELLO_LEN + 4];
-        let len = u32::from_le_bytes([len_field[0], len_field[1], len_field[2], len_field[3]]) & !IN_ORDER;
-        let len = len as usize;
-        if len != 0 && len != bits {
+        let field = HaveField::parse(u32::from_le_bytes([
+            len_field[0],
+            len_field[1],
+            len_field[2],
+            len_field[3],
+        ]));
+        let len = field.len as usize;
+        // The page offers no acknowledgements, so an opening that says it sends them is as
+        // malformed as one with a wrong length.
+        if field.acked || (len != 0 && len != bits) {
             return self.fail("the receiver's opening is malformed".into(), Mood::Errory);
         }
         if self.opening.len() < HELLO_LEN + 4 + len {

@@ -23,7 +23,7 @@ use std::{
 use convey_shared::{
     chunk_map::{ChunkMap, FRAME_PLAIN},
     content::{CIPHER_CHUNK, ContentCipher, ContentKey},
-    protocol::push::{HELLO_LEN, ITEM_HEADER_LEN, Item, frame_plain_len, have_len},
+    protocol::push::{HELLO_LEN, HaveField, ITEM_HEADER_LEN, Item, frame_plain_len, have_len},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt, BufReader},
@@ -228,7 +228,12 @@ impl PushSink {
         conn.set_nodelay(true).ok();
         let have = self.state.have.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut opening = hello.to_vec();
-        opening.extend_from_slice(&u32::try_from(have.len()).unwrap_or(0).to_le_bytes());
+        let field = HaveField {
+            len: u32::try_from(have.len()).unwrap_or(0),
+            in_order: false,
+            acked: false,
+        };
+        opening.extend_from_slice(&field.to_le_bytes());
         opening.extend_from_slice(&have);
         if conn.write_all(&opening).await.is_err() {
             return broken("the connection to the sender closed");

@@ -22,7 +22,7 @@ use std::{
 use convey_shared::{
     chunk_map::{ChunkMap, FRAME_PLAIN, Place},
     content::{ContentCipher, ContentKey, PLAIN_CHUNK, TAG_LEN},
-    protocol::push::{ACK_LEN, ACKED, HAVE_FLAGS, HELLO_LEN, IN_ORDER, Item, WINDOW, have_len},
+    protocol::push::{ACK_LEN, HELLO_LEN, HaveField, Item, WINDOW, have_len},
 };
 use futures::{FutureExt, future::FusedFuture};
 use subtle::ConstantTimeEq;
@@ -196,19 +196,11 @@ struct Hellos {
     route: [u8; HELLO_LEN],
 }
 
-/// How a push receiver takes frames, from the flags of its opening.
-#[derive(Debug, Clone, Copy)]
-struct Takes {
-    /// Only in order ([`IN_ORDER`]).
-    in_order: bool,
-    /// With acknowledgements, so at most [`WINDOW`] frames beyond them ([`ACKED`]).
-    acked: bool,
-}
-
 /// What a new connection turned out to be.
 enum Arrival {
-    /// A push connection, the frames the receiver already holds, and how it takes them.
-    Push(TcpStream, Vec<u8>, Takes),
+    /// A push connection, the frames the receiver already holds, and how it takes them
+    /// (the flags of its opening's [`HaveField`]).
+    Push(TcpStream, Vec<u8>, HaveField),
     /// The session's peer route.
     Route(TcpStream),
     /// Something else, handled (or dropped) already.
@@ -302,12 +294,8 @@ async fn arrive(
         if !bool::from(presented.ct_eq(&hellos.push)) {
             return None;
         }
-        let len = conn.read_u32_le().await.ok()?;
-        let takes = Takes {
-            in_order: len & IN_ORDER != 0,
-            acked: len & ACKED != 0,
-        };
-        let len = (len & !HAVE_FLAGS) as usize;
+        let takes = HaveField::parse(conn.read_u32_le().await.ok()?);
+        let len = takes.len as usize;
         let want = have_len(frames);
         if len != 0 && len != want {
             return None;
@@ -360,7 +348,7 @@ impl Pacer {
 /// that takes frames only in order gets the pass's frames only while each is the first it
 /// lacks; once the pass is ahead of it, the rest comes after the pass. A receiver that
 /// acknowledges gets at most [`WINDOW`] frames beyond what it said it holds.
-async fn serve(conn: TcpStream, (sent, takes): (Vec<u8>, Takes), source: &PushSource) -> Result<()> {
+async fn serve(conn: TcpStream, (sent, takes): (Vec<u8>, HaveField), source: &PushSource) -> Result<()> {
     let (mut rd, mut wr) = conn.into_split();
     let held = sent.iter().map(|b| u64::from(b.count_ones())).sum();
     let (acks_tx, acks) = watch::channel(held);
@@ -398,7 +386,7 @@ async fn serve(conn: TcpStream, (sent, takes): (Vec<u8>, Takes), source: &PushSo
 /// The writing half of [`serve`]: every frame the receiver lacks, then the end.
 async fn push_all(
     conn: &mut OwnedWriteHalf,
-    (mut sent, takes, mut acks): (Vec<u8>, Takes, watch::Receiver<u64>),
+    (mut sent, takes, mut acks): (Vec<u8>, HaveField, watch::Receiver<u64>),
     source: &PushSource,
 ) -> Result<()> {
     let gone = |_| Error::PeerGone;

@@ -39,15 +39,27 @@ async fn server(file: &std::path::Path) -> (PushServer, [u8; HELLO_LEN]) {
     (server, push_hello)
 }
 
+/// A push listener serving `file` and a connection to it that takes frames in order,
+/// acknowledging if `acked`.
+async fn pushing(file: &std::path::Path, acked: bool) -> (PushServer, TcpStream) {
+    let (server, push_hello) = server(file).await;
+    let conn = open(server.port(), &push_hello, acked).await;
+    (server, conn)
+}
+
 /// Open a push connection that takes frames in order, acknowledging if `acked`.
 async fn open(port: u16, push_hello: &[u8; HELLO_LEN], acked: bool) -> TcpStream {
     let mut conn = TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, port))
         .await
         .expect("connect");
     let bits = have_len(FRAMES);
-    let flags = if acked { IN_ORDER | ACKED } else { IN_ORDER };
+    let field = HaveField {
+        len: u32::try_from(bits).expect("small"),
+        in_order: true,
+        acked,
+    };
     let mut opening = push_hello.to_vec();
-    opening.extend_from_slice(&(u32::try_from(bits).expect("small") | flags).to_le_bytes());
+    opening.extend_from_slice(&field.to_le_bytes());
     opening.resize(opening.len() + bits, 0);
     conn.write_all(&opening).await.expect("opening");
     conn
@@ -82,8 +94,7 @@ async fn frames_until(conn: &mut TcpStream, frames: u64, quiet: Duration) -> (u6
 #[tokio::test]
 async fn an_acknowledging_receiver_gets_a_window_of_frames_beyond_its_acknowledgements() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (server, push_hello) = server(&dir.path().join("f")).await;
-    let mut conn = open(server.port(), &push_hello, true).await;
+    let (server, mut conn) = pushing(&dir.path().join("f"), true).await;
     let (first, ended) = frames_until(&mut conn, FRAMES, Duration::from_secs(3)).await;
     assert_eq!(
         (first, ended),
@@ -106,8 +117,7 @@ async fn an_acknowledging_receiver_gets_a_window_of_frames_beyond_its_acknowledg
 #[tokio::test]
 async fn a_receiver_that_does_not_acknowledge_gets_every_frame() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (server, push_hello) = server(&dir.path().join("f")).await;
-    let mut conn = open(server.port(), &push_hello, false).await;
+    let (server, mut conn) = pushing(&dir.path().join("f"), false).await;
     let (got, _) = frames_until(&mut conn, FRAMES, Duration::from_secs(10)).await;
     assert_eq!(got, FRAMES);
     let (_, ended) = frames_until(&mut conn, 1, Duration::from_secs(10)).await;

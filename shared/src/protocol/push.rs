@@ -40,8 +40,34 @@ pub const ACKED: u32 = 1 << 30;
 pub const WINDOW: u64 = 24;
 /// Bytes of one acknowledgement.
 pub const ACK_LEN: usize = 8;
-/// Both flags a have-bitfield's length may carry.
-pub const HAVE_FLAGS: u32 = IN_ORDER | ACKED;
+
+/// The little-endian u32 before the have-bitfield in a push opening: the bitfield's length
+/// and how the receiver takes frames. One reading and one writing of it for every receiver
+/// and sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HaveField {
+    /// Bytes of bitfield that follow (0: the receiver holds nothing).
+    pub len: u32,
+    /// Frames only in order ([`IN_ORDER`]).
+    pub in_order: bool,
+    /// With acknowledgements ([`ACKED`]).
+    pub acked: bool,
+}
+
+impl HaveField {
+    pub fn parse(field: u32) -> Self {
+        Self {
+            len: field & !(IN_ORDER | ACKED),
+            in_order: field & IN_ORDER != 0,
+            acked: field & ACKED != 0,
+        }
+    }
+
+    pub fn to_le_bytes(self) -> [u8; 4] {
+        let flags = if self.in_order { IN_ORDER } else { 0 } | if self.acked { ACKED } else { 0 };
+        (self.len | flags).to_le_bytes()
+    }
+}
 
 /// An acknowledgement: the receiver holds `frames` frames.
 pub fn ack(frames: u64) -> [u8; ACK_LEN] {
@@ -192,6 +218,37 @@ mod tests {
         assert_ne!(
             &hello(&a)[HELLO_PREFIX.len()..],
             &crate::protocol::stream::hello(&a)[17..]
+        );
+    }
+
+    #[test]
+    fn the_have_field_carries_its_length_and_flags_apart() {
+        for (in_order, acked) in [(false, false), (true, false), (false, true), (true, true)] {
+            let field = HaveField {
+                len: 513,
+                in_order,
+                acked,
+            };
+            let bytes = field.to_le_bytes();
+            assert_eq!(HaveField::parse(u32::from_le_bytes(bytes)), field);
+        }
+        assert_eq!(
+            (IN_ORDER | 7).to_le_bytes(),
+            HaveField {
+                len: 7,
+                in_order: true,
+                acked: false
+            }
+            .to_le_bytes()
+        );
+        assert_eq!(
+            (ACKED | IN_ORDER).to_le_bytes(),
+            HaveField {
+                len: 0,
+                in_order: true,
+                acked: true
+            }
+            .to_le_bytes()
         );
     }
 
