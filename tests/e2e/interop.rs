@@ -22,7 +22,9 @@ use convey_shared::{
     content::{ContentCipher, ContentKey},
     layout::Layout,
 };
-use convey_tests::{TestRelay, Ws, next_json, random_file, rendezvous_ws, send_json, sha256_file};
+use convey_tests::{
+    TestRelay, Ws, netns::run_in_namespace, next_json, random_file, rendezvous_ws, send_json, sha256_file,
+};
 use sha2::{Digest, Sha256};
 
 /// A sender seeding a random file through a swarm registered by a live, paired rendezvous
@@ -161,52 +163,6 @@ async fn aria2c_downloads_the_ciphertext_via_the_bundled_tracker() {
     relay.server.shutdown().await;
 }
 
-/// Removes the test's network namespace however the test ends.
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .status();
-    }
-}
-
-fn ip(args: &[&str]) {
-    let status = std::process::Command::new("ip")
-        .args(args)
-        .status()
-        .expect("run ip (apt-get install iproute2)");
-    assert!(
-        status.success(),
-        "`ip {}` failed: these tests need root and iproute2 (CI runs as root)",
-        args.join(" ")
-    );
-}
-
-/// Run the ignored inner test `name` of this binary inside a fresh namespace whose `lo`
-/// carries 198.18.0.1.
-fn run_in_namespace(name: &str) {
-    let ns = Netns(format!("convey-interop-{}-{}", name.len(), std::process::id()));
-    ip(&["netns", "add", &ns.0]);
-    ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
-    ip(&["-n", &ns.0, "addr", "add", "198.18.0.1/32", "dev", "lo"]);
-    let exe = std::env::current_exe().expect("test binary");
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.0])
-        .arg(exe)
-        .args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .output()
-        .expect("run the inner test");
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "inner test {name} failed:\n{log}");
-    assert!(log.contains("1 passed"), "inner test {name} did not run:\n{log}");
-}
-
 /// Relay and seeder on 198.18.0.1 (inside the namespace), then `client` downloads; poll
 /// until its output is complete.
 async fn third_party_download(
@@ -260,13 +216,13 @@ async fn third_party_download(
 #[test]
 fn transmission_downloads_the_ciphertext_via_the_bundled_tracker() {
     require("transmission-cli", "transmission-cli");
-    run_in_namespace("interop::inner_transmission");
+    run_in_namespace("interop::inner_transmission", Some("198.18.0.1/32"));
 }
 
 #[test]
 fn qbittorrent_downloads_the_ciphertext_via_the_bundled_tracker() {
     require("qbittorrent-nox", "qbittorrent-nox");
-    run_in_namespace("interop::inner_qbittorrent");
+    run_in_namespace("interop::inner_qbittorrent", Some("198.18.0.1/32"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -11,6 +11,7 @@ use std::{
 };
 
 pub mod hostile;
+pub mod netns;
 
 use convey::{Code, Event, EventSink, Payload, ReceiveOptions, RelayAddr, SendOptions};
 use convey_relay::{Config, Server};

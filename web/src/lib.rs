@@ -50,8 +50,9 @@ impl Receiver {
         json(&self.0.refuse())
     }
 
-    /// The first message to write on the tunnel.
-    pub fn push_opening(&self) -> Vec<u8> {
+    /// The first message to write on a push path (WebRTC or the tunnel, and again on the
+    /// tunnel when WebRTC failed part way).
+    pub fn push_opening(&mut self) -> Vec<u8> {
         self.0.push_opening()
     }
 

@@ -23,11 +23,13 @@ impl std::fmt::Display for PushFailed {
     }
 }
 
-/// What the page writes first on its push connection: the hello, then "nothing here yet,
-/// and frames in order only" (it streams them into a download), and, to a sender that takes
+/// What the page writes first on a push connection: the hello, then which frames it holds
+/// (the first `held`, on a connection that replaces one that failed; none at first) and
+/// "frames in order only" (it streams them into a download), and, to a sender that takes
 /// them, that it acknowledges the frames it used (its download cannot push back).
-pub fn opening(hello: &[u8; HELLO_LEN], plain_len: u64, acked: bool) -> Vec<u8> {
-    let bits = have_len(ChunkMap::frame_count_for(plain_len));
+pub fn opening(hello: &[u8; HELLO_LEN], plain_len: u64, acked: bool, held: u64) -> Vec<u8> {
+    let frames = ChunkMap::frame_count_for(plain_len);
+    let bits = have_len(frames);
     let mut out = hello.to_vec();
     let field = HaveField {
         len: u32::try_from(bits).unwrap_or(0),
@@ -35,7 +37,13 @@ pub fn opening(hello: &[u8; HELLO_LEN], plain_len: u64, acked: bool) -> Vec<u8> 
         acked,
     };
     out.extend_from_slice(&field.to_le_bytes());
-    out.resize(out.len() + bits, 0);
+    let mut have = vec![0u8; bits];
+    for k in 0..held.min(frames) {
+        if let Some(b) = usize::try_from(k / 8).ok().and_then(|i| have.get_mut(i)) {
+            *b |= 0x80 >> (k % 8);
+        }
+    }
+    out.extend_from_slice(&have);
     out
 }
 
@@ -107,6 +115,13 @@ impl PushReader {
     /// SHA-256 of each file, once every frame is in.
     pub fn digests(&self) -> Option<&[[u8; 32]]> {
         (self.ended && self.digests.len() == self.hashers.len()).then_some(&self.digests[..])
+    }
+
+    /// A new connection carries the push on: drop what arrived of a frame not yet whole
+    /// (the sender sends it again, from its start).
+    pub fn restart(&mut self) {
+        self.pending.clear();
+        self.awaiting = None;
     }
 
     /// Take the next bytes of the connection; returns the download's next bytes.
@@ -312,6 +327,32 @@ mod tests {
             out.extend(reader.feed(part)?);
         }
         Ok(out)
+    }
+
+    #[test]
+    fn a_push_goes_on_over_a_new_connection_after_the_frames_handed_on() {
+        let sizes = [3 * FRAME_PLAIN - 11];
+        let c = content(&sizes);
+        let data = plain(sizes[0] as usize);
+        let key = ContentKey::generate();
+        let wire = pushed(&key, &data);
+        // Frame 1's header follows frame 0 and the keep-alive after it.
+        let frame1 = 2 * ITEM_HEADER_LEN + (FRAME_CHUNKS * CIPHER_CHUNK) as usize;
+        let mut reader = PushReader::new(&c, &key, false, 0);
+        // The first path fails part way through frame 1.
+        let mut out = reader.feed(&wire[..frame1 + 1000]).expect("first path");
+        assert_eq!(reader.frames_done(), 1);
+        reader.restart();
+        // The new connection's opening holds frame 0 only; the sender goes on from frame 1.
+        let opening = opening(&[7; HELLO_LEN], sizes[0], true, reader.frames_done());
+        let field = HaveField::parse(u32::from_le_bytes(
+            opening[HELLO_LEN..HELLO_LEN + 4].try_into().expect("field"),
+        ));
+        assert!(field.in_order && field.acked);
+        assert_eq!(&opening[HELLO_LEN + 4..], &[0x80]);
+        out.extend(read_all(&mut reader, &wire[frame1..], 4093).expect("second path"));
+        assert_eq!(out, data);
+        assert!(reader.ended());
     }
 
     #[test]

@@ -424,11 +424,16 @@ impl PageReceiver {
         self.decline("declined by the receiver".into())
     }
 
-    /// What the page writes first on the tunnel.
-    pub fn push_opening(&self) -> Vec<u8> {
+    /// What the page writes first on a push connection (the first, or one that replaces a
+    /// path that failed: the push goes on after the frames already handed on).
+    pub fn push_opening(&mut self) -> Vec<u8> {
+        let held = self.push.as_mut().map_or(0, |push| {
+            push.restart();
+            push.frames_done()
+        });
         match (&self.stage, &self.offer) {
             (Stage::Talking(keys), Some(offer)) => {
-                push::opening(&keys.push_hello, offer.content.layout.total(), offer.acks)
+                push::opening(&keys.push_hello, offer.content.layout.total(), offer.acks, held)
             }
             _ => Vec::new(),
         }

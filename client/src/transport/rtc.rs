@@ -47,6 +47,8 @@ const MESSAGE: usize = 64 * 1024;
 const CHANNELS: usize = 8;
 /// How long a closing channel may take to deliver what is queued.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a splice logs its progress (at debug level).
+const PROGRESS_LOG: Duration = Duration::from_secs(5);
 /// How long gathering candidates may take before the SDP goes out with what it has.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -319,6 +321,7 @@ fn rtc_mdns_disabled() -> rtc::ice::mdns::MulticastDnsMode {
 /// Copy bytes both ways between a data channel and a TCP socket until either ends.
 pub async fn splice(dc: Arc<dyn DataChannel>, mut tcp: TcpStream) {
     let (mut rd, mut wr) = tcp.split();
+    let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
     let to_dc = async {
         let mut buf = vec![0u8; MESSAGE];
         loop {
@@ -329,6 +332,7 @@ pub async fn splice(dc: Arc<dyn DataChannel>, mut tcp: TcpStream) {
                     if dc.send(BytesMut::from(&buf[..n])).await.is_err() {
                         break;
                     }
+                    sent.fetch_add(n as u64, Ordering::Relaxed);
                 }
             }
         }
@@ -336,10 +340,30 @@ pub async fn splice(dc: Arc<dyn DataChannel>, mut tcp: TcpStream) {
     let from_dc = async {
         while let Some(ev) = dc.poll().await {
             match ev {
-                DataChannelEvent::OnMessage(msg) if wr.write_all(&msg.data).await.is_err() => break,
+                DataChannelEvent::OnMessage(msg) => {
+                    if wr.write_all(&msg.data).await.is_err() {
+                        break;
+                    }
+                    received.fetch_add(msg.data.len() as u64, Ordering::Relaxed);
+                }
                 DataChannelEvent::OnClose | DataChannelEvent::OnError => break,
                 _ => {}
             }
+        }
+    };
+    // What a stalled channel looks like, for `RUST_LOG=convey::transport::rtc=debug`.
+    let progress = async {
+        let mut every = tokio::time::interval(PROGRESS_LOG);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let outstanding = dc.outstanding_bytes().await.unwrap_or(0);
+            tracing::debug!(
+                sent = sent.load(Ordering::Relaxed),
+                received = received.load(Ordering::Relaxed),
+                outstanding,
+                "data channel splice"
+            );
         }
     };
     tokio::select! {
@@ -353,7 +377,13 @@ pub async fn splice(dc: Arc<dyn DataChannel>, mut tcp: TcpStream) {
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained).await;
         },
         () = from_dc => {},
+        () = progress => {},
     }
+    tracing::debug!(
+        sent = sent.load(Ordering::Relaxed),
+        received = received.load(Ordering::Relaxed),
+        "data channel splice ended"
+    );
     let _ = dc.close().await;
 }
 

@@ -117,7 +117,8 @@ export class Receiver {
         return ret !== 0;
     }
     /**
-     * The first message to write on the tunnel.
+     * The first message to write on a push path (WebRTC or the tunnel, and again on the
+     * tunnel when WebRTC failed part way).
      * @returns {Uint8Array}
      */
     push_opening() {
