@@ -159,17 +159,7 @@ async fn inner_webrtc_stall() {
     let url = page_url(relay.server.local_addr(), &code.to_string());
     let page = run_page(&url, &out, "accept", &[LOOPBACK_RTC]);
     let cut = async {
-        let began = std::time::Instant::now();
-        while !rec
-            .events
-            .lock()
-            .expect("events")
-            .iter()
-            .any(|e| matches!(e, convey::Event::Progress { bytes, .. } if *bytes >= 2 << 20))
-        {
-            assert!(began.elapsed() < Duration::from_secs(60), "the push started");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        rec.wait_for_progress(2 << 20, Duration::from_secs(60)).await;
         let path = rec
             .events
             .lock()

@@ -247,16 +247,21 @@ impl Recorder {
 
     /// Wait (at most 30 s) until a progress event reports some bytes.
     pub async fn wait_for_bytes(&self) {
+        self.wait_for_progress(1, Duration::from_secs(30)).await;
+    }
+
+    /// Wait (at most `within`) until a progress event reports at least `min` bytes.
+    pub async fn wait_for_progress(&self, min: u64, within: Duration) {
         let began = std::time::Instant::now();
         while !self
             .events
             .lock()
             .expect("events")
             .iter()
-            .any(|e| matches!(e, Event::Progress { bytes, .. } if *bytes > 0))
+            .any(|e| matches!(e, Event::Progress { bytes, .. } if *bytes >= min))
         {
-            assert!(began.elapsed() < Duration::from_secs(30), "the transfer started");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(began.elapsed() < within, "the transfer reached {min} bytes");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
