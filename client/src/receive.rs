@@ -861,10 +861,8 @@ fn held_pieces(written: &ChunkSet, chunks: u64, per_piece: u64) -> String {
     let mut bits = vec![0u8; usize::try_from(pieces.div_ceil(8)).unwrap_or(0)];
     for p in 0..pieces {
         let first = p * per_piece;
-        if (first..(first + per_piece).min(chunks)).all(|i| written.get(i))
-            && let Some(b) = usize::try_from(p / 8).ok().and_then(|i| bits.get_mut(i))
-        {
-            *b |= 0x80 >> (p % 8);
+        if (first..(first + per_piece).min(chunks)).all(|i| written.get(i)) {
+            convey_shared::bits::set(&mut bits, p);
         }
     }
     B64.encode(bits)

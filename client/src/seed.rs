@@ -205,12 +205,7 @@ impl Holdings {
     /// Do the receivers together hold every piece?
     pub(crate) fn complete(&self) -> bool {
         let bits = self.bits.lock().unwrap_or_else(|e| e.into_inner());
-        (0..self.pieces).all(|p| {
-            usize::try_from(p / 8)
-                .ok()
-                .and_then(|i| bits.get(i))
-                .is_some_and(|b| b & (0x80 >> (p % 8)) != 0)
-        })
+        (0..self.pieces).all(|p| convey_shared::bits::has(&bits, p))
     }
 }
 

@@ -12,6 +12,7 @@
 //! This crate does no I/O, so every parser and state machine here is testable in isolation.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod bits;
 pub mod chunk_map;
 pub mod code;
 pub mod content;

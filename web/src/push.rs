@@ -4,6 +4,7 @@
 //! download's bytes (one file as it is, several as a tar archive).
 
 use convey_shared::{
+    bits,
     chunk_map::ChunkMap,
     content::{CIPHER_CHUNK, ContentCipher, ContentKey},
     manifest::CheckedManifest,
@@ -39,9 +40,7 @@ pub fn opening(hello: &[u8; HELLO_LEN], plain_len: u64, acked: bool, held: u64) 
     out.extend_from_slice(&field.to_le_bytes());
     let mut have = vec![0u8; bits];
     for k in 0..held.min(frames) {
-        if let Some(b) = usize::try_from(k / 8).ok().and_then(|i| have.get_mut(i)) {
-            *b |= 0x80 >> (k % 8);
-        }
+        bits::set(&mut have, k);
     }
     out.extend_from_slice(&have);
     out

@@ -6,7 +6,7 @@
 
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use convey_shared::{
-    Code,
+    Code, bits,
     chunk_map::{ChunkMap, FRAME_CHUNKS, FRAME_PLAIN},
     content::{ContentCipher, ContentKey, PLAIN_CHUNK, TAG_LEN},
     crypto::Side,
@@ -423,11 +423,7 @@ impl PageSender {
         }
         self.hashed += plain.len() as u64;
         self.next_frame += 1;
-        let held = usize::try_from(k / 8)
-            .ok()
-            .and_then(|i| self.have.get(i))
-            .is_some_and(|b| b & (0x80 >> (k % 8)) != 0);
-        if held {
+        if bits::has(&self.have, k) {
             return Ok(Vec::new());
         }
         let first_chunk = k * FRAME_CHUNKS;

@@ -21,6 +21,7 @@ use std::{
 };
 
 use convey_shared::{
+    bits::{self, has},
     chunk_map::{ChunkMap, FRAME_PLAIN},
     content::{CIPHER_CHUNK, ContentCipher, ContentKey},
     protocol::push::{HELLO_LEN, HaveField, ITEM_HEADER_LEN, Item, frame_plain_len, have_len},
@@ -102,13 +103,6 @@ struct Shared {
     fetched: AtomicU64,
     /// Set once the thread stopped for good.
     stop: std::sync::Mutex<Option<Stop>>,
-}
-
-fn has(bits: &[u8], k: u64) -> bool {
-    usize::try_from(k / 8)
-        .ok()
-        .and_then(|i| bits.get(i))
-        .is_some_and(|b| b & (0x80 >> (k % 8)) != 0)
 }
 
 impl std::fmt::Debug for PushSink {
@@ -404,9 +398,7 @@ impl SinkThread {
                     Stop::Write(format!("writing the received files: {e}"))
                 }
             })?;
-        let byte = usize::try_from(frame / 8).unwrap_or(usize::MAX);
-        if let Some(b) = self.have.get_mut(byte) {
-            *b |= 0x80 >> (frame % 8);
+        if let Some(byte) = bits::set(&mut self.have, frame) {
             self.dirty = Some(match self.dirty.take() {
                 Some(d) => d.start.min(byte)..d.end.max(byte + 1),
                 None => byte..byte + 1,
@@ -414,9 +406,7 @@ impl SinkThread {
         }
         {
             let mut shared = self.state.have.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(b) = usize::try_from(frame / 8).ok().and_then(|i| shared.get_mut(i)) {
-                *b |= 0x80 >> (frame % 8);
-            }
+            bits::set(&mut shared, frame);
         }
         self.state.bytes.fetch_add(len as u64, Ordering::Relaxed);
         self.unrecorded += 1;

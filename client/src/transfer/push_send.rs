@@ -20,6 +20,7 @@ use std::{
 };
 
 use convey_shared::{
+    bits::{has, set},
     chunk_map::{ChunkMap, FRAME_PLAIN, Place},
     content::{ContentCipher, ContentKey, PLAIN_CHUNK, TAG_LEN},
     protocol::push::{ACK_LEN, HELLO_LEN, HaveField, Item, WINDOW, have_len},
@@ -311,19 +312,6 @@ async fn arrive(
             tracing::debug!(%from, "dropping a push connection without the hello");
             Arrival::Other
         }
-    }
-}
-
-fn has(bits: &[u8], k: u64) -> bool {
-    usize::try_from(k / 8)
-        .ok()
-        .and_then(|i| bits.get(i))
-        .is_some_and(|b| b & (0x80 >> (k % 8)) != 0)
-}
-
-fn set(bits: &mut [u8], k: u64) {
-    if let Some(b) = usize::try_from(k / 8).ok().and_then(|i| bits.get_mut(i)) {
-        *b |= 0x80 >> (k % 8);
     }
 }
 
