@@ -21,7 +21,10 @@ use convey_shared::{
     display::{self, TextGuard},
     manifest::{CheckedManifest, Manifest},
     protocol::{
-        peer::{ABILITY_SWARM, ABILITY_TUNNEL, MAX_TEXT_BYTES, OfferBody, Packing, PeerMsg, dialable_hints},
+        peer::{
+            ABILITY_PEER_ROUTE, ABILITY_SWARM, ABILITY_TUNNEL, MAX_TEXT_BYTES, OfferBody, Packing, PeerMsg,
+            dialable_hints,
+        },
         rendezvous::Mood,
     },
 };
@@ -173,6 +176,7 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
     };
     let tunnel = offer.abilities.iter().any(|a| a == ABILITY_TUNNEL);
     let swarm = offer.abilities.iter().any(|a| a == ABILITY_SWARM);
+    let route = offer.abilities.iter().any(|a| a == ABILITY_PEER_ROUTE);
     if !swarm {
         link.await_vanished_peer();
     }
@@ -194,7 +198,8 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
         } => {
             let paths = paths_to_sender(&opts, &link, direct_hints, tunnel);
             let body = (manifest, content_key);
-            crate::receive_push::receive_pushed(link, body, paths, rtc_offer.as_deref(), &opts, &events).await
+            let rtc = rtc_offer.as_deref();
+            crate::receive_push::receive_pushed(link, body, paths, (rtc, route), &opts, &events).await
         }
         OfferBody::Files {
             manifest,

@@ -67,7 +67,7 @@ pub(crate) async fn receive_pushed(
     mut link: PeerLink,
     (manifest, key): (Manifest, ContentKey),
     mut paths: Paths,
-    rtc_offer: Option<&str>,
+    (rtc_offer, route): (Option<&str>, bool),
     opts: &ReceiveOptions,
     events: &EventSink,
 ) -> Result<ReceiveReport> {
@@ -101,7 +101,7 @@ pub(crate) async fn receive_pushed(
             &mut link,
             (&content, &key),
             &staging,
-            (&paths, &mut selector),
+            (&paths, &mut selector, route),
             opts,
             events,
         )
@@ -135,7 +135,7 @@ async fn fetch(
     link: &mut PeerLink,
     (content, key): (&CheckedManifest, &ContentKey),
     staging: &Staging,
-    (paths, selector): (&Paths, &mut Option<PathSelector>),
+    (paths, selector, route): (&Paths, &mut Option<PathSelector>, bool),
     opts: &ReceiveOptions,
     events: &EventSink,
 ) -> Result<u64> {
@@ -152,9 +152,11 @@ async fn fetch(
     }
     let selector = &*selector.insert(PathSelector::spawn(paths.clone(), events.clone()).await?);
     let routes = link.routes();
-    // Over the tunnel alone a route would fail with the relay it is meant to survive.
-    let peer_to_peer = (paths.transport.allows_direct() && !paths.hints.is_empty())
-        || (paths.transport.allows_webrtc() && paths.rtc.is_some());
+    // Over the tunnel alone a route would fail with the relay it is meant to survive; a
+    // sender that serves none (the page) is not asked for one.
+    let peer_to_peer = route
+        && ((paths.transport.allows_direct() && !paths.hints.is_empty())
+            || (paths.transport.allows_webrtc() && paths.rtc.is_some()));
     if peer_to_peer {
         open_route(selector, link.keys().route_hello, &routes).await;
     }

@@ -18,7 +18,8 @@ use convey_shared::{
     layout::Layout,
     manifest::Manifest,
     protocol::peer::{
-        ABILITY_BITTORRENT, ABILITY_PUSH, ABILITY_PUSH_ACKS, ABILITY_SWARM, OfferBody, Packing,
+        ABILITY_BITTORRENT, ABILITY_PEER_ROUTE, ABILITY_PUSH, ABILITY_PUSH_ACKS, ABILITY_SWARM, OfferBody,
+        Packing,
     },
 };
 
@@ -325,7 +326,13 @@ pub(crate) async fn serve_receiver(
             body,
             &offered,
             (
-                &[ABILITY_BITTORRENT, ABILITY_SWARM, ABILITY_PUSH, ABILITY_PUSH_ACKS],
+                &[
+                    ABILITY_BITTORRENT,
+                    ABILITY_SWARM,
+                    ABILITY_PUSH,
+                    ABILITY_PUSH_ACKS,
+                    ABILITY_PEER_ROUTE,
+                ],
                 start,
             ),
         )

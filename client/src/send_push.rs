@@ -21,7 +21,8 @@ use convey_shared::{
     layout::Layout,
     manifest::Manifest,
     protocol::peer::{
-        self, ABILITY_BITTORRENT, ABILITY_PUSH, ABILITY_PUSH_ACKS, OfferBody, Packing, PeerMsg,
+        self, ABILITY_BITTORRENT, ABILITY_PEER_ROUTE, ABILITY_PUSH, ABILITY_PUSH_ACKS, OfferBody, Packing,
+        PeerMsg,
     },
 };
 use tokio::sync::{oneshot, watch};
@@ -238,7 +239,15 @@ impl Pushing<'_> {
             link,
             body,
             self.offered,
-            (&[ABILITY_PUSH, ABILITY_PUSH_ACKS, ABILITY_BITTORRENT], None),
+            (
+                &[
+                    ABILITY_PUSH,
+                    ABILITY_PUSH_ACKS,
+                    ABILITY_PEER_ROUTE,
+                    ABILITY_BITTORRENT,
+                ],
+                None,
+            ),
         )
         .await?;
         if let Some(p) = &self.prepared {

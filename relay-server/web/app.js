@@ -326,9 +326,47 @@ async function receive(code, worker) {
   $('decline').onclick = () => { $('offer').hidden = true; apply(rx.refuse()); };
 }
 
+// The page's WebRTC offer, as a sender: a few data channels (the receiver takes one per
+// connection it opens, a new one if it opens the push again), the description sent once every
+// candidate is gathered (it travels inside the sealed channel). `opened(channel, bytes)` is
+// called with each message that arrives on a channel.
+const OFFERED_CHANNELS = 4;
+async function rtcOffer(stunPort, opened) {
+  const iceServers = stunPort ? [{ urls: `stun:${location.hostname}:${stunPort}` }] : [];
+  const pc = new RTCPeerConnection({ iceServers });
+  for (let i = 0; i < OFFERED_CHANNELS; i += 1) {
+    const channel = pc.createDataChannel(`convey-${i}`);
+    channel.binaryType = 'arraybuffer';
+    channel.onmessage = (e) => opened(channel, new Uint8Array(e.data));
+  }
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') resolve();
+    pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') resolve(); };
+    setTimeout(resolve, 3000);
+  });
+  return { pc, sdp: JSON.stringify({ type: 'offer', sdp: pc.localDescription.sdp }) };
+}
+
+// What the push is written on: a data channel or the tunnel, in messages of at most `max`
+// bytes, with what the browser holds unsent (to pace on) and whether it is still open.
+function channelOut(channel) {
+  return {
+    name: 'WebRTC', path: 'webrtc', max: 64 << 10,
+    send: (b) => channel.send(b), buffered: () => channel.bufferedAmount, open: () => channel.readyState === 'open',
+  };
+}
+function tunnelOut(ws) {
+  return {
+    name: 'relay tunnel', path: 'tunnel', max: Infinity,
+    send: (b) => ws.send(b), buffered: () => ws.bufferedAmount, open: () => ws.readyState === WebSocket.OPEN,
+  };
+}
+
 // Send the picked files: the module seals each frame as the page reads it from the files
-// (no pass over them first) and writes it on the relay's tunnel, pacing on the socket's
-// buffer so memory stays flat.
+// (no pass over them first) and writes it on the path the receiver opened (a WebRTC data
+// channel the page offered, else the relay's tunnel), pacing on the browser's send buffer so
+// memory stays flat.
 async function send(files) {
   let tx;
   try {
@@ -343,8 +381,11 @@ async function send(files) {
   const total = files.reduce((n, f) => n + f.size, 0);
   const ws = new WebSocket(`${wsBase}/v1/rendezvous`, 'convey-v1');
   let tunnel = null;
+  let rtc = null;
+  // The path the receiver's opening came on, which the push goes out on.
+  let out = null;
   let finished = false;
-  // Once the end of the push is out, the receiver closes the tunnel: expected.
+  // Once the end of the push is out, the receiver closes the connection: expected.
   let pushedAll = false;
   const apply = (json) => {
     const actions = JSON.parse(json);
@@ -368,27 +409,31 @@ async function send(files) {
   const push = async (frames) => {
     setState('sending');
     $('progress-box').hidden = false;
-    status('Sending through the relay’s tunnel…');
+    document.body.dataset.path = out.path;
+    status(out.path === 'webrtc' ? 'Sending straight to the receiver (WebRTC)…' : 'Sending through the relay’s tunnel…');
     const started = performance.now();
     const step = Sender.frame_plain();
+    const write = (bytes) => {
+      for (let at = 0; at < bytes.length; at += out.max) out.send(bytes.subarray(at, Math.min(bytes.length, at + out.max)));
+    };
     let sent = 0;
     for (let k = 0; k < frames; k += 1) {
       if (finished) return;
       const plain = await read(k * step, k * step + tx.frame_len(k));
-      const out = tx.frame(k, plain);
-      while (tunnel.bufferedAmount > (8 << 20)) {
-        if (finished || tunnel.readyState !== WebSocket.OPEN) return;
+      const sealed = tx.frame(k, plain);
+      while (out.buffered() > (8 << 20)) {
+        if (finished || !out.open()) return;
         await new Promise((r) => setTimeout(r, 10));
       }
-      if (out.length) tunnel.send(out);
+      if (sealed.length) write(sealed);
       sent += plain.length;
       const seconds = (performance.now() - started) / 1000;
       $('progress').value = total ? sent / total : 1;
       $('progress-text').textContent =
-        `${size(sent)} of ${size(total)} · ${size(sent / Math.max(seconds, 0.001))}/s · path: relay tunnel`;
+        `${size(sent)} of ${size(total)} · ${size(sent / Math.max(seconds, 0.001))}/s · path: ${out.name}`;
     }
     pushedAll = true;
-    tunnel.send(tx.end_item());
+    write(tx.end_item());
     status('Waiting for the receiver to check the files…');
     apply(tx.prepared());
   };
@@ -396,6 +441,22 @@ async function send(files) {
     switch (event.type) {
       case 'code': {
         setState('code');
+        if (window.RTCPeerConnection) {
+          // Made while the code is read out; the offer to the receiver waits for it.
+          tx.rtc_coming();
+          rtcOffer(event.stun_port, (channel, bytes) => {
+            if (out) return;
+            const actions = tx.channel_message(bytes);
+            if (JSON.parse(actions).event?.type === 'push') {
+              out = channelOut(channel);
+              channel.onclose = () => {
+                if (!finished && !pushedAll) handle({ type: 'failed', message: 'the WebRTC connection closed before the receiver had everything' });
+              };
+            }
+            apply(actions);
+          }).then((made) => { rtc = made; apply(tx.rtc_offer(made.sdp)); })
+            .catch(() => apply(tx.rtc_offer(undefined)));
+        }
         $('send-code').textContent = event.code;
         $('send-command').textContent = `convey receive --relay ${location.origin}${base} ${event.code}`;
         try {
@@ -411,11 +472,26 @@ async function send(files) {
       }
       case 'tunnel':
         status('The receiver accepted; connecting…');
+        if (rtc && event.rtc) {
+          try {
+            const answer = JSON.parse(event.rtc);
+            if (answer?.type === 'answer' && typeof answer.sdp === 'string') {
+              rtc.pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp }).catch(() => {});
+            }
+          } catch (e) { /* no WebRTC: the receiver takes the tunnel */ }
+        }
+        // The tunnel's listening end is open either way: the receiver takes it when no data
+        // channel opens.
         tunnel = new WebSocket(`${wsBase}${event.path}`);
         tunnel.binaryType = 'arraybuffer';
-        tunnel.onmessage = (e) => apply(tx.tunnel_message(new Uint8Array(e.data)));
+        tunnel.onmessage = (e) => {
+          if (out && out.path !== 'tunnel') return;
+          const actions = tx.tunnel_message(new Uint8Array(e.data));
+          if (!out && JSON.parse(actions).event?.type === 'push') out = tunnelOut(tunnel);
+          apply(actions);
+        };
         tunnel.onclose = () => {
-          if (!finished && !pushedAll) handle({ type: 'failed', message: 'the tunnel through the relay closed before the receiver had everything' });
+          if (!finished && !pushedAll && out?.path !== 'webrtc') handle({ type: 'failed', message: 'the tunnel through the relay closed before the receiver had everything' });
         };
         break;
       case 'push':
@@ -424,6 +500,7 @@ async function send(files) {
       case 'sent':
         finished = true;
         tunnel?.close();
+        rtc?.pc.close();
         $('progress').value = 1;
         setState('sent');
         status(`Done: ${size(total)} sent, and the receiver verified it.`);
@@ -431,6 +508,7 @@ async function send(files) {
       case 'failed':
         finished = true;
         tunnel?.close();
+        rtc?.pc.close();
         if (ws.readyState === WebSocket.OPEN) ws.close();
         showError(event.message);
         status('');

@@ -499,12 +499,13 @@ async fn the_page_comes_from_the_relay_with_a_policy_that_allows_only_its_origin
     );
 }
 
-/// A page (driven by node) that picks or drops the file at `src` (`how` is `send` or `drop`)
-/// and shows a code: the driver, its remaining report lines and its first one (code, QR).
+/// A page (driven by node, with the driver's `flags`) that picks or drops the file at `src`
+/// (`how` is `send` or `drop`) and shows a code: the driver, its remaining report lines and
+/// its first one (code, QR).
 async fn page_showing_a_code(
     url: &str,
     dir: &Path,
-    how: &str,
+    (how, flags): (&str, &[&str]),
     src: &Path,
 ) -> (
     tokio::process::Child,
@@ -519,6 +520,7 @@ async fn page_showing_a_code(
             &dir.display().to_string(),
             &format!("{how}:{}", src.display()),
         ])
+        .args(flags)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -536,8 +538,8 @@ async fn page_showing_a_code(
 
 /// The page sends `size` random bytes named `name`, picked (`send`) or dropped (`drop`), and
 /// `convey receive` gets them byte-identical; the QR code shown is the page's link with the
-/// code.
-async fn the_page_sends(how: &str, name: &str, size: u64) {
+/// code. Returns the page's report (its `path` says which path the push took).
+async fn the_page_sends(how: &str, name: &str, size: u64, flags: &[&str]) -> Value {
     convey_tests::init_tracing();
     let relay = TestRelay::spawn().await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -546,7 +548,7 @@ async fn the_page_sends(how: &str, name: &str, size: u64) {
     let out = dir.path().join("out");
     std::fs::create_dir(&out).expect("mkdir");
     let url = format!("http://{}/", relay.server.local_addr());
-    let (mut child, mut lines, shown) = page_showing_a_code(&url, dir.path(), how, &src).await;
+    let (mut child, mut lines, shown) = page_showing_a_code(&url, dir.path(), (how, flags), &src).await;
     let code: convey::Code = shown["code"]
         .as_str()
         .unwrap_or_else(|| panic!("no code: {shown}"))
@@ -560,11 +562,13 @@ async fn the_page_sends(how: &str, name: &str, size: u64) {
         Some(convey_web::qr::svg(&link).expect("drawn").as_str()),
         "the QR code encodes {link}"
     );
+    let started = std::time::Instant::now();
     let received = convey::receive(
         convey_tests::receive_options(&relay, code, out.clone()),
         convey::ignore_events(),
     )
     .await;
+    let seconds = started.elapsed().as_secs_f64();
     let received = match received {
         Ok(r) => r,
         Err(e) => {
@@ -582,16 +586,31 @@ async fn the_page_sends(how: &str, name: &str, size: u64) {
     let report: Value = serde_json::from_str(&last).expect("json");
     assert_eq!(report["state"], "sent", "{report}");
     let _ = child.wait().await;
+    eprintln!(
+        "the page sent {:.1} MiB over {} in {seconds:.1} s (from the code to convey receive's end)",
+        size as f64 / f64::from(1 << 20),
+        report["path"]
+    );
+    report
+}
+
+/// The page offers WebRTC as a sender: `convey receive` answers, and the push goes over a
+/// data channel straight from the browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_sends_a_file_over_webrtc_that_convey_receive_gets_byte_identical() {
+    let report = the_page_sends("send", "from the page.bin", (20 << 20) + 12_345, &[]).await;
+    assert_eq!(report["path"], "webrtc", "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_page_sends_a_file_that_convey_receive_gets_byte_identical() {
-    the_page_sends("send", "from the page.bin", (20 << 20) + 12_345).await;
+async fn without_webrtc_the_page_sends_through_the_relays_tunnel() {
+    let report = the_page_sends("send", "tunnelled.bin", (20 << 20) + 1, &["--no-webrtc"]).await;
+    assert_eq!(report["path"], "tunnel", "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_file_dropped_on_the_page_is_sent_as_if_picked() {
-    the_page_sends("drop", "dropped.bin", (1 << 20) + 77).await;
+    the_page_sends("drop", "dropped.bin", (1 << 20) + 77, &[]).await;
 }
 
 /// A folder dragged onto the page (chromium's own drag, not a scripted event) is refused
@@ -687,7 +706,7 @@ async fn a_page_opening_the_link_another_page_shows_receives_its_file() {
     let out = dir.path().join("out");
     std::fs::create_dir(&out).expect("mkdir");
     let url = format!("http://{}/", relay.server.local_addr());
-    let (mut sending, mut lines, shown) = page_showing_a_code(&url, dir.path(), "send", &src).await;
+    let (mut sending, mut lines, shown) = page_showing_a_code(&url, dir.path(), ("send", &[]), &src).await;
     let code = shown["code"].as_str().expect("code");
     // What a phone scanning the QR code opens.
     let report = run_page(&format!("{url}#{code}"), &out, "accept", &[]).await;
@@ -704,5 +723,7 @@ async fn a_page_opening_the_link_another_page_shows_receives_its_file() {
         .expect("a line");
     let sent: Value = serde_json::from_str(&last).expect("json");
     assert_eq!(sent["state"], "sent", "{sent}");
+    assert_eq!(sent["path"], report["path"], "both pages name the same path");
+    eprintln!("page to page over {}", report["path"]);
     let _ = sending.wait().await;
 }

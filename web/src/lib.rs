@@ -129,6 +129,22 @@ impl Sender {
         sent_json(&self.0.tunnel_message(&mut msg))
     }
 
+    /// A binary message from one of the page's WebRTC data channels (the receiver's opening).
+    pub fn channel_message(&mut self, msg: Vec<u8>) -> String {
+        sent_json(&self.0.channel_message(&msg))
+    }
+
+    /// The page is making a WebRTC offer (call it on the `code` event, before the receiver
+    /// can arrive): the offer to the receiver waits for [`Sender::rtc_offer`].
+    pub fn rtc_coming(&mut self) {
+        self.0.rtc_coming();
+    }
+
+    /// The page's WebRTC offer (JSON of a session description), or `undefined` if it failed.
+    pub fn rtc_offer(&mut self, sdp: Option<String>) -> String {
+        sent_json(&self.0.rtc_offer(sdp))
+    }
+
     pub fn frame_plain() -> f64 {
         sender::PageSender::frame_plain() as f64
     }

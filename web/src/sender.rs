@@ -1,5 +1,6 @@
 //! The page's sending side, sans-IO: files picked on the page go to `convey receive` as a
-//! pushed offer (the kind the CLI sends), through the relay's tunnel. The page reads each
+//! pushed offer (the kind the CLI sends), over a WebRTC data channel the page offers, else
+//! through the relay's tunnel (the receiver picks the path). The page reads each
 //! frame as it goes (no pass over the content first, no seeder in the browser): this module
 //! seals it with the content cipher, hashes each file, and sends the digests once every
 //! frame is out. The handshake and the session machine are convey-shared's, as in the CLI.
@@ -27,13 +28,18 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Event {
-    /// The code to give the receiver.
+    /// The code to give the receiver; `stun_port` is the relay's STUN port, for a WebRTC
+    /// offer (see [`PageSender::rtc_coming`]).
     Code {
         code: String,
+        stun_port: Option<u16>,
     },
-    /// The receiver accepted: open the tunnel's listening end at `path`.
+    /// The receiver accepted: open the tunnel's listening end at `path`, and take its WebRTC
+    /// answer (JSON of a session description), if it gave one. The receiver's opening then
+    /// comes on whichever path it picked.
     Tunnel {
         path: String,
+        rtc: Option<String>,
     },
     /// The receiver asked for what it lacks: send frames from `from` (the first it lacks).
     Push {
@@ -44,6 +50,16 @@ pub enum Event {
     Failed {
         message: String,
     },
+}
+
+/// Longest WebRTC session description the page passes on (offer or answer).
+const MAX_SDP: usize = 64 * 1024;
+
+/// The page's WebRTC offer: none, being made (the offer to the receiver waits for it), or made.
+#[derive(Debug)]
+enum Rtc {
+    Coming,
+    Made(Option<String>),
 }
 
 /// The driver's answer to one input: texts for the rendezvous WebSocket, bytes for the
@@ -82,6 +98,10 @@ pub struct PageSender {
     /// Bytes of the receiver's opening still to come.
     opening: Vec<u8>,
     pushing: bool,
+    stun_port: Option<u16>,
+    rtc: Rtc,
+    /// Keys are confirmed and the offer waits for the WebRTC offer.
+    offer_due: bool,
 }
 
 impl std::fmt::Debug for PageSender {
@@ -152,6 +172,9 @@ impl PageSender {
             have: Vec::new(),
             opening: Vec::new(),
             pushing: false,
+            stun_port: None,
+            rtc: Rtc::Made(None),
+            offer_due: false,
         })
     }
 
@@ -194,12 +217,15 @@ impl PageSender {
             );
         };
         match msg {
-            ServerMsg::Welcome { .. } => Actions {
-                relay: vec![text(&ClientMsg::Allocate {
-                    host: Some(Host::default()),
-                })],
-                event: None,
-            },
+            ServerMsg::Welcome { stun_port, .. } => {
+                self.stun_port = stun_port;
+                Actions {
+                    relay: vec![text(&ClientMsg::Allocate {
+                        host: Some(Host::default()),
+                    })],
+                    event: None,
+                }
+            }
             ServerMsg::Claimed {
                 nameplate,
                 peer_present,
@@ -214,7 +240,10 @@ impl PageSender {
                 };
                 Actions {
                     relay,
-                    event: Some(Event::Code { code: shown }),
+                    event: Some(Event::Code {
+                        code: shown,
+                        stun_port: self.stun_port,
+                    }),
                 }
             }
             ServerMsg::PeerJoined => Actions {
@@ -269,17 +298,10 @@ impl PageSender {
                         .collect();
                     if let Some(keys) = step.established {
                         self.stage = Stage::Talking(keys);
-                        let offer = PeerMsg::Offer(Box::new(Offer {
-                            abilities: vec![ABILITY_PUSH.into(), ABILITY_TUNNEL.into()],
-                            body: OfferBody::Pushed {
-                                manifest: self.content.manifest.clone(),
-                                content_key: self.key.clone(),
-                                direct_hints: Vec::new(),
-                            },
-                            rtc: None,
-                            start: None,
-                        }));
-                        relay.extend(self.seal(&offer));
+                        match &self.rtc {
+                            Rtc::Coming => self.offer_due = true,
+                            Rtc::Made(_) => relay.extend(self.offer()),
+                        }
                     }
                     Actions { relay, event: None }
                 }
@@ -297,12 +319,62 @@ impl PageSender {
         }
     }
 
+    /// The offer, with the page's WebRTC offer if it made one. The page serves no peer route
+    /// (and takes no acknowledgements), so it offers neither.
+    fn offer(&mut self) -> Option<String> {
+        let rtc = match &self.rtc {
+            Rtc::Made(sdp) => sdp.clone(),
+            Rtc::Coming => None,
+        };
+        let offer = PeerMsg::Offer(Box::new(Offer {
+            abilities: vec![ABILITY_PUSH.into(), ABILITY_TUNNEL.into()],
+            body: OfferBody::Pushed {
+                manifest: self.content.manifest.clone(),
+                content_key: self.key.clone(),
+                direct_hints: Vec::new(),
+            },
+            rtc,
+            start: None,
+        }));
+        self.seal(&offer)
+    }
+
+    /// The page is making a WebRTC offer: once keys are confirmed, the offer to the receiver
+    /// waits for [`PageSender::rtc_offer`].
+    pub fn rtc_coming(&mut self) {
+        let before_keys = matches!(
+            self.stage,
+            Stage::Meeting | Stage::Waiting(_) | Stage::Exchanging(_)
+        );
+        if before_keys && matches!(self.rtc, Rtc::Made(None)) {
+            self.rtc = Rtc::Coming;
+        }
+    }
+
+    /// The page's WebRTC offer (JSON of a session description), or `None` if it could not
+    /// make one: sends the offer to the receiver if it was waiting for this.
+    pub fn rtc_offer(&mut self, sdp: Option<String>) -> Actions {
+        if !matches!(self.rtc, Rtc::Coming) {
+            return Actions::default();
+        }
+        self.rtc = Rtc::Made(sdp.filter(|s| s.len() <= MAX_SDP));
+        if !std::mem::take(&mut self.offer_due) {
+            return Actions::default();
+        }
+        Actions {
+            relay: self.offer().into_iter().collect(),
+            event: None,
+        }
+    }
+
     fn peer_msg(&mut self, msg: PeerMsg) -> Actions {
         if let Err(e) = self.session.handle(&msg) {
             return self.fail(e.to_string(), Mood::Errory);
         }
         match msg {
-            PeerMsg::Answer { accept: true, .. } => {
+            PeerMsg::Answer {
+                accept: true, rtc, ..
+            } => {
                 let Stage::Talking(keys) = &self.stage else {
                     return Actions::default();
                 };
@@ -311,9 +383,12 @@ impl PageSender {
                     keys.tunnel_token,
                     TunnelSide::Listen.as_str()
                 );
+                // An answer only to an offer the page made.
+                let offered = matches!(self.rtc, Rtc::Made(Some(_)));
+                let rtc = rtc.filter(|s| offered && s.len() <= MAX_SDP);
                 Actions {
                     relay: Vec::new(),
-                    event: Some(Event::Tunnel { path }),
+                    event: Some(Event::Tunnel { path, rtc }),
                 }
             }
             PeerMsg::Answer {
@@ -358,6 +433,16 @@ impl PageSender {
                 Mood::Errory,
             );
         };
+        self.opening_bytes(payload)
+    }
+
+    /// A message from a WebRTC data channel the page offered: the receiver's opening, as on
+    /// the tunnel (but not masked).
+    pub fn channel_message(&mut self, msg: &[u8]) -> Actions {
+        self.opening_bytes(msg)
+    }
+
+    fn opening_bytes(&mut self, payload: &[u8]) -> Actions {
         if self.pushing {
             // A receiver says nothing after its opening but closes at the end.
             return Actions::default();
@@ -372,7 +457,7 @@ impl PageSender {
         };
         if self.opening[..HELLO_LEN] != keys.push_hello[..] {
             return self.fail(
-                "the tunnel's other end is not this transfer's receiver".into(),
+                "the connection's other end is not this transfer's receiver".into(),
                 Mood::Errory,
             );
         }

@@ -203,6 +203,25 @@ export class Sender {
         wasm.__wbg_sender_free(ptr, 0);
     }
     /**
+     * A binary message from one of the page's WebRTC data channels (the receiver's opening).
+     * @param {Uint8Array | number[]} msg
+     * @returns {string}
+     */
+    channel_message(msg) {
+        let deferred2_0;
+        let deferred2_1;
+        try {
+            const ptr0 = passArray8ToWasm0(msg, wasm.__wbindgen_malloc);
+            const len0 = WASM_VECTOR_LEN;
+            const ret = wasm.sender_channel_message(this.__wbg_ptr, ptr0, len0);
+            deferred2_0 = ret[0];
+            deferred2_1 = ret[1];
+            return getStringFromWasm0(ret[0], ret[1]);
+        } finally {
+            wasm.__wbindgen_free(deferred2_0, deferred2_1, 1);
+        }
+    }
+    /**
      * @returns {Uint8Array}
      */
     end_item() {
@@ -295,6 +314,32 @@ export class Sender {
             const ptr0 = passStringToWasm0(text, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
             const len0 = WASM_VECTOR_LEN;
             const ret = wasm.sender_relay_text(this.__wbg_ptr, ptr0, len0);
+            deferred2_0 = ret[0];
+            deferred2_1 = ret[1];
+            return getStringFromWasm0(ret[0], ret[1]);
+        } finally {
+            wasm.__wbindgen_free(deferred2_0, deferred2_1, 1);
+        }
+    }
+    /**
+     * The page is making a WebRTC offer (call it on the `code` event, before the receiver
+     * can arrive): the offer to the receiver waits for [`Sender::rtc_offer`].
+     */
+    rtc_coming() {
+        wasm.sender_rtc_coming(this.__wbg_ptr);
+    }
+    /**
+     * The page's WebRTC offer (JSON of a session description), or `undefined` if it failed.
+     * @param {string | null} [sdp]
+     * @returns {string}
+     */
+    rtc_offer(sdp) {
+        let deferred2_0;
+        let deferred2_1;
+        try {
+            var ptr0 = isLikeNone(sdp) ? 0 : passStringToWasm0(sdp, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            var len0 = WASM_VECTOR_LEN;
+            const ret = wasm.sender_rtc_offer(this.__wbg_ptr, ptr0, len0);
             deferred2_0 = ret[0];
             deferred2_1 = ret[1];
             return getStringFromWasm0(ret[0], ret[1]);

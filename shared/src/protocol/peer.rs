@@ -81,6 +81,11 @@ pub const ABILITY_PUSH: &str = "push-v1";
 /// (the browser page, whose WebSocket and data channel take every message) stays bounded.
 pub const ABILITY_PUSH_ACKS: &str = "push-acks-v1";
 
+/// The sender of a push serves a peer route (a connection over the push's own paths that
+/// carries the session's messages while the relay is away): the receiver opens one. The
+/// page, which serves none, does not offer it.
+pub const ABILITY_PEER_ROUTE: &str = "peer-route-v1";
+
 /// The ability to receive a stream of unknown length.
 pub const ABILITY_STREAM: &str = "stream-v3";
 
