@@ -116,13 +116,11 @@ impl RelayAddr {
             .map_or(self.authority.as_str(), |(host, _)| host)
     }
 
-    /// The relay's page with `code` in the fragment (which browsers never send to a server);
-    /// `None` for a private relay (a page cannot present the access token).
-    pub fn page_url(&self, code: &str) -> Option<String> {
+    /// The relay's page with `code` in the fragment (which browsers never send to a server).
+    /// On a private relay too: joining a code a sender opened needs no access token.
+    pub fn page_url(&self, code: &str) -> String {
         let scheme = if self.secure { "https" } else { "http" };
-        self.token
-            .is_none()
-            .then(|| format!("{scheme}://{}{}/#{code}", self.authority, self.prefix))
+        format!("{scheme}://{}{}/#{code}", self.authority, self.prefix)
     }
 
     pub fn rendezvous_url(&self) -> String {

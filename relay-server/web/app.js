@@ -328,16 +328,18 @@ async function receive(code, worker) {
 
 // The page's WebRTC offer, as a sender: a few data channels (the receiver takes one per
 // connection it opens, a new one if it opens the push again), the description sent once every
-// candidate is gathered (it travels inside the sealed channel). `opened(channel, bytes)` is
-// called with each message that arrives on a channel.
+// candidate is gathered (it travels inside the sealed channel). `message(conn, bytes)` is
+// called with each message that arrives on a channel, `closed(conn)` when one closes.
 const OFFERED_CHANNELS = 4;
-async function rtcOffer(stunPort, opened) {
+async function rtcOffer(stunPort, message, closed) {
   const iceServers = stunPort ? [{ urls: `stun:${location.hostname}:${stunPort}` }] : [];
   const pc = new RTCPeerConnection({ iceServers });
   for (let i = 0; i < OFFERED_CHANNELS; i += 1) {
     const channel = pc.createDataChannel(`convey-${i}`);
+    const conn = channelOut(channel);
     channel.binaryType = 'arraybuffer';
-    channel.onmessage = (e) => opened(channel, new Uint8Array(e.data));
+    channel.onmessage = (e) => message(conn, new Uint8Array(e.data));
+    channel.onclose = () => closed(conn);
   }
   await pc.setLocalDescription(await pc.createOffer());
   await new Promise((resolve) => {
@@ -381,12 +383,17 @@ async function send(files) {
   const total = files.reduce((n, f) => n + f.size, 0);
   const ws = new WebSocket(`${wsBase}/v1/rendezvous`, 'convey-v1');
   let tunnel = null;
+  let tunnelPath = null;
+  // Listening ends opened since the receiver last sent an opening (bounded).
+  let listens = 0;
   let rtc = null;
-  // The path the receiver's opening came on, which the push goes out on.
+  // The connection the receiver spoke on last, and the one the push goes out on.
+  let opener = null;
   let out = null;
+  // Each opening starts a push again; an older push loop stops.
+  let pushGen = 0;
+  let reopenLimit = null;
   let finished = false;
-  // Once the end of the push is out, the receiver closes the connection: expected.
-  let pushedAll = false;
   const apply = (json) => {
     const actions = JSON.parse(json);
     for (const text of actions.relay) {
@@ -406,33 +413,81 @@ async function send(files) {
     }
     return new Uint8Array(await new Blob(parts).arrayBuffer());
   };
+  // Bytes from a connection (a data channel or a tunnel): a connection other than the last
+  // one that spoke brings a new opening (the receiver opened the push again); after its
+  // opening a receiver says nothing until it closes.
+  const from = (conn, feed) => {
+    if (finished || (conn === opener && out === conn)) return;
+    if (conn !== opener) {
+      tx.new_connection();
+      opener = conn;
+    }
+    const actions = feed();
+    if (JSON.parse(actions).event?.type === 'push') {
+      out = conn;
+      listens = 0;
+      clearTimeout(reopenLimit);
+    }
+    apply(actions);
+  };
+  // The push's connection closed before the end: the receiver opens it again over whichever
+  // path works (it waits 1 s, then longer); wait for that, bounded.
+  const closed = (conn) => {
+    if (finished || conn !== out) return;
+    status('The connection to the receiver closed: waiting for it to connect again…');
+    clearTimeout(reopenLimit);
+    reopenLimit = setTimeout(() => {
+      if (!finished && out === conn) handle({ type: 'failed', message: 'the connection to the receiver closed and it did not connect again; send again' });
+    }, 60_000);
+  };
+  // The tunnel's listening end, kept open (bounded) for the receiver's next connection.
+  const listen = () => {
+    const ws = new WebSocket(`${wsBase}${tunnelPath}`);
+    ws.binaryType = 'arraybuffer';
+    const conn = tunnelOut(ws);
+    tunnel = ws;
+    listens += 1;
+    ws.onmessage = (e) => from(conn, () => tx.tunnel_message(new Uint8Array(e.data)));
+    ws.onclose = () => {
+      closed(conn);
+      if (!finished && listens < 10) setTimeout(() => { if (!finished) listen(); }, 500);
+    };
+  };
   const push = async (frames) => {
+    const gen = ++pushGen;
+    const to = out;
     setState('sending');
     $('progress-box').hidden = false;
-    document.body.dataset.path = out.path;
-    status(out.path === 'webrtc' ? 'Sending straight to the receiver (WebRTC)…' : 'Sending through the relay’s tunnel…');
+    document.body.dataset.path = to.path;
+    document.body.dataset.pushes = String(gen);
+    status(to.path === 'webrtc' ? 'Sending straight to the receiver (WebRTC)…' : 'Sending through the relay’s tunnel…');
     const started = performance.now();
     const step = Sender.frame_plain();
     const write = (bytes) => {
-      for (let at = 0; at < bytes.length; at += out.max) out.send(bytes.subarray(at, Math.min(bytes.length, at + out.max)));
+      for (let at = 0; at < bytes.length; at += to.max) to.send(bytes.subarray(at, Math.min(bytes.length, at + to.max)));
     };
+    const current = () => !finished && gen === pushGen;
     let sent = 0;
     for (let k = 0; k < frames; k += 1) {
-      if (finished) return;
+      if (!current()) return;
+      if (tx.skip(k)) continue;
       const plain = await read(k * step, k * step + tx.frame_len(k));
+      if (!current()) return;
       const sealed = tx.frame(k, plain);
-      while (out.buffered() > (8 << 20)) {
-        if (finished || !out.open()) return;
+      while (to.buffered() > (8 << 20)) {
+        if (!current() || !to.open()) return;
         await new Promise((r) => setTimeout(r, 10));
       }
+      if (!to.open()) return;
       if (sealed.length) write(sealed);
       sent += plain.length;
+      // How far through the files (a push opened again skips what the receiver holds).
+      const at = Math.min(total, (k + 1) * step);
       const seconds = (performance.now() - started) / 1000;
-      $('progress').value = total ? sent / total : 1;
+      $('progress').value = total ? at / total : 1;
       $('progress-text').textContent =
-        `${size(sent)} of ${size(total)} · ${size(sent / Math.max(seconds, 0.001))}/s · path: ${out.name}`;
+        `${size(at)} of ${size(total)} · ${size(sent / Math.max(seconds, 0.001))}/s · path: ${to.name}`;
     }
-    pushedAll = true;
     write(tx.end_item());
     status('Waiting for the receiver to check the files…');
     apply(tx.prepared());
@@ -444,17 +499,8 @@ async function send(files) {
         if (window.RTCPeerConnection) {
           // Made while the code is read out; the offer to the receiver waits for it.
           tx.rtc_coming();
-          rtcOffer(event.stun_port, (channel, bytes) => {
-            if (out) return;
-            const actions = tx.channel_message(bytes);
-            if (JSON.parse(actions).event?.type === 'push') {
-              out = channelOut(channel);
-              channel.onclose = () => {
-                if (!finished && !pushedAll) handle({ type: 'failed', message: 'the WebRTC connection closed before the receiver had everything' });
-              };
-            }
-            apply(actions);
-          }).then((made) => { rtc = made; apply(tx.rtc_offer(made.sdp)); })
+          rtcOffer(event.stun_port, (conn, bytes) => from(conn, () => tx.channel_message(bytes)), closed)
+            .then((made) => { rtc = made; apply(tx.rtc_offer(made.sdp)); })
             .catch(() => apply(tx.rtc_offer(undefined)));
         }
         $('send-code').textContent = event.code;
@@ -482,23 +528,15 @@ async function send(files) {
         }
         // The tunnel's listening end is open either way: the receiver takes it when no data
         // channel opens.
-        tunnel = new WebSocket(`${wsBase}${event.path}`);
-        tunnel.binaryType = 'arraybuffer';
-        tunnel.onmessage = (e) => {
-          if (out && out.path !== 'tunnel') return;
-          const actions = tx.tunnel_message(new Uint8Array(e.data));
-          if (!out && JSON.parse(actions).event?.type === 'push') out = tunnelOut(tunnel);
-          apply(actions);
-        };
-        tunnel.onclose = () => {
-          if (!finished && !pushedAll && out?.path !== 'webrtc') handle({ type: 'failed', message: 'the tunnel through the relay closed before the receiver had everything' });
-        };
+        tunnelPath = event.path;
+        listen();
         break;
       case 'push':
         push(event.frames).catch((e) => handle({ type: 'failed', message: `reading the files failed: ${e.message || e}` }));
         break;
       case 'sent':
         finished = true;
+        clearTimeout(reopenLimit);
         tunnel?.close();
         rtc?.pc.close();
         $('progress').value = 1;
@@ -507,6 +545,7 @@ async function send(files) {
         break;
       case 'failed':
         finished = true;
+        clearTimeout(reopenLimit);
         tunnel?.close();
         rtc?.pc.close();
         if (ws.readyState === WebSocket.OPEN) ws.close();

@@ -36,7 +36,7 @@ const flags = [
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
   ...extra,
 ];
-const result = { seconds: null, path: null, fallback: null, rtc_bytes: 0, state: null, error: null, note: null, names: [], summary: null, download: null, saved: null, failure: null, images: 0 };
+const result = { seconds: null, path: null, fallback: null, rtc_bytes: 0, pushes: 0, state: null, error: null, note: null, names: [], summary: null, download: null, saved: null, failure: null, images: 0 };
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: '/usr/bin/chromium', headless: true, args: flags, acceptDownloads: true, env,
 });
@@ -123,6 +123,8 @@ try {
   // Where WebRTC failed part way: why, and how far it had come.
   result.fallback = await page.evaluate(() => document.body.dataset.fallback ?? null);
   result.rtc_bytes = await page.evaluate(() => Number(document.body.dataset.rtcBytes ?? 0));
+  // A sending page: how many times the receiver opened the push (more than once after a cut).
+  result.pushes = await page.evaluate(() => Number(document.body.dataset.pushes ?? 0));
   const error = await page.$('#error:not([hidden])');
   result.error = error ? await error.textContent() : null;
   const note = await page.$('#unsupported:not([hidden])');

@@ -126,6 +126,50 @@ async fn the_page_receives_a_64_mib_file_over_webrtc_as_a_download() {
     }
 }
 
+/// On a private relay the sender needs the access token and the receiver does not (joining
+/// a code a sender opened needs only the code): the page receives as on any relay, and a
+/// page that comes first to a pre-agreed code is told the sender must start first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_receives_from_a_sender_on_a_private_relay() {
+    const TOKEN: &str = "a-private-relay-token-0123";
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn_with(|c| c.access_token = Some(TOKEN.parse().expect("token"))).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let early = run_page(
+        &page_url(relay.server.local_addr(), "7-pilot-planet"),
+        &out,
+        "accept",
+        &[],
+    )
+    .await;
+    assert_eq!(early["state"], "failed", "{early}");
+    let error = early["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("private") && error.contains("start first"),
+        "{early}"
+    );
+
+    let src = dir.path().join("private.bin");
+    let digest = random_file(&src, (2 << 20) + 3, 37);
+    let rec = Recorder::default();
+    let mut opts = send_options(&relay, src);
+    opts.relay = relay.addr.clone().with_token(Some(TOKEN.into()));
+    let sender = tokio::spawn(convey::send(opts, rec.sink()));
+    let code = rec.code().await;
+    let report = run_page(
+        &page_url(relay.server.local_addr(), &code.to_string()),
+        &out,
+        "accept",
+        &[LOOPBACK_RTC],
+    )
+    .await;
+    assert_eq!(report["state"], "verified", "{report}");
+    assert_eq!(sha256_file(&out.join("private.bin")), digest, "byte-identical");
+    sender_result(sender).await.expect("the sender succeeds");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_webrtc_the_page_receives_through_the_relays_tunnel() {
     let report = receive_64_mib(&[NO_RTC]).await;
@@ -307,11 +351,21 @@ async fn a_folder_arrives_as_one_tar_archive_that_extracts_to_the_same_files() {
     sender_result(sender).await.expect("the sender succeeds");
 }
 
-/// A forwarder in front of the relay that flips one byte of what the relay sends down a
-/// tunnel connection, `at` bytes in.
-async fn corrupting_proxy(
+/// What [`tunnel_fault_proxy`] does to what the relay sends down a tunnel connection.
+#[derive(Clone, Copy)]
+enum TunnelFault {
+    /// Flip one byte of it.
+    Flip,
+    /// Cut the first tunnel connection (both directions) there.
+    Cut,
+}
+
+/// A forwarder in front of the relay that does `fault` to what the relay sends down a tunnel
+/// connection, `at` bytes in; the flag says it happened.
+async fn tunnel_fault_proxy(
     relay: SocketAddr,
     at: usize,
+    fault: TunnelFault,
 ) -> (SocketAddr, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -343,14 +397,27 @@ async fn corrupting_proxy(
                             return Ok::<_, std::io::Error>(());
                         }
                         if tunnel && seen <= at && at < seen + n {
-                            buf[at - seen] ^= 0x5a;
-                            done.store(true, Ordering::SeqCst);
+                            match fault {
+                                TunnelFault::Flip => {
+                                    buf[at - seen] ^= 0x5a;
+                                    done.store(true, Ordering::SeqCst);
+                                }
+                                TunnelFault::Cut if !done.swap(true, Ordering::SeqCst) => return Ok(()),
+                                TunnelFault::Cut => {}
+                            }
                         }
                         seen += n;
                         c_write.write_all(&buf[..n]).await?;
                     }
                 };
-                let _ = tokio::join!(up, down);
+                match fault {
+                    TunnelFault::Flip => drop(tokio::join!(up, down)),
+                    // Dropping both halves closes the connection on both sides.
+                    TunnelFault::Cut => tokio::select! {
+                        _ = up => {},
+                        _ = down => {},
+                    },
+                }
             });
         }
     });
@@ -361,7 +428,8 @@ async fn corrupting_proxy(
 async fn a_corrupted_chunk_fails_the_download_visibly_and_nothing_looks_complete() {
     convey_tests::init_tracing();
     let relay = TestRelay::spawn().await;
-    let (proxy, flipped, proxy_task) = corrupting_proxy(relay.server.local_addr(), (2 << 20) + 4321).await;
+    let (proxy, flipped, proxy_task) =
+        tunnel_fault_proxy(relay.server.local_addr(), (2 << 20) + 4321, TunnelFault::Flip).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("data.bin");
     random_file(&src, 8 << 20, 5);
@@ -606,6 +674,48 @@ async fn the_page_sends_a_file_over_webrtc_that_convey_receive_gets_byte_identic
 async fn without_webrtc_the_page_sends_through_the_relays_tunnel() {
     let report = the_page_sends("send", "tunnelled.bin", (20 << 20) + 1, &["--no-webrtc"]).await;
     assert_eq!(report["path"], "tunnel", "{report}");
+}
+
+/// A proxy in front of the relay cuts `convey receive`'s tunnel connection 6 MiB into a
+/// 24 MiB send from the page: the receiver opens the push again (a new tunnel connection),
+/// the page keeps a listening end open for it and goes on from the frames the receiver
+/// lacks, and the file arrives byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_send_from_the_page_goes_on_after_the_receivers_tunnel_is_cut() {
+    convey_tests::init_tracing();
+    let relay = TestRelay::spawn().await;
+    let (proxy, cut, proxy_task) =
+        tunnel_fault_proxy(relay.server.local_addr(), 6 << 20, TunnelFault::Cut).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("cut.bin");
+    let size = (24 << 20) + 99;
+    let digest = random_file(&src, size, 31);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let url = format!("http://{}/", relay.server.local_addr());
+    let (mut child, mut lines, shown) =
+        page_showing_a_code(&url, dir.path(), ("send", &[NO_RTC]), &src).await;
+    let code: convey::Code = shown["code"].as_str().expect("code").parse().expect("parses");
+    let mut opts = convey_tests::receive_options(&relay, code, out.clone());
+    opts.relay = convey::RelayAddr::from_socket(proxy);
+    let received = convey::receive(opts, convey::ignore_events()).await;
+    proxy_task.abort();
+    let last = tokio::time::timeout(BROWSER_TIMEOUT, lines.next_line()).await;
+    let _ = child.wait().await;
+    let report: Value = match &last {
+        Ok(Ok(Some(line))) => serde_json::from_str(line).expect("json"),
+        _ => panic!("the page's driver gave no report: {last:?}"),
+    };
+    assert!(cut.load(Ordering::SeqCst), "the proxy cut the tunnel");
+    let received = received.unwrap_or_else(|e| panic!("convey receive failed: {e}; the page: {report}"));
+    assert_eq!(received.bytes, size);
+    assert_eq!(sha256_file(&out.join("cut.bin")), digest, "byte-identical");
+    assert_eq!(report["state"], "sent", "{report}");
+    assert_eq!(report["path"], "tunnel", "{report}");
+    assert!(
+        report["pushes"].as_u64() >= Some(2),
+        "the push was opened again: {report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -134,6 +134,16 @@ impl Sender {
         sent_json(&self.0.channel_message(&msg))
     }
 
+    /// The receiver's next bytes come on a new connection (it opened the push again).
+    pub fn new_connection(&mut self) {
+        self.0.new_connection();
+    }
+
+    /// Can frame `k` be left out of this push (read before, and the receiver holds it)?
+    pub fn skip(&self, k: f64) -> bool {
+        self.0.skip(k as u64)
+    }
+
     /// The page is making a WebRTC offer (call it on the `code` event, before the receiver
     /// can arrive): the offer to the receiver waits for [`Sender::rtc_offer`].
     pub fn rtc_coming(&mut self) {

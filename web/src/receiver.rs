@@ -210,8 +210,11 @@ impl PageReceiver {
                     ErrorKind::InUse | ErrorKind::Expired => {
                         "no sender waits on this code (it was used, closed or expired); ask for a new one".into()
                     }
+                    // A private relay lets anyone join a code a sender opened, nothing more.
                     ErrorKind::Unauthorized => {
-                        "this relay is private: the page cannot present its access token; use the convey command".into()
+                        "no sender is waiting on this code, and this relay is private: only a code a sender opened \
+                         can be joined; check the code, or have the sender start first"
+                            .into()
                     }
                     _ => format!("the relay refused: {}", display::line(&message)),
                 };

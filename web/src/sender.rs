@@ -442,6 +442,19 @@ impl PageSender {
         self.opening_bytes(msg)
     }
 
+    /// The receiver opened the push again on a new connection (its last one was cut or went
+    /// silent): what it sends next is a new opening, saying which frames it now holds.
+    pub fn new_connection(&mut self) {
+        self.opening.clear();
+        self.pushing = false;
+    }
+
+    /// Can frame `k` be left out of this push? Only one already read once (its bytes are in
+    /// the digests) that the receiver holds.
+    pub fn skip(&self, k: u64) -> bool {
+        k < self.next_frame && bits::has(&self.have, k)
+    }
+
     fn opening_bytes(&mut self, payload: &[u8]) -> Actions {
         if self.pushing {
             // A receiver says nothing after its opening but closes at the end.
@@ -494,20 +507,23 @@ impl PageSender {
         frame_plain_len(self.content.layout.total(), k)
     }
 
-    /// Frame `k`'s plaintext (frames come in order): what to write on the tunnel for it,
-    /// empty when the receiver holds it already.
+    /// Frame `k`'s plaintext: what to write on the connection for it, empty when the receiver
+    /// holds it already. New frames come in order (each is hashed once, as it is first read);
+    /// a push opened again starts over and seals the earlier frames the receiver lacks again.
     pub fn frame(&mut self, k: u64, plain: &[u8]) -> Result<Vec<u8>, String> {
-        if k != self.next_frame || plain.len() as u64 != self.frame_len(k) {
+        if k > self.next_frame || plain.len() as u64 != self.frame_len(k) {
             return Err("the page read the files out of order".into());
         }
-        let at = self.hashed;
-        let mut from = 0;
-        for seg in self.content.layout.segments(at, plain.len()) {
-            self.hashers[seg.file].update(&plain[from..from + seg.len]);
-            from += seg.len;
+        if k == self.next_frame {
+            let at = self.hashed;
+            let mut from = 0;
+            for seg in self.content.layout.segments(at, plain.len()) {
+                self.hashers[seg.file].update(&plain[from..from + seg.len]);
+                from += seg.len;
+            }
+            self.hashed += plain.len() as u64;
+            self.next_frame += 1;
         }
-        self.hashed += plain.len() as u64;
-        self.next_frame += 1;
         if bits::has(&self.have, k) {
             return Ok(Vec::new());
         }
@@ -578,6 +594,34 @@ impl PageSender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_push_opened_again_reseals_what_the_receiver_lacks_and_hashes_each_frame_once() {
+        let total = 2 * FRAME_PLAIN + 10;
+        let mut tx = PageSender::new(&["a".into()], &[total]).expect("sender");
+        let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+        let frame = |k: u64| {
+            &data[(k * FRAME_PLAIN) as usize..((k * FRAME_PLAIN) + frame_plain_len(total, k)) as usize]
+        };
+        let first = tx.frame(0, frame(0)).expect("frame 0");
+        assert!(tx.frame(2, frame(2)).is_err(), "new frames come in order");
+        tx.frame(1, frame(1)).expect("frame 1");
+        // The receiver opens the push again, holding frame 0 only.
+        tx.new_connection();
+        tx.have = vec![0x80];
+        assert!(tx.skip(0), "held, and read before");
+        assert!(!tx.skip(1), "lacked");
+        assert!(!tx.skip(2), "not read yet: it must be hashed");
+        let again = tx.frame(1, frame(1)).expect("frame 1 again");
+        assert!(!again.is_empty(), "sealed again");
+        assert_eq!(tx.hashed, 2 * FRAME_PLAIN, "not hashed twice");
+        tx.frame(2, frame(2)).expect("frame 2");
+        assert_eq!(tx.hashed, total);
+        assert!(tx.frame(0, frame(0)).expect("frame 0 again").is_empty(), "held");
+        assert!(!first.is_empty());
+        let digest = hex::encode(std::mem::take(&mut tx.hashers).remove(0).finalize());
+        assert_eq!(digest, hex::encode(Sha256::digest(&data)));
+    }
 
     #[test]
     fn repeated_names_are_told_apart() {

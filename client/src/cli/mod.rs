@@ -306,7 +306,7 @@ async fn send(args: SendArgs, config: &Config, out: &Arc<Output>, lan: bool) -> 
             }
             let advertised = advert.lock().unwrap_or_else(|e| e.into_inner()).is_some();
             let fallback = format!("{receive_hint}{code}");
-            let link = page.as_ref().and_then(|p| p.page_url(code));
+            let link = page.as_ref().map(|p| p.page_url(code));
             let receive = if advertised { format!("convey receive {code}") } else { fallback.clone() };
             if mode == Mode::Json {
                 shown.json(&serde_json::json!({"event": "code", "code": code, "receive": receive, "receive_with_relay": fallback, "page": link}));

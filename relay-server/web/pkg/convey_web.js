@@ -289,6 +289,12 @@ export class Sender {
         return this;
     }
     /**
+     * The receiver's next bytes come on a new connection (it opened the push again).
+     */
+    new_connection() {
+        wasm.sender_new_connection(this.__wbg_ptr);
+    }
+    /**
      * @returns {string}
      */
     prepared() {
@@ -346,6 +352,15 @@ export class Sender {
         } finally {
             wasm.__wbindgen_free(deferred2_0, deferred2_1, 1);
         }
+    }
+    /**
+     * Can frame `k` be left out of this push (read before, and the receiver holds it)?
+     * @param {number} k
+     * @returns {boolean}
+     */
+    skip(k) {
+        const ret = wasm.sender_skip(this.__wbg_ptr, k);
+        return ret !== 0;
     }
     /**
      * A binary message from the tunnel (the receiver's opening).
