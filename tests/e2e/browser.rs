@@ -72,6 +72,19 @@ async fn sender_result(
         .expect("sender task")
 }
 
+/// `convey send` with `opts`, and a page at `url(code)` doing `action` with chromium's
+/// `flags` (see [`run_page`]): the page's report and the sender's task.
+async fn page_meets_sender(
+    opts: convey::SendOptions,
+    url: impl FnOnce(&convey::Code) -> String,
+    (out, action, flags): (&Path, &str, &[&str]),
+) -> (Value, tokio::task::JoinHandle<Result<SendReport, Error>>) {
+    let rec = Recorder::default();
+    let sender = tokio::spawn(convey::send(opts, rec.sink()));
+    let code = rec.code().await;
+    (run_page(&url(&code), out, action, flags).await, sender)
+}
+
 /// The page receives a 64 MiB random file as a download with chromium's `flags`, byte-identical;
 /// the path it took.
 async fn receive_64_mib(flags: &[&str]) -> Value {
@@ -82,14 +95,10 @@ async fn receive_64_mib(flags: &[&str]) -> Value {
     let digest = random_file(&src, 64 << 20, 17);
     let out = dir.path().join("out");
     std::fs::create_dir(&out).expect("mkdir");
-    let rec = Recorder::default();
-    let sender = tokio::spawn(convey::send(send_options(&relay, src), rec.sink()));
-    let code = rec.code().await;
-    let report = run_page(
-        &page_url(relay.server.local_addr(), &code.to_string()),
-        &out,
-        "accept",
-        flags,
+    let (report, sender) = page_meets_sender(
+        send_options(&relay, src),
+        |code| page_url(relay.server.local_addr(), &code.to_string()),
+        (&out, "accept", flags),
     )
     .await;
     assert_eq!(report["state"], "verified", "{report}");
@@ -317,14 +326,10 @@ async fn a_folder_arrives_as_one_tar_archive_that_extracts_to_the_same_files() {
         .collect();
     let out = dir.path().join("out");
     std::fs::create_dir(&out).expect("mkdir");
-    let rec = Recorder::default();
-    let sender = tokio::spawn(convey::send(send_options(&relay, src), rec.sink()));
-    let code = rec.code().await;
-    let report = run_page(
-        &page_url(relay.server.local_addr(), &code.to_string()),
-        &out,
-        "accept",
-        &[LOOPBACK_RTC],
+    let (report, sender) = page_meets_sender(
+        send_options(&relay, src),
+        |code| page_url(relay.server.local_addr(), &code.to_string()),
+        (&out, "accept", &[LOOPBACK_RTC]),
     )
     .await;
     assert_eq!(report["state"], "verified", "{report}");
@@ -435,11 +440,13 @@ async fn a_corrupted_chunk_fails_the_download_visibly_and_nothing_looks_complete
     random_file(&src, 8 << 20, 5);
     let out = dir.path().join("out");
     std::fs::create_dir(&out).expect("mkdir");
-    let rec = Recorder::default();
-    let sender = tokio::spawn(convey::send(send_options(&relay, src), rec.sink()));
-    let code = rec.code().await;
     // Through the tunnel, which passes the proxy (a data channel would not).
-    let report = run_page(&page_url(proxy, &code.to_string()), &out, "accept", &[NO_RTC]).await;
+    let (report, sender) = page_meets_sender(
+        send_options(&relay, src),
+        |code| page_url(proxy, &code.to_string()),
+        (&out, "accept", &[NO_RTC]),
+    )
+    .await;
     proxy_task.abort();
     assert!(flipped.load(Ordering::SeqCst), "the proxy corrupted the tunnel");
     assert_eq!(report["state"], "failed", "{report}");
@@ -504,14 +511,10 @@ async fn a_hostile_name_is_shown_escaped_as_the_cli_shows_it() {
     let name = "<img src=x onerror=alert(1)>red\u{202e}txt\u{200b}.exe";
     let src = dir.path().join(name);
     random_file(&src, 1000, 3);
-    let rec = Recorder::default();
-    let sender = tokio::spawn(convey::send(send_options(&relay, src), rec.sink()));
-    let code = rec.code().await;
-    let report = run_page(
-        &page_url(relay.server.local_addr(), &code.to_string()),
-        dir.path(),
-        "look",
-        &[],
+    let (report, sender) = page_meets_sender(
+        send_options(&relay, src),
+        |code| page_url(relay.server.local_addr(), &code.to_string()),
+        (dir.path(), "look", &[]),
     )
     .await;
     assert_eq!(report["state"], "offer", "{report}");
