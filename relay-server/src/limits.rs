@@ -9,6 +9,7 @@ use std::{
 };
 
 use axum::http::{HeaderMap, header};
+use convey_shared::protocol::tunnel::ACCESS_TOKEN_PROTOCOL;
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -42,15 +43,26 @@ impl std::str::FromStr for AccessToken {
 }
 
 impl AccessToken {
-    /// Whether the request carries `Authorization: Bearer <this token>` (compared in
-    /// constant time).
+    /// Whether the request carries `Authorization: Bearer <this token>`, or (from a browser)
+    /// the token as a WebSocket sub-protocol ([`ACCESS_TOKEN_PROTOCOL`] and its hex);
+    /// compared in constant time.
     pub(crate) fn admits(&self, headers: &HeaderMap) -> bool {
-        let presented = headers
+        let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        Sha256::digest(presented.as_bytes()).ct_eq(&self.0).into()
+            .map(|t| t.as_bytes().to_vec());
+        let offered = headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|p| p.trim().strip_prefix(ACCESS_TOKEN_PROTOCOL))
+            .filter_map(|h| hex::decode(h).ok());
+        bearer
+            .into_iter()
+            .chain(offered)
+            .any(|t| bool::from(Sha256::digest(&t).ct_eq(&self.0)))
     }
 }
 
@@ -138,6 +150,22 @@ mod tests {
         );
         assert!(!t.admits(&h));
         assert!("short".parse::<AccessToken>().is_err());
+        // From a browser: the token, in hex, as a WebSocket sub-protocol.
+        let mut h = HeaderMap::new();
+        let offered = format!(
+            "convey-v1, {ACCESS_TOKEN_PROTOCOL}{}",
+            hex::encode("correct-horse-battery")
+        );
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, offered.parse().unwrap());
+        assert!(t.admits(&h));
+        let wrong = format!("{ACCESS_TOKEN_PROTOCOL}{}", hex::encode("correct-horse-batterz"));
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, wrong.parse().unwrap());
+        assert!(!t.admits(&h));
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            format!("{ACCESS_TOKEN_PROTOCOL}not-hex").parse().unwrap(),
+        );
+        assert!(!t.admits(&h));
     }
 
     #[test]

@@ -369,6 +369,15 @@ function tunnelOut(ws) {
 // (no pass over them first) and writes it on the path the receiver opened (a WebRTC data
 // channel the page offered, else the relay's tunnel), pacing on the browser's send buffer so
 // memory stays flat.
+// A private relay's access token, given on this page (kept for this tab only), as the
+// WebSocket sub-protocol the relay takes it in: a browser cannot set `Authorization`.
+const TOKEN_KEY = 'convey-relay-token';
+function tokenProtocol() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token) return null;
+  return `convey-token.${Array.from(new TextEncoder().encode(token), (b) => b.toString(16).padStart(2, '0')).join('')}`;
+}
+
 async function send(files) {
   let tx;
   try {
@@ -381,7 +390,8 @@ async function send(files) {
   $('send-files').disabled = true;
   status('Connecting to the relay…');
   const total = files.reduce((n, f) => n + f.size, 0);
-  const ws = new WebSocket(`${wsBase}/v1/rendezvous`, 'convey-v1');
+  const token = tokenProtocol();
+  const ws = new WebSocket(`${wsBase}/v1/rendezvous`, token ? ['convey-v1', token] : 'convey-v1');
   let tunnel = null;
   let tunnelPath = null;
   // Listening ends opened since the receiver last sent an opening (bounded).
@@ -442,7 +452,7 @@ async function send(files) {
   };
   // The tunnel's listening end, kept open (bounded) for the receiver's next connection.
   const listen = () => {
-    const ws = new WebSocket(`${wsBase}${tunnelPath}`);
+    const ws = new WebSocket(`${wsBase}${tunnelPath}`, token ? ['convey-tunnel', token] : []);
     ws.binaryType = 'arraybuffer';
     const conn = tunnelOut(ws);
     tunnel = ws;
@@ -534,6 +544,26 @@ async function send(files) {
       case 'push':
         push(event.frames).catch((e) => handle({ type: 'failed', message: `reading the files failed: ${e.message || e}` }));
         break;
+      case 'private': {
+        // Ask for the token, then send the same files again.
+        finished = true;
+        if (ws.readyState === WebSocket.OPEN) ws.close();
+        sessionStorage.removeItem(TOKEN_KEY);
+        setState('token');
+        document.body.dataset.tokenAsked = String(Number(document.body.dataset.tokenAsked ?? 0) + 1);
+        status(token ? 'The relay did not accept that access token.' : '');
+        $('token-form').hidden = false;
+        $('relay-token').focus();
+        $('token-form').onsubmit = (e) => {
+          e.preventDefault();
+          sessionStorage.setItem(TOKEN_KEY, $('relay-token').value);
+          $('relay-token').value = '';
+          $('token-form').hidden = true;
+          setState('connecting');
+          send(files);
+        };
+        break;
+      }
       case 'sent':
         finished = true;
         clearTimeout(reopenLimit);

@@ -1,5 +1,5 @@
 // Drives Debian's chromium through the relay's page for tests/e2e/browser.rs:
-//   node page.mjs URL OUT_DIR ACTION [--no-webrtc] [--trust-cert=PEM] [CHROMIUM_FLAG...]
+//   node page.mjs URL OUT_DIR ACTION [--no-webrtc] [--trust-cert=PEM] [--relay-token=T] [CHROMIUM_FLAG...]
 // ACTION is `accept` (take the offer, save the download into OUT_DIR), `look` (stop at
 // the offer, or at the failure), `send:PATH` (send that file from the page, picked in the
 // file input), `drop:PATH` (the same, dropped on the page's drop box) or `dropdir:PATH` (a
@@ -9,6 +9,8 @@
 // code's SVG and whether the image loaded. `--no-webrtc` takes RTCPeerConnection away from
 // the page, as in a browser without WebRTC. `--trust-cert=PEM` makes chromium trust that
 // certificate (added to the NSS store of a fresh HOME, as a user would add their own CA).
+// `--relay-token=T`: a sending page that asks for a private relay's access token is given T
+// (typed into its form, as a user would); without it the report shows the page asking.
 // Prints one JSON line: the page's final state, its error text, its note where it cannot
 // receive, the offer's names as shown, the download's name, where it was saved, and the
 // download's failure (null when it completed). Every wait is bounded.
@@ -21,7 +23,8 @@ import { chromium } from 'playwright-core';
 const [url, outDir, action, ...rest] = process.argv.slice(2);
 const noWebrtc = rest.includes('--no-webrtc');
 const trust = rest.find((f) => f.startsWith('--trust-cert='))?.slice('--trust-cert='.length);
-const extra = rest.filter((f) => f !== '--no-webrtc' && !f.startsWith('--trust-cert='));
+const relayToken = rest.find((f) => f.startsWith('--relay-token='))?.slice('--relay-token='.length);
+const extra = rest.filter((f) => f !== '--no-webrtc' && !f.startsWith('--trust-cert=') && !f.startsWith('--relay-token='));
 const profile = mkdtempSync(join(tmpdir(), 'convey-chromium-'));
 // Chromium on Linux reads the certificates its user trusts from $HOME/.pki/nssdb.
 const env = { ...process.env, HOME: profile };
@@ -81,15 +84,27 @@ try {
         zone.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
       }, [basename(file), bytes]);
     }
-    await waitFor(['code', 'failed'], 30_000);
-    const code = await page.textContent('#send-code');
-    await page.waitForFunction(() => document.getElementById('send-qr').complete, null, { timeout: 10_000 });
-    const qr = await page.$eval('#send-qr', (img) => ({
-      svg: img.src.startsWith('data:image/svg+xml;base64,') ? atob(img.src.split(',')[1]) : null,
-      shown: img.naturalWidth > 0 && !img.hidden,
-    }));
-    process.stdout.write(`${JSON.stringify({ code, qr: qr.svg, qrShown: qr.shown })}\n`);
-    await waitFor(['sent', 'failed'], 120_000);
+    await waitFor(['code', 'failed', 'token'], 30_000);
+    if ((await state()) === 'token' && relayToken) {
+      await page.fill('#relay-token', relayToken);
+      await page.click('#token-form button');
+      // A code, a failure, or the form shown again (the token was refused).
+      await page.waitForFunction(() => ['code', 'failed'].includes(document.body.dataset.state)
+        || document.body.dataset.tokenAsked !== '1', null, { timeout: 30_000 });
+    }
+    if ((await state()) === 'token') {
+      // Still asking for the token: no code to show.
+      process.stdout.write(`${JSON.stringify({ code: null, token: true })}\n`);
+    } else {
+      const code = await page.textContent('#send-code');
+      await page.waitForFunction(() => document.getElementById('send-qr').complete, null, { timeout: 10_000 });
+      const qr = await page.$eval('#send-qr', (img) => ({
+        svg: img.src.startsWith('data:image/svg+xml;base64,') ? atob(img.src.split(',')[1]) : null,
+        shown: img.naturalWidth > 0 && !img.hidden,
+      }));
+      process.stdout.write(`${JSON.stringify({ code, qr: qr.svg, qrShown: qr.shown })}\n`);
+      await waitFor(['sent', 'failed'], 120_000);
+    }
   } else {
     await waitFor(['offer', 'failed', 'verified', 'unsupported'], 60_000);
   }

@@ -611,8 +611,12 @@ async fn page_showing_a_code(
 /// `convey receive` gets them byte-identical; the QR code shown is the page's link with the
 /// code. Returns the page's report (its `path` says which path the push took).
 async fn the_page_sends(how: &str, name: &str, size: u64, flags: &[&str]) -> Value {
+    the_page_sends_on(TestRelay::spawn().await, (how, name, size), flags).await
+}
+
+/// [`the_page_sends`] on `relay`.
+async fn the_page_sends_on(relay: TestRelay, (how, name, size): (&str, &str, u64), flags: &[&str]) -> Value {
     convey_tests::init_tracing();
-    let relay = TestRelay::spawn().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join(name);
     let digest = random_file(&src, size, 23);
@@ -719,6 +723,41 @@ async fn a_send_from_the_page_goes_on_after_the_receivers_tunnel_is_cut() {
         report["pushes"].as_u64() >= Some(2),
         "the push was opened again: {report}"
     );
+}
+
+/// A private relay opens a code only with its access token: the page asks for it (a browser
+/// cannot set `Authorization`, so the page presents it as a WebSocket sub-protocol), asks
+/// again after a wrong one, and with the right one sends; the receiver needs only the code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_private_relay_the_page_sends_with_the_access_token_it_is_given() {
+    const TOKEN: &str = "the-relay-s-own-token-4567";
+    let private = || TestRelay::spawn_with(|c| c.access_token = Some(TOKEN.parse().expect("token")));
+    let relay = private().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("asked.bin");
+    random_file(&src, 1000, 41);
+    let url = format!("http://{}/", relay.server.local_addr());
+    let wrong = ["--relay-token=not-the-relay-s-token"];
+    let (mut child, mut lines, shown) = page_showing_a_code(&url, dir.path(), ("send", &wrong), &src).await;
+    assert_eq!(shown["token"], true, "a wrong token is asked for again: {shown}");
+    let last = tokio::time::timeout(BROWSER_TIMEOUT, lines.next_line()).await;
+    let _ = child.wait().await;
+    let report: Value = match &last {
+        Ok(Ok(Some(line))) => serde_json::from_str(line).expect("json"),
+        _ => panic!("the page's driver gave no report: {last:?}"),
+    };
+    assert_eq!(report["state"], "token", "{report}");
+
+    // Through the tunnel, whose listening end needs the token too.
+    let right = format!("--relay-token={TOKEN}");
+    let report = the_page_sends_on(
+        private().await,
+        ("send", "private send.bin", (3 << 20) + 9),
+        &[&right, NO_RTC],
+    )
+    .await;
+    assert_eq!(report["state"], "sent", "{report}");
+    assert_eq!(report["path"], "tunnel", "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -45,6 +45,9 @@ pub enum Event {
     Push {
         frames: u64,
     },
+    /// The relay is private and refused to open a code without its access token (or with a
+    /// wrong one): ask for it and send again.
+    Private,
     /// The receiver verified every file.
     Sent,
     Failed {
@@ -263,15 +266,18 @@ impl PageSender {
                 };
                 self.fail(message, Mood::Errory)
             }
-            ServerMsg::Error { kind, message } => {
-                let message = match kind {
-                    ErrorKind::Unauthorized => {
-                        "this relay is private: the page cannot present its access token; use the convey command".into()
-                    }
-                    _ => format!("the relay refused: {}", display::line(&message)),
-                };
-                self.fail(message, Mood::Errory)
+            ServerMsg::Error {
+                kind: ErrorKind::Unauthorized,
+                ..
+            } => {
+                let mut actions = self.fail(String::new(), Mood::Errory);
+                actions.event = Some(Event::Private);
+                actions
             }
+            ServerMsg::Error { message, .. } => self.fail(
+                format!("the relay refused: {}", display::line(&message)),
+                Mood::Errory,
+            ),
             ServerMsg::SwarmRegistered { .. } | ServerMsg::Unknown => Actions::default(),
         }
     }

@@ -23,7 +23,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use base64::Engine as _;
-use convey_shared::protocol::tunnel::{TunnelSide, is_token};
+use convey_shared::protocol::tunnel::{TUNNEL_PROTOCOL, TunnelSide, is_token};
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 use tokio::sync::oneshot;
@@ -163,6 +163,8 @@ pub(crate) async fn handler(
         )
             .into_response();
     }
+    // A browser that offers sub-protocols (the token's) needs one answered.
+    let asked_tunnel_protocol = lists(headers, header::SEC_WEBSOCKET_PROTOCOL, TUNNEL_PROTOCOL);
     let token = token.to_ascii_lowercase();
     if let Some(reason) = state.tunnels.exhausted(&token, &state.tunnel_limits) {
         return (StatusCode::FORBIDDEN, format!("{reason}\n")).into_response();
@@ -186,6 +188,12 @@ pub(crate) async fn handler(
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     if let Ok(accept) = HeaderValue::from_str(&key) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if asked_tunnel_protocol {
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(TUNNEL_PROTOCOL),
+        );
     }
     resp
 }

@@ -15,6 +15,13 @@ use crate::crypto::SessionKey;
 pub const TUNNEL_PATH: &str = "/v2/tunnel";
 /// Largest WebSocket message either side sends through the tunnel.
 pub const MAX_TUNNEL_MESSAGE: usize = 1 << 20;
+/// A browser cannot set `Authorization` on a WebSocket, so the page presents a private
+/// relay's access token as a WebSocket sub-protocol: this prefix, then the token in hex
+/// (a sub-protocol is an HTTP token, which some of a token's characters are not).
+pub const ACCESS_TOKEN_PROTOCOL: &str = "convey-token.";
+/// The sub-protocol a tunnel end may ask for (a browser offering the token protocol must
+/// offer one the relay answers with).
+pub const TUNNEL_PROTOCOL: &str = "convey-tunnel";
 /// Bytes of a tunnel token (hex in the URL).
 pub const TOKEN_BYTES: usize = 32;
 
