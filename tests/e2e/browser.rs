@@ -162,16 +162,12 @@ async fn the_page_receives_from_a_sender_on_a_private_relay() {
 
     let src = dir.path().join("private.bin");
     let digest = random_file(&src, (2 << 20) + 3, 37);
-    let rec = Recorder::default();
     let mut opts = send_options(&relay, src);
     opts.relay = relay.addr.clone().with_token(Some(TOKEN.into()));
-    let sender = tokio::spawn(convey::send(opts, rec.sink()));
-    let code = rec.code().await;
-    let report = run_page(
-        &page_url(relay.server.local_addr(), &code.to_string()),
-        &out,
-        "accept",
-        &[LOOPBACK_RTC],
+    let (report, sender) = page_meets_sender(
+        opts,
+        |code| page_url(relay.server.local_addr(), &code.to_string()),
+        (&out, "accept", &[LOOPBACK_RTC]),
     )
     .await;
     assert_eq!(report["state"], "verified", "{report}");
