@@ -467,6 +467,9 @@ async fn receiver_session(
         Ok(Err(_)) | Err(_) => return say(Update::FailedTry),
     };
     say(Update::Confirmed);
+    // A receiver whose relay connection was cut (a proxy, a load balancer) comes back on
+    // the session's resume slot: wait for it a while rather than dropping its session.
+    link.await_vanished_peer();
     let ready = async {
         seeding
             .wait_for(Option::is_some)

@@ -22,8 +22,8 @@ use convey_shared::{
     manifest::{CheckedManifest, Manifest},
     protocol::{
         peer::{
-            ABILITY_PEER_ROUTE, ABILITY_SWARM, ABILITY_TUNNEL, MAX_TEXT_BYTES, OfferBody, Packing, PeerMsg,
-            dialable_hints,
+            ABILITY_PEER_ROUTE, ABILITY_SWARM, ABILITY_TUNNEL, ABILITY_TUNNEL_RESUME, MAX_TEXT_BYTES,
+            OfferBody, Packing, PeerMsg, dialable_hints,
         },
         rendezvous::Mood,
     },
@@ -174,7 +174,10 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
             }
         }
     };
-    let tunnel = offer.abilities.iter().any(|a| a == ABILITY_TUNNEL);
+    let tunnel = (
+        offer.abilities.iter().any(|a| a == ABILITY_TUNNEL),
+        offer.abilities.iter().any(|a| a == ABILITY_TUNNEL_RESUME),
+    );
     let swarm = offer.abilities.iter().any(|a| a == ABILITY_SWARM);
     let route = offer.abilities.iter().any(|a| a == ABILITY_PEER_ROUTE);
     if !swarm {
@@ -263,13 +266,20 @@ fn tunnel_ended(said: Option<String>) -> Error {
     ))
 }
 
-/// Where and how the sender may be reached, as the offer and `--transport` allow.
-fn paths_to_sender(opts: &ReceiveOptions, link: &PeerLink, hints: Vec<SocketAddr>, tunnel: bool) -> Paths {
+/// Where and how the sender may be reached, as the offer and `--transport` allow; `tunnel`:
+/// does the sender serve the relay tunnel, and do its ends take resumable connections.
+fn paths_to_sender(
+    opts: &ReceiveOptions,
+    link: &PeerLink,
+    hints: Vec<SocketAddr>,
+    (tunnel, tunnel_resume): (bool, bool),
+) -> Paths {
     let hints = dialable_hints(hints, bt::MAX_HINTS);
     Paths {
         transport: opts.transport,
         hints,
         tunnel,
+        tunnel_resume,
         relay: opts.relay.clone(),
         token: link.keys().tunnel_token.clone(),
         rtc: None,

@@ -295,6 +295,7 @@ pub(crate) async fn serve_receiver(
     .await?;
     server.forward_bittorrent(port);
     let mut offered = Offered::new(opts.transport, &opts.relay, link, server.port()).await;
+    offered.resume_tunnels();
     if opts.transport.allows_direct() {
         offered.hints = bt::direct_hints(port);
     }

@@ -431,3 +431,89 @@ fn a_tunnel_transfer_survives_a_proxy_dropping_the_receivers_relay_connections()
 fn a_tunnel_transfer_survives_a_proxy_dropping_the_senders_relay_connections() {
     assert_survives_a_cut("relay", true);
 }
+
+/// A swarm of two on the tunnel, where a proxy cuts all of one receiver's relay connections
+/// (its session's and its BitTorrent tunnel) mid-transfer: librqbit's connection to the
+/// path selector stays open while the selector dials the tunnel again and the bytes lost
+/// with the old one are sent again; the sender waits for the cut receiver's session on the
+/// resume slot. All three exit 0 and both copies are byte-identical.
+#[test]
+fn a_swarm_member_whose_tunnel_is_cut_goes_on_through_a_new_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("big.bin");
+    write_random(&file, 32 << 20);
+    let (relay, port) = RelayProcess::start_free();
+    let proxy = CuttingProxy::start(port);
+    let home = |name: &str| {
+        let home = dir.path().join(name);
+        std::fs::create_dir_all(&home).expect("home");
+        home
+    };
+    let mut send = convey_at(&home("send"), port);
+    send.args([
+        "send",
+        "--receivers",
+        "2",
+        "--transport",
+        "relay",
+        "--limit-rate",
+        "4M",
+    ])
+    .arg(&file);
+    let send_err = dir.path().join("send.err");
+    let (mut sender, code) = spawn_with_code(send, &send_err);
+    let receiver = |name: &str, via: u16| {
+        let out = dir.path().join(format!("{name}-out"));
+        std::fs::create_dir_all(&out).expect("out");
+        let child = convey_at(&home(name), via)
+            .args(["receive", "--yes", "--json", "--transport", "relay", "--out"])
+            .arg(&out)
+            .arg(&code)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join(format!("{name}.err"))).expect("stderr file"))
+            .spawn()
+            .expect("receive");
+        (child, out)
+    };
+    let (mut whole, whole_out) = receiver("whole", port);
+    let (mut cut, cut_out) = receiver("cut", proxy.port);
+    let mut events = std::io::BufReader::new(cut.stdout.take().expect("stdout"));
+    let started = Instant::now();
+    for line in (&mut events).lines() {
+        let Ok(line) = line else { break };
+        let v: serde_json::Value = serde_json::from_str(&line).expect("every event line is JSON");
+        if v["event"] == "progress" && v["bytes"].as_u64().unwrap_or(0) >= 6 << 20 {
+            break;
+        }
+        assert!(started.elapsed() < LONG, "the cut receiver never got 6 MiB");
+    }
+    std::thread::spawn(move || for _ in events.lines() {});
+    proxy.cut();
+    let c = wait_with_timeout(&mut cut, LONG).code();
+    let w = wait_with_timeout(&mut whole, LONG).code();
+    let s = wait_with_timeout(&mut sender, LONG).code();
+    drop(relay);
+    drop(proxy);
+    let log = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+    let logs = format!(
+        "cut receiver: {}\nwhole receiver: {}\nsender: {}",
+        log("cut.err"),
+        log("whole.err"),
+        log("send.err")
+    );
+    assert_eq!(c, Some(0), "the cut receiver: {logs}");
+    assert_eq!(w, Some(0), "the other receiver: {logs}");
+    assert_eq!(s, Some(0), "the sender: {logs}");
+    let original = std::fs::read(&file).expect("original");
+    for out in [&cut_out, &whole_out] {
+        assert!(
+            std::fs::read(out.join("big.bin")).ok() == Some(original.clone()),
+            "{} holds the file byte-identical",
+            out.display()
+        );
+    }
+    assert!(
+        log("cut.err").contains("reconnected to the relay"),
+        "the cut receiver said it reconnected: {logs}"
+    );
+}

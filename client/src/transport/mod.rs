@@ -10,6 +10,7 @@ pub mod select;
 pub mod serve;
 pub(crate) mod task;
 pub mod tunnel;
+mod tunnel_resume;
 
 use std::str::FromStr;
 

@@ -21,7 +21,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Transport, path, rtc, rtc::RtcPeer, task::OwnedTask, tunnel};
+use super::{Transport, path, rtc, rtc::RtcPeer, task::OwnedTask, tunnel, tunnel_resume};
 use crate::{Error, Event, EventSink, RelayAddr, error::Result};
 
 /// How long the tunnel waits before racing a direct attempt.
@@ -47,6 +47,9 @@ pub struct Paths {
     pub hints: Vec<SocketAddr>,
     /// The sender serves the relay tunnel.
     pub tunnel: bool,
+    /// The sender's tunnel ends take resumable connections: a lost tunnel is dialled again
+    /// under the local connection, which stays open.
+    pub tunnel_resume: bool,
     pub relay: RelayAddr,
     pub token: String,
     /// The WebRTC connection, when the sender offered one and we answered.
@@ -213,6 +216,14 @@ async fn accept_loop(
                         tokio::select! {
                             _ = tokio::io::copy_buf(&mut lr, &mut rw) => {},
                             _ = tokio::io::copy_buf(&mut rr, &mut lw) => {},
+                        }
+                    }
+                    Conn::Tunnel(ws) if paths.tunnel_resume => {
+                        let redial: tunnel_resume::Redial<'_> = Box::new(|| {
+                            Box::pin(tunnel::connect(&paths.relay, &paths.token, TunnelSide::Dial))
+                        });
+                        if let Some(said) = tunnel_resume::dial(*ws, local, redial).await {
+                            paths.relay_said.send_replace(Some(said));
                         }
                     }
                     Conn::Tunnel(ws) => {

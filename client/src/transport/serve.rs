@@ -13,11 +13,11 @@ use std::{
     time::Duration,
 };
 
-use convey_shared::protocol::tunnel::TunnelSide;
+use convey_shared::protocol::{tunnel::TunnelSide, tunnel_resume::Hello};
 use tokio::{net::TcpStream, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::{Transport, path, rtc::RtcPeer, task::OwnedTask, tunnel};
+use super::{Transport, path, rtc::RtcPeer, task::OwnedTask, tunnel, tunnel_resume::Resumable};
 use crate::{RelayAddr, session::PeerLink, transfer::bt};
 
 /// Most tunnels one sender serves at once.
@@ -57,6 +57,7 @@ async fn serve(
     joined: Arc<AtomicU64>,
 ) {
     let mut splices = JoinSet::new();
+    let resumable = Resumable::default();
     let mut backoff = Duration::from_millis(200);
     loop {
         while splices.len() >= MAX_TUNNELS {
@@ -88,12 +89,28 @@ async fn serve(
         };
         backoff = Duration::from_millis(200);
         let Some(first) = first else { continue };
+        let hello = Hello::parse(&first);
+        if let Some(hello) = hello.filter(|h| h.again) {
+            // A new tunnel under a connection that goes on; it is not a new connection.
+            let resumable = resumable.clone();
+            splices.spawn(async move {
+                resumable.resume(ws, hello).await;
+            });
+            continue;
+        }
         joined.fetch_add(1, Ordering::Relaxed);
-        let cancel = cancel.clone();
+        let (cancel, resumable) = (cancel.clone(), resumable.clone());
         splices.spawn(async move {
             let Ok(local) = TcpStream::connect(target).await else {
                 return;
             };
+            if let Some(hello) = hello {
+                tokio::select! {
+                    () = resumable.listen(ws, local, hello) => {}
+                    () = cancel.cancelled() => {}
+                }
+                return;
+            }
             tokio::select! {
                 end = tunnel::splice(ws, local, Some(first)) => {
                     tracing::debug!(end.up, end.down, relay_said = ?end.relay_said, "tunnel closed");
@@ -152,6 +169,15 @@ impl Offered {
             rtc,
             tunnel,
             local,
+        }
+    }
+
+    /// Say that the tunnel's ends take resumable connections (BitTorrent cannot resume a
+    /// connection itself, and librqbit waits long before dialling a lost peer again).
+    pub(crate) fn resume_tunnels(&mut self) {
+        if self.tunnel.is_some() {
+            self.abilities
+                .push(convey_shared::protocol::peer::ABILITY_TUNNEL_RESUME);
         }
     }
 

@@ -63,7 +63,7 @@ pub(crate) async fn connect(relay: &RelayAddr, token: &str, side: TunnelSide) ->
 }
 
 /// What the other peer sent in a message the relay passed on; `None` if it is malformed.
-fn relayed(data: Bytes) -> Option<Bytes> {
+pub(crate) fn relayed(data: Bytes) -> Option<Bytes> {
     let mut data = data
         .try_into_mut()
         .unwrap_or_else(|shared| BytesMut::from(&shared[..]));

@@ -8,6 +8,7 @@ pub mod resume;
 pub mod route;
 pub mod stream;
 pub mod tunnel;
+pub mod tunnel_resume;
 
 /// Protocol versions, offered as the WebSocket sub-protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

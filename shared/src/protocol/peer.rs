@@ -67,6 +67,11 @@ impl PeerMsg {
 /// The sender serves the relay's WebSocket tunnel for this session.
 pub const ABILITY_TUNNEL: &str = "relay-tunnel-v2";
 
+/// The sender's tunnel ends take resumable connections ([`crate::protocol::tunnel_resume`]):
+/// the receiver's path selector keeps librqbit's connection open across a lost tunnel and
+/// continues it through a new one.
+pub const ABILITY_TUNNEL_RESUME: &str = "tunnel-resume-v1";
+
 /// A files offer made to several receivers: each receiver announces to the relay's tracker
 /// and serves the pieces it has verified to the others, and after its own download keeps
 /// serving until the sender says [`PeerMsg::SwarmDone`] (bounded by its `--seed-for`).
