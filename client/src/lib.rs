@@ -4,6 +4,7 @@
 //! [`Event`]s; it never prints. The `convey` binary is a thin shell around it.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod backoff;
 pub mod embedded;
 mod error;
 mod events;

@@ -28,6 +28,7 @@ use tokio::{
 
 use crate::{
     Error, RelayAddr,
+    backoff::Backoff,
     error::Result,
     peer_route::{Route, Unopened},
     rendezvous::{FromPeer, Rendezvous},
@@ -36,14 +37,6 @@ use crate::{
 
 /// How long a side waits for the relay to come back before giving up on the session.
 pub(crate) const RELAY_GRACE: Duration = Duration::from_secs(60);
-/// Waits between reconnection attempts (the last repeats).
-const BACKOFF: [Duration; 5] = [
-    Duration::from_millis(250),
-    Duration::from_millis(500),
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(4),
-];
 /// How long a one-to-one session with no route between the peers waits for a peer that
 /// vanished from the relay (its relay connection cut, or a crash) to come back.
 pub(crate) const VANISHED_GRACE: Duration = Duration::from_secs(20);
@@ -587,8 +580,9 @@ async fn reconnect(
     deadline: tokio::time::Instant,
     mut last: String,
 ) -> Result<Rendezvous> {
-    for attempt in 0.. {
-        let wait = BACKOFF[attempt.min(BACKOFF.len() - 1)];
+    let mut backoff = Backoff::default();
+    loop {
+        let wait = backoff.next_wait();
         if tokio::time::Instant::now() + wait >= deadline {
             break;
         }

@@ -10,7 +10,6 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
 };
 
 use convey_shared::protocol::{tunnel::TunnelSide, tunnel_resume::Hello};
@@ -18,7 +17,7 @@ use tokio::{net::TcpStream, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::{Transport, path, rtc::RtcPeer, task::OwnedTask, tunnel, tunnel_resume::Resumable};
-use crate::{RelayAddr, session::PeerLink, transfer::bt};
+use crate::{RelayAddr, backoff::Backoff, session::PeerLink, transfer::bt};
 
 /// Most tunnels one sender serves at once.
 const MAX_TUNNELS: usize = 8;
@@ -58,7 +57,7 @@ async fn serve(
 ) {
     let mut splices = JoinSet::new();
     let resumable = Resumable::default();
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::default();
     loop {
         while splices.len() >= MAX_TUNNELS {
             tokio::select! {
@@ -77,17 +76,16 @@ async fn serve(
                 Err(err) => {
                     tracing::debug!(%err, "tunnel end could not be opened; retrying");
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {},
+                        () = tokio::time::sleep(backoff.next_wait()) => {},
                         () = cancel.cancelled() => break,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             },
             () = cancel.cancelled() => break,
             Some(_) = splices.join_next(), if !splices.is_empty() => continue,
         };
-        backoff = Duration::from_millis(200);
+        backoff.reset();
         let Some(first) = first else { continue };
         let hello = Hello::parse(&first);
         if let Some(hello) = hello.filter(|h| h.again) {

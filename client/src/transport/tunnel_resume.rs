@@ -23,6 +23,7 @@ use tokio::{
 use tokio_tungstenite::tungstenite::Message;
 
 use super::tunnel::{self, Ws};
+use crate::backoff::Backoff;
 
 /// How long a connection waits for a new tunnel once its tunnel is lost: as long as a
 /// session waits for a lost relay.
@@ -145,13 +146,32 @@ impl Local {
     }
 }
 
-/// Wait for the other end's hello through `ws`; `None` if it did not come in time, or was
-/// not a hello for `conn`.
-async fn their_hello(ws: &mut Ws, conn: [u8; 16]) -> Option<Hello> {
-    let first = tokio::time::timeout(HELLO_TIMEOUT, tunnel::first_message(ws))
-        .await
-        .ok()??;
-    Hello::parse(&first).filter(|h| h.conn == conn)
+/// What came back through a tunnel for the hello an end sent.
+enum Answer {
+    /// The other end's hello for the same connection.
+    Hello(Hello),
+    /// The other end no longer has the connection (it closed its socket, or gave up waiting).
+    Gone,
+    /// Nothing usable: no answer in time, the tunnel closed, or bytes no end of ours sends.
+    Nothing,
+}
+
+/// Wait for the other end's answer to a hello for `conn` through `ws`.
+async fn their_answer(ws: &mut Ws, conn: [u8; 16]) -> Answer {
+    let Ok(Some(first)) = tokio::time::timeout(HELLO_TIMEOUT, tunnel::first_message(ws)).await else {
+        return Answer::Nothing;
+    };
+    if let Some(hello) = Hello::parse(&first) {
+        return if hello.conn == conn {
+            Answer::Hello(hello)
+        } else {
+            Answer::Nothing
+        };
+    }
+    match Frame::parse(first) {
+        Some(Frame::Gone) => Answer::Gone,
+        _ => Answer::Nothing,
+    }
 }
 
 /// A new tunnel to the other end, or an error for the log.
@@ -166,14 +186,17 @@ pub(crate) async fn dial(mut ws: Ws, local: TcpStream, redial: Redial<'_>) -> Op
     let mut again = false;
     loop {
         let said = match ws.send(local.hello(conn, again)).await {
-            Ok(()) => match their_hello(&mut ws, conn).await {
-                Some(hello) => match local.stint(ws, hello.received).await {
+            Ok(()) => match their_answer(&mut ws, conn).await {
+                Answer::Hello(hello) => match local.stint(ws, hello.received).await {
                     Stint::Over(said) => Some(said),
                     Stint::Lost => None,
                 },
-                // No answer through this tunnel, or the other end forgot us.
-                None if again => None,
-                None => Some(None),
+                // The other end let the connection go while the tunnel was down: close ours
+                // at once, so that librqbit dials a new one.
+                Answer::Gone => Some(None),
+                // No answer through a new tunnel: it may be the relay that is still away.
+                Answer::Nothing if again => None,
+                Answer::Nothing => Some(None),
             },
             Err(_) => None,
         };
@@ -195,13 +218,13 @@ pub(crate) async fn dial(mut ws: Ws, local: TcpStream, redial: Redial<'_>) -> Op
 /// Open a new tunnel with backoff, for at most `within`.
 async fn redial_within(redial: &Redial<'_>, within: Duration) -> Option<Ws> {
     let deadline = Instant::now() + within;
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::default();
     while Instant::now() < deadline {
         if let Ok(Ok(ws)) = tokio::time::timeout_at(deadline.into(), redial()).await {
             return Some(ws);
         }
-        tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
-        backoff = (backoff * 2).min(Duration::from_secs(4));
+        let wait = backoff.next_wait();
+        tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now()))).await;
     }
     None
 }
@@ -269,3 +292,7 @@ impl Resumable {
         local.close().await;
     }
 }
+
+#[cfg(test)]
+#[path = "tunnel_resume_tests.rs"]
+mod tests;
