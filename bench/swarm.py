@@ -7,7 +7,9 @@ verified and in place, the sender's bytes out (its interface counters), and both
 to N = 1. Figures only; it asserts nothing.
 
 Usage (root): python3 bench/swarm.py [--size-mib 256] [--counts 1,2,4,8] [--rate 100mbit]
-                                     [--out-dir /dev/shm] [--trace]
+                                     [--transport auto] [--out-dir /dev/shm] [--trace]
+`--transport` goes to the sender and every receiver (`relay` puts every byte through the
+relay's tunnel). To compare two builds, run it once per build with CARGO_TARGET_DIR set.
 The receivers write to tmpfs by default: on this one machine they would all share one disk.
 Uses the release binaries (cargo build --release). Traffic stays inside the namespaces it
 creates; they, the relay and every convey it started are removed afterwards.
@@ -116,7 +118,7 @@ def start_sender(net, env, procs, relay_addr, args):
     return sender, code
 
 
-def run_once(n, size, rate, work, outs, trace=False):
+def run_once(n, size, rate, work, outs, transport, trace=False):
     net = Net(2 + n, rate)
     procs = []
     try:
@@ -125,7 +127,7 @@ def run_once(n, size, rate, work, outs, trace=False):
         relay_addr = start_relay(net, env, procs)
         payload = os.path.join(work, "payload.bin")
         before = net.tx_bytes(0)
-        sender, code = start_sender(net, env, procs, relay_addr, ["--receivers", str(n), payload])
+        sender, code = start_sender(net, env, procs, relay_addr, ["--receivers", str(n), "--transport", transport, payload])
         started = time.time()
         finished = {}
         peers_bytes = {}
@@ -150,7 +152,7 @@ def run_once(n, size, rate, work, outs, trace=False):
             os.makedirs(out, exist_ok=True)
             p = subprocess.Popen(
                 ["ip", "netns", "exec", net.hosts[2 + i], CONVEY, "receive", "--relay", relay_addr,
-                 "--yes", "--json", "--out", out, code],
+                 "--yes", "--json", "--transport", transport, "--out", out, code],
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
             procs.append(p)
             t = threading.Thread(target=watch, args=(i, p), daemon=True)
@@ -191,6 +193,7 @@ def main():
     ap.add_argument("--out-dir", default="/dev/shm",
                     help="where the receivers write (default: tmpfs; all receivers share this machine's "
                          "disk, which receivers on machines of their own do not)")
+    ap.add_argument("--transport", default="auto", choices=["auto", "direct", "webrtc", "relay"])
     ap.add_argument("--trace", action="store_true", help="print every host's bytes once a second")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -204,11 +207,11 @@ def main():
     try:
         write_random(os.path.join(work, "payload.bin"), size)
         base = None
-        print(f"{args.size_mib} MiB, every link {args.rate} both ways")
+        print(f"{args.size_mib} MiB, every link {args.rate} both ways, --transport {args.transport}, {CONVEY}")
         print(f"{'N':>3} {'all done s':>11} {'x N=1':>7} {'sender out MiB':>15} {'x content':>10} {'from peers MiB':>15} {'CPU s':>8}")
         for n in [int(c) for c in args.counts.split(",")]:
             cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            secs, sent, from_peers = run_once(n, size, args.rate, work, outs, args.trace)
+            secs, sent, from_peers = run_once(n, size, args.rate, work, outs, args.transport, args.trace)
             cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             # Every process the run started was waited for: relay, sender and receivers.
             cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)

@@ -572,18 +572,14 @@ async fn the_page_comes_from_the_relay_with_a_policy_that_allows_only_its_origin
 }
 
 /// A page (driven by node, with the driver's `flags`) that picks or drops the file at `src`
-/// (`how` is `send` or `drop`) and shows a code: the driver, its remaining report lines and
-/// its first one (code, QR).
+/// (`how` is `send` or `drop`) and shows a code: the sending page, and the driver's first
+/// report (code, QR).
 async fn page_showing_a_code(
     url: &str,
     dir: &Path,
     (how, flags): (&str, &[&str]),
     src: &Path,
-) -> (
-    tokio::process::Child,
-    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-    Value,
-) {
+) -> (SendingPage, Value) {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new("node")
         .arg(driver())
@@ -605,7 +601,29 @@ async fn page_showing_a_code(
         .expect("read")
         .expect("a line");
     let shown: Value = serde_json::from_str(&first).expect("json");
-    (child, lines, shown)
+    (SendingPage { child, lines }, shown)
+}
+
+/// A page that sends, driven by the driver `child` whose report lines are `lines`.
+struct SendingPage {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl SendingPage {
+    /// The driver's last report, once the page is done; what went wrong if there is none.
+    async fn try_report(mut self) -> Result<Value, String> {
+        let last = tokio::time::timeout(BROWSER_TIMEOUT, self.lines.next_line()).await;
+        let _ = self.child.wait().await;
+        match last {
+            Ok(Ok(Some(line))) => serde_json::from_str(&line).map_err(|e| format!("{line:?}: {e}")),
+            other => Err(format!("the sending page's driver gave no report: {other:?}")),
+        }
+    }
+
+    async fn report(self) -> Value {
+        self.try_report().await.unwrap_or_else(|e| panic!("{e}"))
+    }
 }
 
 /// The page sends `size` random bytes named `name`, picked (`send`) or dropped (`drop`), and
@@ -624,7 +642,7 @@ async fn the_page_sends_on(relay: TestRelay, (how, name, size): (&str, &str, u64
     let out = dir.path().join("out");
     std::fs::create_dir(&out).expect("mkdir");
     let url = format!("http://{}/", relay.server.local_addr());
-    let (mut child, mut lines, shown) = page_showing_a_code(&url, dir.path(), (how, flags), &src).await;
+    let (page, shown) = page_showing_a_code(&url, dir.path(), (how, flags), &src).await;
     let code: convey::Code = shown["code"]
         .as_str()
         .unwrap_or_else(|| panic!("no code: {shown}"))
@@ -647,21 +665,15 @@ async fn the_page_sends_on(relay: TestRelay, (how, name, size): (&str, &str, u64
     let seconds = started.elapsed().as_secs_f64();
     let received = match received {
         Ok(r) => r,
-        Err(e) => {
-            let last = tokio::time::timeout(BROWSER_TIMEOUT, lines.next_line()).await;
-            panic!("convey receive failed: {e}; the page: {last:?}");
-        }
+        Err(e) => panic!(
+            "convey receive failed: {e}; the page: {:?}",
+            page.try_report().await
+        ),
     };
     assert_eq!(received.bytes, size);
     assert_eq!(sha256_file(&out.join(name)), digest, "byte-identical");
-    let last = tokio::time::timeout(BROWSER_TIMEOUT, lines.next_line())
-        .await
-        .expect("the driver ends")
-        .expect("read")
-        .expect("a line");
-    let report: Value = serde_json::from_str(&last).expect("json");
+    let report = page.report().await;
     assert_eq!(report["state"], "sent", "{report}");
-    let _ = child.wait().await;
     eprintln!(
         "the page sent {:.1} MiB over {} in {seconds:.1} s (from the code to convey receive's end)",
         size as f64 / f64::from(1 << 20),
@@ -701,19 +713,13 @@ async fn a_send_from_the_page_goes_on_after_the_receivers_tunnel_is_cut() {
     let out = dir.path().join("out");
     std::fs::create_dir(&out).expect("mkdir");
     let url = format!("http://{}/", relay.server.local_addr());
-    let (mut child, mut lines, shown) =
-        page_showing_a_code(&url, dir.path(), ("send", &[NO_RTC]), &src).await;
+    let (page, shown) = page_showing_a_code(&url, dir.path(), ("send", &[NO_RTC]), &src).await;
     let code: convey::Code = shown["code"].as_str().expect("code").parse().expect("parses");
     let mut opts = convey_tests::receive_options(&relay, code, out.clone());
     opts.relay = convey::RelayAddr::from_socket(proxy);
     let received = convey::receive(opts, convey::ignore_events()).await;
     proxy_task.abort();
-    let last = tokio::time::timeout(BROWSER_TIMEOUT, lines.next_line()).await;
-    let _ = child.wait().await;
-    let report: Value = match &last {
-        Ok(Ok(Some(line))) => serde_json::from_str(line).expect("json"),
-        _ => panic!("the page's driver gave no report: {last:?}"),
-    };
+    let report = page.report().await;
     assert!(cut.load(Ordering::SeqCst), "the proxy cut the tunnel");
     let received = received.unwrap_or_else(|e| panic!("convey receive failed: {e}; the page: {report}"));
     assert_eq!(received.bytes, size);
@@ -739,14 +745,9 @@ async fn on_a_private_relay_the_page_sends_with_the_access_token_it_is_given() {
     random_file(&src, 1000, 41);
     let url = format!("http://{}/", relay.server.local_addr());
     let wrong = ["--relay-token=not-the-relay-s-token"];
-    let (mut child, mut lines, shown) = page_showing_a_code(&url, dir.path(), ("send", &wrong), &src).await;
+    let (page, shown) = page_showing_a_code(&url, dir.path(), ("send", &wrong), &src).await;
     assert_eq!(shown["token"], true, "a wrong token is asked for again: {shown}");
-    let last = tokio::time::timeout(BROWSER_TIMEOUT, lines.next_line()).await;
-    let _ = child.wait().await;
-    let report: Value = match &last {
-        Ok(Ok(Some(line))) => serde_json::from_str(line).expect("json"),
-        _ => panic!("the page's driver gave no report: {last:?}"),
-    };
+    let report = page.report().await;
     assert_eq!(report["state"], "token", "{report}");
 
     // Through the tunnel, whose listening end needs the token too.
@@ -859,7 +860,7 @@ async fn a_page_opening_the_link_another_page_shows_receives_its_file() {
     let out = dir.path().join("out");
     std::fs::create_dir(&out).expect("mkdir");
     let url = format!("http://{}/", relay.server.local_addr());
-    let (mut sending, mut lines, shown) = page_showing_a_code(&url, dir.path(), ("send", &[]), &src).await;
+    let (sending, shown) = page_showing_a_code(&url, dir.path(), ("send", &[]), &src).await;
     let code = shown["code"].as_str().expect("code");
     // What a phone scanning the QR code opens.
     let report = run_page(&format!("{url}#{code}"), &out, "accept", &[]).await;
@@ -869,14 +870,8 @@ async fn a_page_opening_the_link_another_page_shows_receives_its_file() {
         digest,
         "byte-identical"
     );
-    let last = tokio::time::timeout(BROWSER_TIMEOUT, lines.next_line())
-        .await
-        .expect("the sending driver ends")
-        .expect("read")
-        .expect("a line");
-    let sent: Value = serde_json::from_str(&last).expect("json");
+    let sent = sending.report().await;
     assert_eq!(sent["state"], "sent", "{sent}");
     assert_eq!(sent["path"], report["path"], "both pages name the same path");
     eprintln!("page to page over {}", report["path"]);
-    let _ = sending.wait().await;
 }
