@@ -7,7 +7,9 @@
 //! says so. A proxy that drops only one side's relay connection (as a load balancer or a
 //! NAT timing out does) ends nothing either: that side reconnects, the other waits for it on
 //! the session's resume slot, and the transfer goes on (over the path between them, or
-//! through the relay again on the tunnel).
+//! through the relay again on the tunnel). Nor does one that silences a swarm member's
+//! tunnel connections (no close, no reset): both ends take the silent tunnel as lost and
+//! resume on a new one.
 
 mod common;
 
@@ -25,6 +27,7 @@ use std::{
 };
 
 use common::{convey_via, spawn_with_code, wait_with_timeout, write_random};
+use convey_shared::protocol::tunnel::TUNNEL_PATH;
 
 const LONG: Duration = Duration::from_secs(150);
 
@@ -120,12 +123,22 @@ fn healthy(at: &SocketAddr) -> bool {
 }
 
 /// A TCP proxy in front of the relay for one side, whose open connections the test cuts
-/// (as a load balancer or a NAT dropping them does) while it goes on taking new ones.
+/// (as a load balancer or a NAT dropping them does) or silences, while it goes on taking
+/// new ones.
 struct CuttingProxy {
     port: u16,
-    open: Arc<Mutex<Vec<TcpStream>>>,
+    open: Arc<Mutex<Vec<Proxied>>>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
+}
+
+/// One connection through the proxy: both sockets, whether it is a tunnel end, and whether
+/// the proxy has stopped passing its bytes on.
+struct Proxied {
+    client: TcpStream,
+    up: TcpStream,
+    tunnel: bool,
+    muted: Arc<AtomicBool>,
 }
 
 impl CuttingProxy {
@@ -142,18 +155,11 @@ impl CuttingProxy {
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
                 };
-                let Ok(up) = TcpStream::connect(("127.0.0.1", relay_port)) else {
-                    continue;
-                };
-                let _ = client.set_nonblocking(false);
-                let (Ok(c2), Ok(u2)) = (client.try_clone(), up.try_clone()) else {
-                    continue;
-                };
-                if let Ok(mut open) = conns.lock() {
-                    open.extend([c2, u2]);
+                if let Some(conn) = Self::open_one(client, relay_port)
+                    && let Ok(mut open) = conns.lock()
+                {
+                    open.push(conn);
                 }
-                pipe(client.try_clone(), up.try_clone());
-                pipe(Ok(up), Ok(client));
             }
         });
         Self {
@@ -164,23 +170,67 @@ impl CuttingProxy {
         }
     }
 
+    /// Connect `client` to the relay, pass on its request (whose line says whether it is a
+    /// tunnel end), and pipe both ways.
+    fn open_one(mut client: TcpStream, relay_port: u16) -> Option<Proxied> {
+        let mut up = TcpStream::connect(("127.0.0.1", relay_port)).ok()?;
+        client.set_nonblocking(false).ok()?;
+        client.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut request = vec![0u8; 4096];
+        let n = client.read(&mut request).ok()?;
+        client.set_read_timeout(None).ok()?;
+        up.write_all(&request[..n]).ok()?;
+        let tunnel = request[..n].starts_with(format!("GET {TUNNEL_PATH}/").as_bytes());
+        let muted = Arc::new(AtomicBool::new(false));
+        pipe(client.try_clone().ok()?, up.try_clone().ok()?, muted.clone());
+        pipe(up.try_clone().ok()?, client.try_clone().ok()?, muted.clone());
+        Some(Proxied {
+            client,
+            up,
+            tunnel,
+            muted,
+        })
+    }
+
     /// Drop every connection open now; new ones still go through.
     fn cut(&self) {
         for conn in self.open.lock().expect("open connections").drain(..) {
-            let _ = conn.shutdown(Shutdown::Both);
+            let _ = conn.client.shutdown(Shutdown::Both);
+            let _ = conn.up.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Stop passing on the bytes of every tunnel connection open now, closing nothing (as a
+    /// NAT that forgot them does: no close, no reset, not even for a close that comes
+    /// later); new ones still go through.
+    fn silence_tunnels(&self) {
+        for conn in self.open.lock().expect("open connections").iter() {
+            if conn.tunnel {
+                conn.muted.store(true, Ordering::SeqCst);
+            }
         }
     }
 }
 
-/// Copy `from` into `to` on a thread of its own, until either end closes.
-fn pipe(from: std::io::Result<TcpStream>, to: std::io::Result<TcpStream>) {
-    if let (Ok(mut from), Ok(mut to)) = (from, to) {
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut from, &mut to);
+/// Copy `from` into `to` on a thread of its own, until either end closes; once `muted`,
+/// what is read goes nowhere and an end that closes is not passed on.
+fn pipe(mut from: TcpStream, mut to: TcpStream, muted: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if !muted.load(Ordering::SeqCst) && to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        if !muted.load(Ordering::SeqCst) {
             let _ = to.shutdown(Shutdown::Both);
             let _ = from.shutdown(Shutdown::Both);
-        });
-    }
+        }
+    });
 }
 
 impl Drop for CuttingProxy {
@@ -439,6 +489,25 @@ fn a_tunnel_transfer_survives_a_proxy_dropping_the_senders_relay_connections() {
 /// resume slot. All three exit 0 and both copies are byte-identical.
 #[test]
 fn a_swarm_member_whose_tunnel_is_cut_goes_on_through_a_new_one() {
+    let logs = swarm_member_through_a_faulty_proxy(CuttingProxy::cut);
+    assert!(
+        logs.contains("reconnected to the relay"),
+        "the cut receiver said it reconnected: {logs}"
+    );
+}
+
+/// The same swarm, where the proxy instead silences the receiver's tunnel connections (no
+/// close, no reset, bytes go nowhere, as when a NAT forgets them): both ends of the tunnel
+/// hear nothing, not even keep-alives, take it as lost after 6 s (before librqbit drops a
+/// peer silent for 10 s) and resume on a new one.
+#[test]
+fn a_swarm_member_whose_tunnel_goes_silent_resumes_on_a_new_one() {
+    swarm_member_through_a_faulty_proxy(CuttingProxy::silence_tunnels);
+}
+
+/// Two receivers on the tunnel, one of them through a proxy to which `fault` is done once it
+/// has 6 MiB; asserts all three exit 0 with both copies byte-identical. The three logs.
+fn swarm_member_through_a_faulty_proxy(fault: fn(&CuttingProxy)) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("big.bin");
     write_random(&file, 32 << 20);
@@ -488,7 +557,7 @@ fn a_swarm_member_whose_tunnel_is_cut_goes_on_through_a_new_one() {
         assert!(started.elapsed() < LONG, "the cut receiver never got 6 MiB");
     }
     std::thread::spawn(move || for _ in events.lines() {});
-    proxy.cut();
+    fault(&proxy);
     let c = wait_with_timeout(&mut cut, LONG).code();
     let w = wait_with_timeout(&mut whole, LONG).code();
     let s = wait_with_timeout(&mut sender, LONG).code();
@@ -512,8 +581,5 @@ fn a_swarm_member_whose_tunnel_is_cut_goes_on_through_a_new_one() {
             out.display()
         );
     }
-    assert!(
-        log("cut.err").contains("reconnected to the relay"),
-        "the cut receiver said it reconnected: {logs}"
-    );
+    logs
 }

@@ -10,7 +10,9 @@ use std::{
 };
 
 use bytes::Bytes;
-use convey_shared::protocol::tunnel_resume::{DATA, Frame, Hello, Received, Replay, WINDOW};
+use convey_shared::protocol::tunnel_resume::{
+    DATA, Frame, Hello, KEEPALIVE, Received, Replay, SILENCE, WINDOW,
+};
 use futures::{SinkExt, StreamExt, future::BoxFuture};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -49,6 +51,9 @@ enum Stint {
     Over(Option<String>),
     /// The tunnel was lost under a connection that goes on.
     Lost,
+    /// A new tunnel end for the connection came (the other end gave up on this tunnel): the
+    /// end, and what the other end received.
+    Superseded(Box<Ws>, u64),
 }
 
 impl Local {
@@ -75,7 +80,7 @@ impl Local {
     /// Carry the connection over `ws`, whose other end had received `peer_received` bytes:
     /// first what it lacks of what was sent before, then both ways until the tunnel or the
     /// connection ends.
-    async fn stint(&mut self, ws: Ws, peer_received: u64) -> Stint {
+    async fn stint(&mut self, ws: Ws, peer_received: u64, mut handover: Option<&mut Handovers>) -> Stint {
         let (mut tx, mut rx) = ws.split();
         let Some(again) = self.replay.resend(peer_received) else {
             tracing::debug!(peer_received, "the other end counts bytes never sent");
@@ -94,10 +99,28 @@ impl Local {
             replay,
             received,
         } = self;
+        let (mut heard, mut said) = (Instant::now(), Instant::now());
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
+                _ = tick.tick() => {
+                    if heard.elapsed() >= SILENCE {
+                        tracing::debug!("nothing through the tunnel for {}s; taking it as lost", SILENCE.as_secs());
+                        return Stint::Lost;
+                    }
+                    if said.elapsed() >= KEEPALIVE {
+                        said = Instant::now();
+                        if tx.send(Message::Binary(received.ack_all().into())).await.is_err() {
+                            return Stint::Lost;
+                        }
+                    }
+                }
+                Some((ws, peer_received)) = next_end(&mut handover) => {
+                    return Stint::Superseded(Box::new(ws), peer_received);
+                }
                 r = read.read(&mut buf[1..]), if replay.in_flight() < WINDOW => match r {
                     Ok(0) | Err(_) => {
+                        tracing::debug!("the local socket under a resumable connection closed");
                         let _ = tx.send(Message::Binary(Frame::Fin.control().into())).await;
                         let _ = tx.send(Message::Close(None)).await;
                         return Stint::Over(None);
@@ -105,6 +128,7 @@ impl Local {
                     Ok(n) => {
                         let msg = Bytes::copy_from_slice(&buf[..=n]);
                         replay.push(msg.clone());
+                        said = Instant::now();
                         if tx.send(Message::Binary(msg)).await.is_err() {
                             return Stint::Lost;
                         }
@@ -112,16 +136,18 @@ impl Local {
                 },
                 msg = rx.next() => match msg {
                     Some(Ok(Message::Binary(data))) => {
+                        heard = Instant::now();
                         match tunnel::relayed(data).and_then(Frame::parse) {
                             Some(Frame::Data(bytes)) => {
                                 if write.write_all(&bytes).await.is_err() {
                                     let _ = tx.send(Message::Binary(Frame::Fin.control().into())).await;
                                     return Stint::Over(None);
                                 }
-                                if let Some(ack) = received.add(bytes.len())
-                                    && tx.send(Message::Binary(ack.into())).await.is_err()
-                                {
-                                    return Stint::Lost;
+                                if let Some(ack) = received.add(bytes.len()) {
+                                    said = Instant::now();
+                                    if tx.send(Message::Binary(ack.into())).await.is_err() {
+                                        return Stint::Lost;
+                                    }
                                 }
                             }
                             Some(Frame::Ack(n)) if replay.acked(n) => {}
@@ -156,6 +182,14 @@ enum Answer {
     Nothing,
 }
 
+/// The next tunnel end handed over, if there is a way for one to come; never otherwise.
+async fn next_end(handover: &mut Option<&mut Handovers>) -> Option<(Ws, u64)> {
+    match handover {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Wait for the other end's answer to a hello for `conn` through `ws`.
 async fn their_answer(ws: &mut Ws, conn: [u8; 16]) -> Answer {
     let Ok(Some(first)) = tokio::time::timeout(HELLO_TIMEOUT, tunnel::first_message(ws)).await else {
@@ -187,9 +221,9 @@ pub(crate) async fn dial(mut ws: Ws, local: TcpStream, redial: Redial<'_>) -> Op
     loop {
         let said = match ws.send(local.hello(conn, again)).await {
             Ok(()) => match their_answer(&mut ws, conn).await {
-                Answer::Hello(hello) => match local.stint(ws, hello.received).await {
+                Answer::Hello(hello) => match local.stint(ws, hello.received, None).await {
                     Stint::Over(said) => Some(said),
-                    Stint::Lost => None,
+                    Stint::Lost | Stint::Superseded(..) => None,
                 },
                 // The other end let the connection go while the tunnel was down: close ours
                 // at once, so that librqbit dials a new one.
@@ -231,6 +265,8 @@ async fn redial_within(redial: &Redial<'_>, within: Duration) -> Option<Ws> {
 
 /// Where a new tunnel end for a connection goes: the end, and what the other side received.
 type Handover = mpsc::Sender<(Ws, u64)>;
+/// Where the task holding a connection takes new tunnel ends from.
+type Handovers = mpsc::Receiver<(Ws, u64)>;
 
 /// The sender's resumable connections, by id.
 #[derive(Debug, Default, Clone)]
@@ -277,12 +313,13 @@ impl Resumable {
                 next = tokio::time::timeout(GRACE, rx.recv()).await.ok().flatten();
                 continue;
             }
-            match local.stint(ws, peer_received).await {
+            match local.stint(ws, peer_received, Some(&mut rx)).await {
                 Stint::Over(_) => break,
                 Stint::Lost => {
                     tracing::debug!("the tunnel under a connection was lost; waiting for a new one");
                     next = tokio::time::timeout(GRACE, rx.recv()).await.ok().flatten();
                 }
+                Stint::Superseded(ws, peer_received) => next = Some((*ws, peer_received)),
             }
         }
         self.conns

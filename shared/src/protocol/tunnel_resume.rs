@@ -12,13 +12,19 @@
 //! (the total received, little-endian u64), or the end of the connection (the local socket
 //! closed: there is nothing to resume).
 //!
+//! A tunnel can also die without a word (a NAT or a load balancer forgetting the connection
+//! sends neither a close nor a reset), and the relay does not answer WebSocket pings on a
+//! tunnel. So an end that has sent nothing for [`KEEPALIVE`] acknowledges all it holds, and
+//! an end that has heard nothing for [`SILENCE`] takes the tunnel as lost and resumes on a
+//! new one.
+//!
 //! The id is random, not derived from the session key: only the two ends of this session's
 //! tunnel (whose token is derived from the key) can present it, and the relay, which sees it,
 //! could already cut or alter the tunnel's bytes; the content under it is sealed chunk by
 //! chunk and every piece is hash-checked, so an end that resumed with wrong bytes gets pieces
 //! that fail their check, never wrong content.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, time::Duration};
 
 use bytes::Bytes;
 
@@ -35,6 +41,13 @@ const GONE: u8 = 3;
 pub const WINDOW: u64 = 8 << 20;
 /// An end acknowledges after receiving this many bytes since its last acknowledgement.
 pub const ACK_EVERY: u64 = 1 << 20;
+/// An end that has sent nothing through a tunnel for this long acknowledges all it holds
+/// (see [`Received::ack_all`]): a sign of life.
+pub const KEEPALIVE: Duration = Duration::from_secs(2);
+/// An end that has heard nothing through a tunnel for this long (three keep-alives missed)
+/// takes the tunnel as lost: well inside the 10 s after which librqbit drops a peer that
+/// sent nothing, so the connection is resumed before librqbit gives up on it.
+pub const SILENCE: Duration = Duration::from_secs(6);
 
 /// The first message of each end of a resumable tunnel connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +196,12 @@ impl Received {
             Frame::Ack(self.total).control()
         })
     }
+
+    /// An acknowledgement of everything received so far, due or not: the keep-alive.
+    pub fn ack_all(&mut self) -> Vec<u8> {
+        self.acked = self.total;
+        Frame::Ack(self.total).control()
+    }
 }
 
 #[cfg(test)]
@@ -261,5 +280,14 @@ mod tests {
         let ack = got.add(600 << 10).expect("past 1 MiB");
         assert_eq!(Frame::parse(Bytes::from(ack)), Some(Frame::Ack(1200 << 10)));
         assert!(got.add(10).is_none());
+        let all = got.ack_all();
+        assert_eq!(
+            Frame::parse(Bytes::from(all)),
+            Some(Frame::Ack((1200 << 10) + 10))
+        );
+        assert!(
+            got.add(ACK_EVERY as usize - 1).is_none(),
+            "counted from the keep-alive"
+        );
     }
 }
