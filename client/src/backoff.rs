@@ -35,6 +35,17 @@ impl Backoff {
         self.0.next().unwrap_or(LONGEST * 2)
     }
 
+    /// Sleep until the next attempt is due; `false` (at once) if that would be at or past
+    /// `deadline`, when there is no time for another attempt.
+    pub(crate) async fn wait_within(&mut self, deadline: tokio::time::Instant) -> bool {
+        let wait = self.next_wait();
+        if tokio::time::Instant::now() + wait >= deadline {
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+        true
+    }
+
     /// The next attempt follows a success: start again from the shortest wait.
     pub(crate) fn reset(&mut self) {
         *self = Self::default();

@@ -174,12 +174,10 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
             }
         }
     };
-    let tunnel = (
-        offer.abilities.iter().any(|a| a == ABILITY_TUNNEL),
-        offer.abilities.iter().any(|a| a == ABILITY_TUNNEL_RESUME),
-    );
-    let swarm = offer.abilities.iter().any(|a| a == ABILITY_SWARM);
-    let route = offer.abilities.iter().any(|a| a == ABILITY_PEER_ROUTE);
+    let offers = |ability: &str| offer.abilities.iter().any(|a| a == ability);
+    let tunnel = (offers(ABILITY_TUNNEL), offers(ABILITY_TUNNEL_RESUME));
+    let swarm = offers(ABILITY_SWARM);
+    let route = offers(ABILITY_PEER_ROUTE);
     if !swarm {
         link.await_vanished_peer();
     }

@@ -581,12 +581,7 @@ async fn reconnect(
     mut last: String,
 ) -> Result<Rendezvous> {
     let mut backoff = Backoff::default();
-    loop {
-        let wait = backoff.next_wait();
-        if tokio::time::Instant::now() + wait >= deadline {
-            break;
-        }
-        tokio::time::sleep(wait).await;
+    while backoff.wait_within(deadline).await {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match tokio::time::timeout(left, meet(&relay, &slot, side)).await {
             Ok(Ok(rv)) => return Ok(rv),

@@ -30,8 +30,8 @@ use crate::backoff::Backoff;
 /// How long a connection waits for a new tunnel once its tunnel is lost: as long as a
 /// session waits for a lost relay.
 pub(crate) const GRACE: Duration = crate::relay_link::RELAY_GRACE;
-/// How long an end waits for the other's hello through a new tunnel (the relay holds a
-/// tunnel end this long at most while its partner comes).
+/// How long an end waits for the other's hello through a new tunnel. An end that is there
+/// answers at once; the relay itself would hold an unpaired end for minutes.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bytes read from the local socket per message.
 const CHUNK: usize = 256 * 1024;
@@ -79,7 +79,8 @@ impl Local {
 
     /// Carry the connection over `ws`, whose other end had received `peer_received` bytes:
     /// first what it lacks of what was sent before, then both ways until the tunnel or the
-    /// connection ends.
+    /// connection ends, nothing came through it for [`SILENCE`] (an end says something at
+    /// least every [`KEEPALIVE`]), or a new tunnel end for it came through `handover`.
     async fn stint(&mut self, ws: Ws, peer_received: u64, mut handover: Option<&mut Handovers>) -> Stint {
         let (mut tx, mut rx) = ws.split();
         let Some(again) = self.replay.resend(peer_received) else {
@@ -251,16 +252,16 @@ pub(crate) async fn dial(mut ws: Ws, local: TcpStream, redial: Redial<'_>) -> Op
 
 /// Open a new tunnel with backoff, for at most `within`.
 async fn redial_within(redial: &Redial<'_>, within: Duration) -> Option<Ws> {
-    let deadline = Instant::now() + within;
+    let deadline = tokio::time::Instant::now() + within;
     let mut backoff = Backoff::default();
-    while Instant::now() < deadline {
-        if let Ok(Ok(ws)) = tokio::time::timeout_at(deadline.into(), redial()).await {
+    loop {
+        if let Ok(Ok(ws)) = tokio::time::timeout_at(deadline, redial()).await {
             return Some(ws);
         }
-        let wait = backoff.next_wait();
-        tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now()))).await;
+        if !backoff.wait_within(deadline).await {
+            return None;
+        }
     }
-    None
 }
 
 /// Where a new tunnel end for a connection goes: the end, and what the other side received.
@@ -307,13 +308,12 @@ impl Resumable {
         let mut next = Some((ws, hello.received));
         let mut again = false;
         while let Some((mut ws, peer_received)) = next.take() {
-            let sent = ws.send(local.hello(hello.conn, again)).await;
+            let end = match ws.send(local.hello(hello.conn, again)).await {
+                Ok(()) => local.stint(ws, peer_received, Some(&mut rx)).await,
+                Err(_) => Stint::Lost,
+            };
             again = true;
-            if sent.is_err() {
-                next = tokio::time::timeout(GRACE, rx.recv()).await.ok().flatten();
-                continue;
-            }
-            match local.stint(ws, peer_received, Some(&mut rx)).await {
+            match end {
                 Stint::Over(_) => break,
                 Stint::Lost => {
                     tracing::debug!("the tunnel under a connection was lost; waiting for a new one");
