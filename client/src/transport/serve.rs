@@ -70,23 +70,32 @@ async fn serve(
             let first = tunnel::first_message(&mut ws).await;
             Ok::<_, crate::Error>((ws, first))
         };
-        let (ws, first) = tokio::select! {
-            r = waiting => match r {
-                Ok(pair) => pair,
-                Err(err) => {
+        tokio::pin!(waiting);
+        // The waiting end is kept while splices end: dropping it would leave the relay
+        // holding it as this side's waiting end, refusing every new one meanwhile.
+        let opened = loop {
+            tokio::select! {
+                r = &mut waiting => break Some(r),
+                () = cancel.cancelled() => break None,
+                Some(_) = splices.join_next(), if !splices.is_empty() => {}
+            }
+        };
+        let Some(opened) = opened else { break };
+        let (ws, first) = match opened {
+            Ok((ws, Some(first))) => (ws, first),
+            // Refused, or closed before anyone joined: wait before the next end.
+            failed => {
+                if let Err(err) = failed {
                     tracing::debug!(%err, "tunnel end could not be opened; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff.next_wait()) => {},
-                        () = cancel.cancelled() => break,
-                    }
-                    continue;
                 }
-            },
-            () = cancel.cancelled() => break,
-            Some(_) = splices.join_next(), if !splices.is_empty() => continue,
+                tokio::select! {
+                    () = tokio::time::sleep(backoff.next_wait()) => {},
+                    () = cancel.cancelled() => break,
+                }
+                continue;
+            }
         };
         backoff.reset();
-        let Some(first) = first else { continue };
         let hello = Hello::parse(&first);
         if let Some(hello) = hello.filter(|h| h.again) {
             // A new tunnel under a connection that goes on; it is not a new connection.
@@ -222,3 +231,7 @@ impl Offered {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "serve_tests.rs"]
+mod tests;
