@@ -22,8 +22,8 @@ use convey_shared::{
     manifest::{CheckedManifest, Manifest},
     protocol::{
         peer::{
-            ABILITY_PEER_ROUTE, ABILITY_SWARM, ABILITY_TUNNEL, ABILITY_TUNNEL_RESUME, MAX_TEXT_BYTES,
-            OfferBody, Packing, PeerMsg, dialable_hints,
+            ABILITY_GOODBYE, ABILITY_PEER_ROUTE, ABILITY_SWARM, ABILITY_TUNNEL, ABILITY_TUNNEL_RESUME,
+            MAX_TEXT_BYTES, OfferBody, Packing, PeerMsg, dialable_hints,
         },
         rendezvous::Mood,
     },
@@ -180,6 +180,9 @@ pub async fn receive(opts: ReceiveOptions, events: EventSink) -> Result<ReceiveR
     let route = offers(ABILITY_PEER_ROUTE);
     if !swarm {
         link.await_vanished_peer();
+        if offers(ABILITY_GOODBYE) {
+            link.await_goodbye();
+        }
     }
     let start = offer.start;
     let rtc_offer = offer.rtc;

@@ -16,7 +16,7 @@ use std::{
 use convey_shared::{
     crypto::Side,
     protocol::{
-        rendezvous::{ErrorKind, Host, Mood},
+        rendezvous::{ErrorKind, Host, KEEPALIVE_EVERY, KEEPALIVE_SILENCE, Mood},
         resume::Slot,
     },
 };
@@ -44,14 +44,26 @@ pub(crate) const VANISHED_GRACE: Duration = Duration::from_secs(20);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing session waits for the peer to have read what the route carried.
 const ROUTE_LINGER: Duration = Duration::from_secs(2);
-/// How long closing may take in all (the route's linger, then the relay's goodbye).
+/// How long closing takes at most when all is well (the route's linger, then the relay's
+/// goodbye).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long a closing side waits for the goodbye of a peer that says one: long enough for
+/// the relay to let the peer's connection go if it died silently.
+const GOODBYE_WAIT: Duration =
+    Duration::from_secs(KEEPALIVE_SILENCE.as_secs() + 2 * KEEPALIVE_EVERY.as_secs());
+/// How long closing may take in all: a relay connection that proves silent is replaced,
+/// within the grace period, so that the last messages reach the peer.
+const CLOSE_MAX: Duration = Duration::from_secs(
+    CLOSE_TIMEOUT.as_secs() + KEEPALIVE_SILENCE.as_secs() + GOODBYE_WAIT.as_secs() + RELAY_GRACE.as_secs(),
+);
 
 enum Cmd {
     Send(Vec<u8>),
     RegisterSwarm(String, oneshot::Sender<Result<()>>),
     /// Wait this long for a peer that vanished, even with no route (one-to-one only).
     AwaitVanished(Duration),
+    /// Closing, wait for the peer's goodbye.
+    AwaitGoodbye,
     Close(Mood),
 }
 
@@ -90,13 +102,15 @@ impl std::fmt::Debug for Cmd {
             Self::Send(_) => "Send",
             Self::RegisterSwarm(..) => "RegisterSwarm",
             Self::AwaitVanished(_) => "AwaitVanished",
+            Self::AwaitGoodbye => "AwaitGoodbye",
             Self::Close(_) => "Close",
         })
     }
 }
 
 impl RelayLink {
-    pub(crate) fn new(rv: Rendezvous, slot: Slot, side: Side) -> Self {
+    pub(crate) fn new(mut rv: Rendezvous, slot: Slot, side: Side) -> Self {
+        rv.keep_alive();
         let (cmds, cmd_rx) = mpsc::unbounded_channel();
         let (inbound_tx, inbound) = mpsc::unbounded_channel();
         let (conns, attach_rx) = mpsc::unbounded_channel();
@@ -119,6 +133,8 @@ impl RelayLink {
             relay_gone: None,
             peer_vanished: false,
             await_vanished: None,
+            closing: None,
+            await_goodbye: false,
         };
         let task = OwnedTask::spawn(move |cancel| async move {
             tokio::select! {
@@ -169,14 +185,21 @@ impl RelayLink {
         let _ = self.cmds.send(Cmd::AwaitVanished(grace));
     }
 
+    /// The peer closes its session as soon as it has this side's last message (it offered
+    /// [`convey_shared::protocol::peer::ABILITY_GOODBYE`]): closing with no route, wait up
+    /// to [`GOODBYE_WAIT`] for its goodbye after the relay took the last messages. A peer
+    /// whose relay connection died silently never got them; the relay lets that connection
+    /// go, this side hears the peer vanished, meets it again on the resume slot and sends
+    /// them again.
+    pub(crate) fn await_goodbye(&self) {
+        let _ = self.cmds.send(Cmd::AwaitGoodbye);
+    }
+
     /// Say goodbye (after what was queued), waiting a little for it to go out.
     pub(crate) async fn close(self, mood: Mood) {
         let _ = self.cmds.send(Cmd::Close(mood));
         let mut task = self.task;
-        if tokio::time::timeout(CLOSE_TIMEOUT, task.finished())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(CLOSE_MAX, task.finished()).await.is_err() {
             task.shutdown().await;
         }
     }
@@ -209,6 +232,10 @@ struct Actor {
     peer_vanished: bool,
     /// How long a vanished peer is awaited with no route (none: not at all).
     await_vanished: Option<Duration>,
+    /// Closing, with this goodbye, once the relay has taken the last messages.
+    closing: Option<Mood>,
+    /// Closing, wait for the peer's goodbye first.
+    await_goodbye: bool,
 }
 
 /// What woke the relay task.
@@ -229,8 +256,11 @@ impl Actor {
     ) {
         let mut opening: FuturesUnordered<BoxFuture<'static, _>> = FuturesUnordered::new();
         loop {
+            if self.closing.is_some() && self.reconnect.is_none() && self.close_once_taken().await {
+                return;
+            }
             let wake = tokio::select! {
-                cmd = cmds.recv() => Wake::Cmd(cmd),
+                cmd = cmds.recv(), if self.closing.is_none() => Wake::Cmd(cmd),
                 body = recv_on(&mut self.rv), if self.rv.is_some() => Wake::Relay(body),
                 rv = poll_on(&mut self.reconnect), if self.reconnect.is_some() => Wake::Reconnected(rv.map(Box::new)),
                 frame = next_on(&mut self.route), if self.route.is_some() => Wake::Frame(frame),
@@ -247,21 +277,32 @@ impl Actor {
                     self.await_vanished = Some(grace);
                     Ok(())
                 }
-                // Closed by its owner, or dropped with it (an error path).
-                Wake::Cmd(closing) => {
-                    let mood = match closing {
-                        Some(Cmd::Close(mood)) => mood,
-                        _ => Mood::Errory,
-                    };
-                    // What went onto the route may still sit in a WebRTC channel's
-                    // buffers: end our half and wait for the peer to end its own.
+                Wake::Cmd(Some(Cmd::AwaitGoodbye)) => {
+                    self.await_goodbye = true;
+                    Ok(())
+                }
+                // Dropped with its owner (an error path).
+                Wake::Cmd(None) => {
                     if let Some(route) = self.route.take() {
                         route.finish(ROUTE_LINGER).await;
                     }
                     if let Some(rv) = self.rv.take() {
-                        rv.close(mood).await;
+                        rv.close(Mood::Errory).await;
                     }
                     return;
+                }
+                Wake::Cmd(Some(Cmd::Close(mood))) => {
+                    // What went onto the route may still sit in a WebRTC channel's
+                    // buffers: end our half and wait for the peer to end its own.
+                    if let Some(route) = self.route.take() {
+                        route.finish(ROUTE_LINGER).await;
+                        if let Some(rv) = self.rv.take() {
+                            rv.close(mood).await;
+                        }
+                        return;
+                    }
+                    self.closing = Some(mood);
+                    Ok(())
                 }
                 Wake::Relay(Ok(FromPeer::Body(body))) => {
                     let number = self.relay_next;
@@ -309,7 +350,70 @@ impl Actor {
         }
     }
 
+    /// Closing with no route between the peers, the relay carries the last messages (the
+    /// verdict, the digests): say goodbye once it has taken them. A relay connection that
+    /// proves dead (silently: a NAT that forgot it) is replaced first, and the peer, which
+    /// meets this side again on the resume slot, gets what it lacks. `true` once closed, or
+    /// when there is no relay left to close.
+    async fn close_once_taken(&mut self) -> bool {
+        let (Some(mood), Some(mut rv)) = (self.closing, self.rv.take()) else {
+            return self.closing.is_some();
+        };
+        let synced = match rv.sync(KEEPALIVE_SILENCE).await {
+            Ok(()) if self.await_goodbye => self.goodbye_from(&mut rv).await,
+            r => r.map(|()| true),
+        };
+        match synced {
+            Ok(true) => {
+                rv.close(mood).await;
+                true
+            }
+            // The peer vanished: meet it again on the slot, and send it what it lacks.
+            Ok(false) => {
+                self.rv = Some(rv);
+                match self.peer_vanished() {
+                    Ok(()) => false,
+                    Err(e) => {
+                        self.fail(e);
+                        true
+                    }
+                }
+            }
+            Err(Error::RelayUnreachable { reason, .. }) => {
+                self.lost(&reason);
+                false
+            }
+            Err(e) => {
+                self.fail(e);
+                true
+            }
+        }
+    }
+
+    /// Wait (up to [`GOODBYE_WAIT`]) for the peer to leave: `true` once it has (or the wait
+    /// is over), `false` if it vanished without a goodbye.
+    async fn goodbye_from(&mut self, rv: &mut Rendezvous) -> Result<bool> {
+        let wait = async {
+            loop {
+                match rv.recv_from_peer().await {
+                    Ok(FromPeer::Body(body)) => {
+                        let number = self.relay_next;
+                        self.relay_next += 1;
+                        let _ = self.deliver(number, body);
+                    }
+                    Ok(FromPeer::Vanished) => return Ok(false),
+                    Err(Error::PeerGone | Error::WrongCode) => return Ok(true),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        tokio::time::timeout(GOODBYE_WAIT, wait).await.unwrap_or(Ok(true))
+    }
+
     fn fail(&mut self, e: Error) {
+        if self.closing.is_some() && !matches!(e, Error::PeerGone) {
+            tracing::warn!("could not make sure the other side got the last messages: {e}");
+        }
         self.rv = None;
         let _ = self.inbound.send(Err(e));
     }
@@ -458,6 +562,7 @@ impl Actor {
             Err(Error::RelayLost { .. }) if self.peer_vanished => return Err(Error::PeerGone),
             Err(e) => return Err(e),
         };
+        rv.keep_alive();
         // The peer sends its hello first on the new connection, before anything it re-sends.
         let hellos = async {
             rv.send_body(&self.slot.hello(self.side, self.received)).await?;

@@ -8,7 +8,7 @@ use convey_shared::{
     Nameplate,
     protocol::{
         MAX_MESSAGE_BYTES, ProtocolVersion,
-        rendezvous::{ClientMsg, Host, Mood, ServerMsg},
+        rendezvous::{ClientMsg, Host, KEEPALIVE_EVERY, KEEPALIVE_SILENCE, Mood, ServerMsg},
     },
 };
 use futures::{SinkExt, StreamExt};
@@ -41,6 +41,17 @@ pub(crate) struct Rendezvous {
     pub(crate) stun: Option<String>,
     /// Messages that arrived while we waited for something else.
     inbox: VecDeque<ServerMsg>,
+    /// Pinging the relay, once the session is confirmed.
+    keepalive: Option<KeepAlive>,
+}
+
+/// A confirmed session's watch on its relay connection: pings on a schedule, and how long
+/// the relay has left the first of them unanswered.
+#[derive(Debug)]
+struct KeepAlive {
+    every: tokio::time::Interval,
+    /// When the first ping since the relay last sent anything went out.
+    unanswered_since: Option<tokio::time::Instant>,
 }
 
 impl Rendezvous {
@@ -79,6 +90,7 @@ impl Rendezvous {
             addr: relay.clone(),
             stun: None,
             inbox: VecDeque::new(),
+            keepalive: None,
         };
         match rv.next().await? {
             ServerMsg::Welcome { stun_port, .. } => {
@@ -88,6 +100,58 @@ impl Rendezvous {
             other => Err(Error::Protocol(format!(
                 "expected a welcome from the relay, got {other:?}"
             ))),
+        }
+    }
+
+    /// From now on, ping the relay every [`KEEPALIVE_EVERY`] while waiting for a message,
+    /// and take the connection as lost once it has sent nothing for [`KEEPALIVE_SILENCE`]
+    /// after a ping. Only a session whose owner reads it all the time does this (the relay
+    /// lets a connection that pinged and then went quiet go after the same bound).
+    pub(crate) fn keep_alive(&mut self) {
+        // The first ping goes out at once: from it on, the relay holds this connection to
+        // the keep-alive bound.
+        let mut every = tokio::time::interval(KEEPALIVE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.keepalive = Some(KeepAlive {
+            every,
+            unanswered_since: None,
+        });
+    }
+
+    /// The next frame from the relay, pinging it meanwhile if this connection keeps alive;
+    /// why the connection is lost, if it is. Cancel-safe: a ping cut off half-sent goes out
+    /// with the next write.
+    async fn next_frame(&mut self) -> std::result::Result<Message, String> {
+        let lost = |e: tokio_tungstenite::tungstenite::Error| format!("connection lost: {e}");
+        loop {
+            let frame = match self.keepalive.as_mut() {
+                None => self.ws.next().await,
+                Some(ka) => tokio::select! {
+                    // What the relay sent first: a pong waiting to be read answers the ping.
+                    biased;
+                    frame = self.ws.next() => {
+                        ka.unanswered_since = None;
+                        frame
+                    }
+                    _ = ka.every.tick() => {
+                        let now = tokio::time::Instant::now();
+                        match ka.unanswered_since {
+                            Some(since) if now.duration_since(since) >= KEEPALIVE_SILENCE => {
+                                let secs = KEEPALIVE_SILENCE.as_secs();
+                                return Err(format!("the relay sent nothing for {secs} s, not even a pong"));
+                            }
+                            Some(_) => {}
+                            None => ka.unanswered_since = Some(now),
+                        }
+                        self.ws.send(Message::Ping(Default::default())).await.map_err(lost)?;
+                        continue;
+                    }
+                },
+            };
+            return match frame {
+                None => Err("the relay closed the connection".into()),
+                Some(frame) => frame.map_err(lost),
+            };
         }
     }
 
@@ -112,17 +176,13 @@ impl Rendezvous {
             };
         }
         loop {
+            let frame = self.next_frame().await;
             let lost = |reason: String| Error::RelayUnreachable {
                 relay: self.relay.clone(),
                 reason,
                 hint: "",
             };
-            let frame = self
-                .ws
-                .next()
-                .await
-                .ok_or_else(|| lost("the relay closed the connection".into()))?;
-            match frame.map_err(|e| lost(format!("connection lost: {e}")))? {
+            match frame.map_err(lost)? {
                 Message::Text(t) => {
                     let msg: ServerMsg = serde_json::from_str(&t)
                         .map_err(|e| Error::Protocol(format!("bad message from relay: {e}")))?;
@@ -241,6 +301,47 @@ impl Rendezvous {
     }
 
     /// Say goodbye; errors are irrelevant at this point.
+    /// Make sure the relay has taken every message sent so far, within `within`: ping it
+    /// and wait for the pong. The relay reads a connection in order, so by its pong it has
+    /// passed on everything before the ping; over a connection that died silently (a NAT
+    /// that forgot it) the pong never comes. Messages that arrive meanwhile are kept.
+    pub(crate) async fn sync(&mut self, within: Duration) -> Result<()> {
+        const SYNC: &[u8] = b"convey-sync";
+        let wait = async {
+            self.ws
+                .send(Message::Ping(SYNC.to_vec().into()))
+                .await
+                .map_err(|e| format!("connection lost: {e}"))?;
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Pong(p))) if p[..] == *SYNC => return Ok(()),
+                    Some(Ok(Message::Text(t))) => {
+                        if let Ok(msg) = serde_json::from_str::<ServerMsg>(&t) {
+                            self.inbox.push_back(msg);
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None => {
+                        return Err("the relay closed the connection".to_owned());
+                    }
+                    Some(Err(e)) => return Err(format!("connection lost: {e}")),
+                    Some(Ok(_)) => {}
+                }
+            }
+        };
+        let r = match tokio::time::timeout(within, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "the relay did not answer a ping within {} s",
+                within.as_secs()
+            )),
+        };
+        r.map_err(|reason| Error::RelayUnreachable {
+            relay: self.relay.clone(),
+            reason,
+            hint: "",
+        })
+    }
+
     pub(crate) async fn close(mut self, mood: Mood) {
         let _ = self.send(&ClientMsg::Close { mood }).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;

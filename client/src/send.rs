@@ -13,7 +13,7 @@ use convey_shared::{
     content::{ContentKey, StreamCipher},
     crypto::Side,
     protocol::{
-        peer::{ABILITY_STREAM, Offer, OfferBody, PeerMsg},
+        peer::{ABILITY_GOODBYE, ABILITY_STREAM, Offer, OfferBody, PeerMsg},
         rendezvous::{Host, Mood},
     },
 };
@@ -247,6 +247,7 @@ pub(crate) async fn offer(
             .abilities
             .iter()
             .chain(extra)
+            .chain(&[ABILITY_GOODBYE])
             .map(|a| (*a).to_owned())
             .collect(),
         body,

@@ -150,6 +150,12 @@ impl PeerLink {
         self.relay.await_vanished(crate::relay_link::VANISHED_GRACE);
     }
 
+    /// The peer closes its session as soon as it has this side's last message: closing,
+    /// wait for that (see [`crate::relay_link::RelayLink::await_goodbye`]).
+    pub(crate) fn await_goodbye(&self) {
+        self.relay.await_goodbye();
+    }
+
     pub(crate) async fn register_swarm(&mut self, info_hash: &str) -> Result<()> {
         self.relay.register_swarm(info_hash).await
     }

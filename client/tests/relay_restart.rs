@@ -204,8 +204,17 @@ impl CuttingProxy {
     /// NAT that forgot them does: no close, no reset, not even for a close that comes
     /// later); new ones still go through.
     fn silence_tunnels(&self) {
+        self.silence(true);
+    }
+
+    /// The same for every session (rendezvous) connection open now; tunnels go on.
+    fn silence_sessions(&self) {
+        self.silence(false);
+    }
+
+    fn silence(&self, tunnels: bool) {
         for conn in self.open.lock().expect("open connections").iter() {
-            if conn.tunnel {
+            if conn.tunnel == tunnels {
                 conn.muted.store(true, Ordering::SeqCst);
             }
         }
@@ -250,6 +259,18 @@ enum Fault {
     Kill { restart: bool },
     /// Cut the connections of one side (the sender's, or the receiver's) only.
     Cut { sender: bool },
+    /// Silence the session's relay connection of one side only (its tunnel goes on).
+    Silence { sender: bool },
+}
+
+impl Fault {
+    /// Is it done to one side's connections (through a proxy), and to which?
+    fn side(self) -> Option<bool> {
+        match self {
+            Self::Kill { .. } => None,
+            Self::Cut { sender } | Self::Silence { sender } => Some(sender),
+        }
+    }
 }
 
 fn convey_at(home: &Path, port: u16) -> Command {
@@ -273,9 +294,9 @@ fn transfer_in(dir: &Path, transport: &str, fault: Fault) -> (Option<i32>, Optio
         write_random(&file, 48 << 20);
     }
     let (relay, port) = RelayProcess::start_free();
-    let proxy = matches!(fault, Fault::Cut { .. }).then(|| CuttingProxy::start(port));
-    let via = |sender: bool| match (&proxy, fault) {
-        (Some(p), Fault::Cut { sender: cut }) if cut == sender => p.port,
+    let proxy = fault.side().map(|_| CuttingProxy::start(port));
+    let via = |sender: bool| match (&proxy, fault.side()) {
+        (Some(p), Some(side)) if side == sender => p.port,
         _ => port,
     };
 
@@ -327,6 +348,10 @@ fn transfer_in(dir: &Path, transport: &str, fault: Fault) -> (Option<i32>, Optio
             proxy.as_ref().expect("the proxy").cut();
             Some(relay)
         }
+        Fault::Silence { .. } => {
+            proxy.as_ref().expect("the proxy").silence_sessions();
+            Some(relay)
+        }
     };
 
     let r = wait_with_timeout(&mut receiver, LONG).code();
@@ -357,6 +382,8 @@ fn assert_survives(transport: &str, fault: Fault) {
         Fault::Kill { .. } => "relay restarted",
         Fault::Cut { sender: true } => "the sender's connections cut",
         Fault::Cut { sender: false } => "the receiver's connections cut",
+        Fault::Silence { sender: true } => "the sender's relay connection silenced",
+        Fault::Silence { sender: false } => "the receiver's relay connection silenced",
     };
     assert_eq!(r, Some(0), "receiver on {transport}, {what}: {err}");
     assert_eq!(s, Some(0), "sender on {transport}, {what}: {err}");
@@ -480,6 +507,22 @@ fn a_tunnel_transfer_survives_a_proxy_dropping_the_receivers_relay_connections()
 #[test]
 fn a_tunnel_transfer_survives_a_proxy_dropping_the_senders_relay_connections() {
     assert_survives_a_cut("relay", true);
+}
+
+/// On the tunnel (no peer route), the proxy silences one side's session connection: no
+/// close, no reset, as when a NAT forgets it, while its tunnel goes on. That side hears
+/// nothing from the relay for 20 s (not even the pong to its keep-alive ping) and connects
+/// again; the relay, which also heard nothing, lets the silent connection go, so the other
+/// side is told its peer vanished and meets it again on the resume slot. Without that,
+/// what the two sides say at the end (the digests, the verdict) goes into the silence.
+#[test]
+fn a_tunnel_transfer_survives_the_receivers_relay_connection_going_silent() {
+    assert_survives("relay", Fault::Silence { sender: false });
+}
+
+#[test]
+fn a_tunnel_transfer_survives_the_senders_relay_connection_going_silent() {
+    assert_survives("relay", Fault::Silence { sender: true });
 }
 
 /// A swarm of two on the tunnel, where a proxy cuts all of one receiver's relay connections

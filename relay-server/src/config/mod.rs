@@ -54,7 +54,8 @@ pub struct Config {
     pub nameplate_ttl_secs: u64,
 
     /// Seconds a rendezvous connection may go without sending anything (the relay pings
-    /// it, and clients answer), or without claiming a code, before it is closed.
+    /// it, and clients answer), or without claiming a code, before it is closed. One that
+    /// pings the relay itself (a confirmed session's does) gets at most 20 s.
     #[arg(long, env = "CONVEY_RELAY_IDLE_SECS", default_value_t = DEFAULT_IDLE_SECS)]
     pub idle_secs: u64,
 

@@ -21,7 +21,7 @@ use convey_shared::{
     Nameplate,
     protocol::{
         ProtocolVersion,
-        rendezvous::{ClientMsg, ErrorKind, Mood, ServerMsg},
+        rendezvous::{ClientMsg, ErrorKind, KEEPALIVE_SILENCE, Mood, ServerMsg},
     },
 };
 use futures::{SinkExt, StreamExt};
@@ -135,6 +135,7 @@ impl Connection {
         tokio::pin!(lone_deadline, claim_deadline, silent_deadline);
         let stopping = self.state.stopping.clone();
         let mut renewals = self.state.nameplates.renewals();
+        let mut pinging = false;
         'conn: loop {
             if !flush(&mut sink, &mut out).await {
                 break 'conn;
@@ -166,7 +167,13 @@ impl Connection {
                     None
                 }
                 frame = stream.next() => {
-                    silent_deadline.as_mut().reset(tokio::time::Instant::now() + idle);
+                    // A client that pings (a confirmed session's does, every few seconds)
+                    // is let go once it falls silent for the keep-alive bound: it is gone
+                    // behind a NAT or load balancer that forgot it, and its peer should be
+                    // told, and its resume slot freed for its next connection.
+                    pinging |= matches!(frame, Some(Ok(Message::Ping(_))));
+                    let bound = if pinging { idle.min(KEEPALIVE_SILENCE) } else { idle };
+                    silent_deadline.as_mut().reset(tokio::time::Instant::now() + bound);
                     match frame {
                         Some(Ok(Message::Text(text))) => match serde_json::from_str::<ClientMsg>(&text) {
                             Ok(msg) => match self.handle(msg, &mut out).await {

@@ -91,6 +91,12 @@ pub const ABILITY_PUSH_ACKS: &str = "push-acks-v1";
 /// page, which serves none, does not offer it.
 pub const ABILITY_PEER_ROUTE: &str = "peer-route-v1";
 
+/// The sender closes its session as soon as it has the receiver's verdict: a one-to-one
+/// receiver (its verdict sent) waits for that goodbye before it leaves, so that a verdict
+/// lost with a relay connection that died silently is sent again on the resume slot. The
+/// page, which does not close its session on the verdict, does not offer it.
+pub const ABILITY_GOODBYE: &str = "goodbye-v1";
+
 /// The ability to receive a stream of unknown length.
 pub const ABILITY_STREAM: &str = "stream-v3";
 

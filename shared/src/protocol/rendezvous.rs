@@ -5,6 +5,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::Nameplate;
 
+/// How often a client whose session is confirmed pings the relay on its rendezvous
+/// connection (WebSocket pings; the relay's WebSocket layer answers each with a pong).
+pub const KEEPALIVE_EVERY: core::time::Duration = core::time::Duration::from_secs(5);
+/// How long either end of a connection that pings hears nothing before it takes the
+/// connection as dead: a NAT or a load balancer that forgot it sends no close and no reset.
+/// The client then connects again and meets its peer on the session's resume slot; the
+/// relay lets the silent connection go, so that slot is free again and the peer is told.
+pub const KEEPALIVE_SILENCE: core::time::Duration = core::time::Duration::from_secs(20);
+
 /// Client to relay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
