@@ -155,16 +155,21 @@ impl Rendezvous {
         }
     }
 
+    /// This connection to the relay is lost, for `reason`.
+    fn unreachable(&self, reason: String) -> Error {
+        Error::RelayUnreachable {
+            relay: self.relay.clone(),
+            reason,
+            hint: "",
+        }
+    }
+
     async fn send(&mut self, msg: &ClientMsg) -> Result<()> {
         let text = serde_json::to_string(msg).expect("client messages always serialize");
         self.ws
             .send(Message::Text(text.into()))
             .await
-            .map_err(|e| Error::RelayUnreachable {
-                relay: self.relay.clone(),
-                reason: format!("connection lost: {e}"),
-                hint: "",
-            })
+            .map_err(|e| self.unreachable(format!("connection lost: {e}")))
     }
 
     /// The next message from the relay, inbox first. Relay errors become [`Error::Relay`].
@@ -177,12 +182,7 @@ impl Rendezvous {
         }
         loop {
             let frame = self.next_frame().await;
-            let lost = |reason: String| Error::RelayUnreachable {
-                relay: self.relay.clone(),
-                reason,
-                hint: "",
-            };
-            match frame.map_err(lost)? {
+            match frame.map_err(|reason| self.unreachable(reason))? {
                 Message::Text(t) => {
                     let msg: ServerMsg = serde_json::from_str(&t)
                         .map_err(|e| Error::Protocol(format!("bad message from relay: {e}")))?;
@@ -191,7 +191,7 @@ impl Rendezvous {
                         m => Ok(m),
                     };
                 }
-                Message::Close(_) => return Err(lost("the relay closed the connection".into())),
+                Message::Close(_) => return Err(self.unreachable("the relay closed the connection".into())),
                 _ => continue,
             }
         }
@@ -300,7 +300,6 @@ impl Rendezvous {
         .await
     }
 
-    /// Say goodbye; errors are irrelevant at this point.
     /// Make sure the relay has taken every message sent so far, within `within`: ping it
     /// and wait for the pong. The relay reads a connection in order, so by its pong it has
     /// passed on everything before the ping; over a connection that died silently (a NAT
@@ -335,13 +334,10 @@ impl Rendezvous {
                 within.as_secs()
             )),
         };
-        r.map_err(|reason| Error::RelayUnreachable {
-            relay: self.relay.clone(),
-            reason,
-            hint: "",
-        })
+        r.map_err(|reason| self.unreachable(reason))
     }
 
+    /// Say goodbye; errors are irrelevant at this point.
     pub(crate) async fn close(mut self, mood: Mood) {
         let _ = self.send(&ClientMsg::Close { mood }).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;
