@@ -91,6 +91,17 @@ impl Error {
         }
     }
 
+    /// This error as it ends a stream (`send -`): a stream cannot resume, since the
+    /// sender's standard input is gone, so a vanished peer means sending it anew.
+    pub(crate) fn for_stream(self) -> Self {
+        match self {
+            Self::PeerGone => Self::Transfer(
+                "the other side vanished before the stream finished; the output is incomplete and a stream does not resume: run both commands again to send it anew".into(),
+            ),
+            other => other,
+        }
+    }
+
     /// What the other side is told when this ends the transfer here: a category only,
     /// never this machine's paths or its libraries' messages.
     pub(crate) fn for_peer(&self) -> String {

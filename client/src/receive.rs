@@ -440,7 +440,7 @@ async fn receive_stream(
     }
     .await;
     paths.close().await;
-    let bytes = conclude(link, result, false).await?;
+    let bytes = conclude(link, result, false).await.map_err(Error::for_stream)?;
     events(Event::Done {
         bytes,
         seconds: started.elapsed().as_secs_f64(),

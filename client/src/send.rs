@@ -328,7 +328,8 @@ async fn send_stdin(mut link: PeerLink, opts: &SendOptions, events: &EventSink) 
         Ok(p) => p,
         Err(e) => return finish(link, Err(e)).await,
     };
-    let offered = Offered::new(opts.transport, &opts.relay, &link, port).await;
+    let mut offered = Offered::new(opts.transport, &opts.relay, &link, port).await;
+    offered.resume_tunnels();
     let result = async {
         let key = ContentKey::generate();
         let body = OfferBody::Stream {
@@ -348,5 +349,5 @@ async fn send_stdin(mut link: PeerLink, opts: &SendOptions, events: &EventSink) 
     }
     .await;
     offered.shutdown().await;
-    finish(link, result).await
+    finish(link, result).await.map_err(Error::for_stream)
 }

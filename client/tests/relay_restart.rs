@@ -9,7 +9,7 @@
 //! the session's resume slot, and the transfer goes on (over the path between them, or
 //! through the relay again on the tunnel). Nor does one that silences a swarm member's
 //! tunnel connections (no close, no reset): both ends take the silent tunnel as lost and
-//! resume on a new one.
+//! resume on a new one. A pipe (`send -`) through the tunnel survives a restart too.
 
 mod common;
 
@@ -625,4 +625,92 @@ fn swarm_member_through_a_faulty_proxy(fault: fn(&CuttingProxy)) -> String {
         );
     }
     logs
+}
+
+/// A pipe (`send -`) through the relay's tunnel, the relay killed once 4 MiB has reached
+/// the receiver's stdout and started again on its port 2 s later: the stream's tunnel
+/// connection resumes through the new relay, so both sides exit 0 and stdout holds every
+/// byte fed in, once and in order (without resumable tunnel ends the stream died with
+/// "the stream ended before the sender finished").
+#[test]
+fn a_piped_stream_through_the_tunnel_survives_a_relay_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let source = dir.path().join("stream.bin");
+    write_random(&source, 40 << 20);
+    let fed = std::fs::read(&source).expect("source");
+    let (relay, port) = RelayProcess::start_free();
+
+    let mut send = convey_at(&home, port);
+    send.args(["send", "--transport", "relay", "-"])
+        .stdin(Stdio::piped());
+    let send_err = dir.path().join("send.err");
+    let (mut sender, code) = spawn_with_code(send, &send_err);
+    let mut stdin = sender.stdin.take().expect("stdin");
+    let feed = fed.clone();
+    // About 5 MiB/s, so the stream is still running when the relay dies.
+    let feeder = std::thread::spawn(move || {
+        for chunk in feed.chunks(256 << 10) {
+            if stdin.write_all(chunk).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let recv_err = dir.path().join("recv.err");
+    let mut receiver = convey_at(&home, port)
+        .args(["receive", "--yes", "--transport", "relay", &code])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&recv_err).expect("stderr file"))
+        .spawn()
+        .expect("receive");
+    let mut stdout = receiver.stdout.take().expect("stdout");
+    let got = Arc::new(Mutex::new(Vec::with_capacity(fed.len())));
+    let sink = Arc::clone(&got);
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().expect("sink").extend_from_slice(&buf[..n]);
+        }
+    });
+    let started = Instant::now();
+    while got.lock().expect("sink").len() < 4 << 20 {
+        assert!(
+            started.elapsed() < LONG,
+            "4 MiB never reached the receiver's stdout"
+        );
+        assert!(
+            receiver.try_wait().expect("try_wait").is_none(),
+            "the receiver ended before the relay died: {}",
+            std::fs::read_to_string(&recv_err).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    relay.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    let relay = RelayProcess::start(port).expect("the relay started again on its port");
+
+    let r = wait_with_timeout(&mut receiver, LONG).code();
+    let s = wait_with_timeout(&mut sender, LONG).code();
+    drop(relay);
+    let _ = feeder.join();
+    let _ = reader.join();
+    let err = format!(
+        "receiver: {}\nsender: {}",
+        std::fs::read_to_string(&recv_err).unwrap_or_default(),
+        std::fs::read_to_string(&send_err).unwrap_or_default()
+    );
+    assert_eq!(r, Some(0), "the receiver: {err}");
+    assert_eq!(s, Some(0), "the sender: {err}");
+    let got = got.lock().expect("sink");
+    assert_eq!(
+        got.len(),
+        fed.len(),
+        "stdout holds as many bytes as were fed: {err}"
+    );
+    assert!(*got == fed, "stdout holds the bytes fed, once and in order");
 }
