@@ -261,6 +261,9 @@ enum Fault {
     Cut { sender: bool },
     /// Silence the session's relay connection of one side only (its tunnel goes on).
     Silence { sender: bool },
+    /// Silence the tunnel connections of one side only, the one in use and the one
+    /// waiting for the next connection alike (its session goes on).
+    SilenceTunnels { sender: bool },
 }
 
 impl Fault {
@@ -268,7 +271,7 @@ impl Fault {
     fn side(self) -> Option<bool> {
         match self {
             Self::Kill { .. } => None,
-            Self::Cut { sender } | Self::Silence { sender } => Some(sender),
+            Self::Cut { sender } | Self::Silence { sender } | Self::SilenceTunnels { sender } => Some(sender),
         }
     }
 }
@@ -352,6 +355,10 @@ fn transfer_in(dir: &Path, transport: &str, fault: Fault) -> (Option<i32>, Optio
             proxy.as_ref().expect("the proxy").silence_sessions();
             Some(relay)
         }
+        Fault::SilenceTunnels { .. } => {
+            proxy.as_ref().expect("the proxy").silence_tunnels();
+            Some(relay)
+        }
     };
 
     let r = wait_with_timeout(&mut receiver, LONG).code();
@@ -384,6 +391,7 @@ fn assert_survives(transport: &str, fault: Fault) {
         Fault::Cut { sender: false } => "the receiver's connections cut",
         Fault::Silence { sender: true } => "the sender's relay connection silenced",
         Fault::Silence { sender: false } => "the receiver's relay connection silenced",
+        Fault::SilenceTunnels { .. } => "a side's tunnels silenced",
     };
     assert_eq!(r, Some(0), "receiver on {transport}, {what}: {err}");
     assert_eq!(s, Some(0), "sender on {transport}, {what}: {err}");
@@ -530,6 +538,21 @@ fn a_tunnel_transfer_survives_the_senders_relay_connection_going_silent() {
 /// path selector stays open while the selector dials the tunnel again and the bytes lost
 /// with the old one are sent again; the sender waits for the cut receiver's session on the
 /// resume slot. All three exit 0 and both copies are byte-identical.
+/// A NAT forgets every tunnel connection of the sender at once, closing nothing: the one
+/// carrying the transfer, and the one waiting at the relay for the receiver's next. The relay
+/// pings a waiting end, so it drops the dead one and the sender (whose pings stop) opens
+/// another, which the receiver's resumed tunnel meets. Without the pings the dead end held
+/// the sender's waiting place: its new end was refused ("another connection of this side is
+/// already waiting") and the receiver exited 6 in 30 s.
+#[test]
+fn a_tunnel_transfer_survives_the_senders_waiting_tunnel_end_going_silent() {
+    let fault = Fault::SilenceTunnels { sender: true };
+    let (r, s, err, same) = transfer_through_a_dying_relay("relay", fault);
+    assert_eq!(r, Some(0), "the receiver: {err}");
+    assert_eq!(s, Some(0), "the sender: {err}");
+    assert!(same, "the file arrived byte-identical");
+}
+
 #[test]
 fn a_swarm_member_whose_tunnel_is_cut_goes_on_through_a_new_one() {
     let logs = swarm_member_through_a_faulty_proxy(CuttingProxy::cut);

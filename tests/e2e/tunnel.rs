@@ -1,7 +1,8 @@
 //! The relay's WebSocket tunnel at the frame level, however each end's upgrade request
 //! arrives: whole in the first read, or in pieces (which the relay's listener hands to axum
 //! after a second read). Each message of every length form must come out exactly as sent,
-//! still masked on the wire past the relay, and a close from one end must end the other.
+//! still masked on the wire past the relay, and a close from one end must end the other. A
+//! waiting listen end is pinged, and dropped once it stops answering.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -148,5 +149,47 @@ async fn a_tunnel_request_that_is_not_a_websocket_upgrade_is_refused() {
         let (_, reply) = request(at, &head(&token, "sideways", true), split).await;
         assert!(reply.starts_with("http/1.1 404"), "split {split}: {reply}");
     }
+    relay.server.shutdown().await;
+}
+
+/// A sender's waiting listen end says nothing until its partner comes, so a NAT could forget
+/// it unseen. The relay pings it every second: an end that answers (tungstenite does) waits
+/// as long as it likes; one that does not (here, never read: a dead end) is dropped after 4 s
+/// of silence, so a new listen end of the same tunnel is taken rather than refused as
+/// "already waiting", and the dial end is paired with the live one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_listen_end_is_pinged_and_a_silent_one_dropped() {
+    let relay = TestRelay::spawn().await;
+    let at = relay.server.local_addr();
+    let token = "5e".repeat(32);
+    let (mut dead, reply) = request(at, &head(&token, "listen", true), false).await;
+    assert!(reply.starts_with("http/1.1 101"), "{reply}");
+    // Never answered: the relay pings it, then drops it.
+    let mut heard = Vec::new();
+    let dropped = tokio::time::timeout(Duration::from_secs(15), async {
+        let mut buf = [0u8; 64];
+        loop {
+            match dead.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => heard.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(dropped.is_ok(), "the relay dropped the silent waiting end");
+    assert!(
+        heard.starts_with(&[0x89, 0x00]),
+        "the relay pinged it first: {heard:?}"
+    );
+
+    // A live end (read, so answering the pings; a close would fail `next`) waits past that
+    // bound, until the dial end comes and speaks.
+    let mut live = open(at, &token, "listen", false).await;
+    let reader = tokio::spawn(async move { next(&mut live).await });
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut dial = open(at, &token, "dial", false).await;
+    dial.send(Message::binary(b"hello".to_vec())).await.expect("send");
+    let (got, _) = reader.await.expect("the live end's reader");
+    assert_eq!(got, b"hello", "the dial end was paired with the live listen end");
     relay.server.shutdown().await;
 }

@@ -3,7 +3,9 @@
 //! masking key (see `convey_shared::protocol::tunnel`); they are unmasked here.
 
 use bytes::{Bytes, BytesMut};
-use convey_shared::protocol::tunnel::{MAX_TUNNEL_MESSAGE, RELAYED_KEY_BYTES, TunnelSide, unmask_relayed};
+use convey_shared::protocol::tunnel::{
+    MAX_TUNNEL_MESSAGE, RELAYED_KEY_BYTES, TunnelSide, WAITING_PING, WAITING_SILENT, unmask_relayed,
+};
 use futures::{SinkExt, StreamExt};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -72,16 +74,28 @@ pub(crate) fn relayed(data: Bytes) -> Option<Bytes> {
 }
 
 /// Wait for the first message through a tunnel end (the other end has joined and spoken).
-/// `None` when the relay closed it first (nobody joined in time).
+/// `None` when the relay closed it first (nobody joined in time), or when a relay that
+/// pinged this waiting end (every [`WAITING_PING`]; tungstenite answers) fell silent for
+/// [`WAITING_SILENT`] and a ping more: the end died without a word (a NAT forgot it), and the relay has
+/// dropped it too. A relay that never pings is waited for as long as it keeps the end.
 pub(crate) async fn first_message(ws: &mut Ws) -> Option<Bytes> {
-    while let Some(msg) = ws.next().await {
-        match msg {
+    let mut pinged = false;
+    loop {
+        let next = ws.next();
+        let msg = if pinged {
+            tokio::time::timeout(WAITING_SILENT + WAITING_PING, next)
+                .await
+                .ok()?
+        } else {
+            next.await
+        };
+        match msg? {
             Ok(Message::Binary(data)) => return relayed(data),
-            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+            Ok(Message::Ping(_)) => pinged = true,
+            Ok(Message::Pong(_) | Message::Frame(_)) => {}
             Ok(Message::Text(_) | Message::Close(_)) | Err(_) => return None,
         }
     }
-    None
 }
 
 /// How a spliced tunnel connection ended.

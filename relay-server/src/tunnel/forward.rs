@@ -89,6 +89,12 @@ impl Inbound {
         Ok(())
     }
 
+    /// Wait until bytes have arrived (`false`: the end closed). Cancel-safe: what arrived
+    /// stays in the buffer for [`Inbound::header`].
+    pub(crate) async fn readable(&mut self) -> bool {
+        self.rd.fill_buf().await.is_ok_and(|b| !b.is_empty())
+    }
+
     /// Read past a control frame's payload.
     pub(crate) async fn skip(&mut self, len: u64) -> Result<(), Ended> {
         let mut sink = [0u8; 125];
@@ -113,6 +119,11 @@ async fn write_both(w: &mut WriteHalf<Conn>, mut a: &[u8], mut b: &[u8]) -> io::
 }
 
 impl Outbound {
+    /// Write a whole control frame the relay makes itself (a ping).
+    pub(crate) async fn control(&mut self, frame: &[u8]) -> Result<(), Ended> {
+        self.wr.write_all(frame).await.map_err(|_| CLOSED)
+    }
+
     /// Tell the peer why the tunnel ends, if that can still be framed, and close.
     pub(crate) async fn close(&mut self, reason: &str) {
         if !self.mid_frame {

@@ -94,6 +94,9 @@ pub(crate) fn relayed_frame_start(len: u64, mask: [u8; 4]) -> ([u8; 14], usize) 
     (out, n + 4)
 }
 
+/// A server ping frame with no payload.
+pub(crate) const PING_FRAME: [u8; 2] = [0x80 | OP_PING, 0];
+
 /// A server close frame with status 1008 (policy) and `reason`, cut to fit a control frame.
 pub(crate) fn close_frame(reason: &str) -> Vec<u8> {
     let mut cut = reason.len().min(123);

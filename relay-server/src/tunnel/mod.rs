@@ -6,6 +6,7 @@
 
 mod forward;
 pub(crate) mod frames;
+mod waiting;
 
 use std::{
     collections::HashMap,
@@ -31,6 +32,7 @@ use tracing::{Instrument, debug, info_span};
 
 use crate::{metrics::Metrics, state::AppState};
 use forward::{CLOSED, Conn, Ended, Inbound, Outbound};
+use waiting::Waited;
 
 /// Caps on relayed sessions.
 #[derive(Debug, Clone, Copy)]
@@ -230,23 +232,45 @@ async fn run(socket: Conn, token: String, side: TunnelSide, state: AppState) {
                     .await;
                 break None;
             }
-            Err(Some(rx)) => {
-                let got = tokio::select! {
-                    r = rx => r.ok(),
-                    _ = tokio::time::sleep(state.tunnel_limits.wait) => None,
-                    _ = state.stopping.draining.cancelled() => None,
-                };
-                if got.is_none() {
-                    let mut waiting = tunnels.waiting.lock().unwrap_or_else(|e| e.into_inner());
-                    // Only remove our own entry (the tx is gone once a partner took it).
-                    if waiting
-                        .get(&(token.clone(), side))
-                        .is_some_and(|tx| tx.is_closed())
-                    {
-                        waiting.remove(&(token.clone(), side));
+            Err(Some(mut rx)) => {
+                let mut end = forward::split(mine);
+                let wait = state.tunnel_limits.wait;
+                let drained = state.stopping.draining.cancelled();
+                let waited = if side == TunnelSide::Listen {
+                    waiting::keep_alive(&mut end, &mut rx, wait, drained).await
+                } else {
+                    tokio::select! {
+                        r = &mut rx => r.map_or(Waited::Over, Waited::Paired),
+                        () = tokio::time::sleep(wait) => Waited::Over,
+                        () = drained => Waited::Over,
                     }
-                }
-                break got.map(|partner| (mine, partner));
+                };
+                let got = match waited {
+                    Waited::Paired(partner) => Some(partner),
+                    over => {
+                        // A partner that comes from now on finds this end closed and waits
+                        // itself; one that came just now is taken, unless this end is gone.
+                        rx.close();
+                        let late = rx.try_recv().ok();
+                        let mut waiting = tunnels.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                        // Only remove our own entry (the tx is gone once a partner took it).
+                        if waiting
+                            .get(&(token.clone(), side))
+                            .is_some_and(|tx| tx.is_closed())
+                        {
+                            waiting.remove(&(token.clone(), side));
+                        }
+                        match over {
+                            Waited::Gone(why) => {
+                                state.metrics.reject("tunnel_waiting_end_gone");
+                                debug!(why, "a waiting tunnel end went away");
+                                None
+                            }
+                            _ => late,
+                        }
+                    }
+                };
+                break got.map(|partner| (end, forward::split(partner)));
             }
         }
     };
@@ -302,9 +326,8 @@ async fn pass_frames(
     }
 }
 
-async fn splice(a: Conn, b: Conn, usage: &Usage, state: &AppState) -> Ended {
-    let (mut a_rx, mut a_tx) = forward::split(a);
-    let (mut b_rx, mut b_tx) = forward::split(b);
+async fn splice(a: (Inbound, Outbound), b: (Inbound, Outbound), usage: &Usage, state: &AppState) -> Ended {
+    let ((mut a_rx, mut a_tx), (mut b_rx, mut b_tx)) = (a, b);
     let limits = state.tunnel_limits;
     let left = limits.max_time.saturating_sub(usage.started.elapsed());
     let reason = tokio::select! {

@@ -24,6 +24,15 @@ pub const ACCESS_TOKEN_PROTOCOL: &str = "convey-token.";
 pub const TUNNEL_PROTOCOL: &str = "convey-tunnel";
 /// Bytes of a tunnel token (hex in the URL).
 pub const TOKEN_BYTES: usize = 32;
+/// How often the relay pings a `listen` end that waits for its partner. The end says nothing
+/// else while it waits, so without this neither side would notice it had died silently (a
+/// NAT that forgot it), and the next `dial` end would be paired with a dead one.
+pub const WAITING_PING: std::time::Duration = std::time::Duration::from_secs(1);
+/// A waiting `listen` end the relay heard nothing from (no pong) this long is dead: the
+/// relay drops it. The sender, pinged before, takes it as dead one [`WAITING_PING`] later
+/// (so the relay has dropped it first) and opens another. Short enough that a receiver
+/// resuming a lost tunnel (it redials 6 s into a silence) meets the new end.
+pub const WAITING_SILENT: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// Which end of a tunnel a connection is: the sender `listen`s (it serves BitTorrent), the
 /// receiver `dial`s. The relay pairs one of each.
